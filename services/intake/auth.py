@@ -1,0 +1,193 @@
+"""Who is calling: partner API keys (hashed), staff passwords (argon2) and signed short-lived tokens."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+import uuid
+from typing import Any, Literal
+
+import argon2
+import asyncpg
+import jwt
+import msgspec
+from litestar.connection import ASGIConnection
+from litestar.handlers.base import BaseRouteHandler
+
+from services.intake.problems import Problem
+from shared.apikeys import API_KEY_PREFIX, hash_api_key, new_api_key
+from shared.db import SYSTEM, Identity, transaction
+
+__all__ = [
+    "Caller",
+    "hash_api_key",
+    "hash_password",
+    "issue_token",
+    "new_api_key",
+    "require_partner",
+    "require_staff",
+    "resolve_caller",
+    "verify_password",
+]
+
+_hasher = argon2.PasswordHasher()
+# Verifying against a real hash when the email is unknown keeps timing from revealing accounts.
+_DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
+_ISSUER = "refnet"
+
+
+class Caller(msgspec.Struct, frozen=True):
+    kind: Literal["partner", "staff"]
+    id: str
+    role: str
+    partner_id: str = ""
+    region: str = ""
+
+    @property
+    def identity(self) -> Identity:
+        return Identity(role=self.role, actor_id=self.id, partner_id=self.partner_id, region=self.region)
+
+
+def hash_password(password: str) -> str:
+    return _hasher.hash(password)
+
+
+def verify_password(stored: str | None, password: str) -> bool:
+    try:
+        return _hasher.verify(stored or _DUMMY_HASH, password) and stored is not None
+    except (argon2.exceptions.VerificationError, argon2.exceptions.InvalidHashError):
+        return False
+
+
+def issue_token(secret: str, staff_id: str, role: str, region: str | None, ttl: int) -> str:
+    now = int(time.time())
+    claims = {
+        "iss": _ISSUER,
+        "sub": staff_id,
+        "role": role,
+        "region": region or "",
+        "iat": now,
+        "exp": now + ttl,
+    }
+    return jwt.encode(claims, secret, algorithm="HS256")
+
+
+def _decode_token(secret: str, token: str) -> dict[str, Any]:
+    try:
+        claims: dict[str, Any] = jwt.decode(
+            token, secret, algorithms=["HS256"], issuer=_ISSUER, options={"require": ["exp", "sub", "iat"]}
+        )
+    except jwt.PyJWTError:
+        raise Problem(
+            401, "The access token is invalid or has expired.", headers={"WWW-Authenticate": "Bearer"}
+        ) from None
+    return claims
+
+
+def _algorithm(token: str) -> str:
+    try:
+        return str(jwt.get_unverified_header(token).get("alg", ""))
+    except jwt.PyJWTError:
+        return ""
+
+
+_jwks_clients: dict[str, jwt.PyJWKClient] = {}
+
+
+async def _oidc_caller(connection: ASGIConnection[Any, Any, Any, Any], token: str) -> Caller:
+    """Verify an OIDC provider's JWT (signature by JWKS, issuer, audience, expiry) and map it to our
+    roster by email: the provider proves who it is; our roster says what they may do."""
+    settings = connection.app.state.settings
+    client = _jwks_clients.get(settings.oidc_jwks_url)
+    if client is None:
+        client = _jwks_clients[settings.oidc_jwks_url] = jwt.PyJWKClient(settings.oidc_jwks_url, cache_keys=True)
+    unauthorized = Problem(401, "The access token is invalid or has expired.", headers={"WWW-Authenticate": "Bearer"})
+    try:
+        # PyJWKClient fetches with urllib (blocking); keys are cached, so this rarely leaves the process.
+        key = await asyncio.to_thread(client.get_signing_key_from_jwt, token)
+        claims: dict[str, Any] = jwt.decode(
+            token, key.key, algorithms=["RS256", "ES256", "PS256"], issuer=settings.oidc_issuer or None,
+            audience=settings.oidc_audience or None, options={"require": ["exp", "iat", "sub"]},
+        )
+    except (jwt.PyJWTError, OSError):
+        raise unauthorized from None
+    email = claims.get(settings.oidc_email_claim)
+    if not isinstance(email, str) or not email:
+        raise unauthorized
+    async with transaction(connection.app.state.pool, SYSTEM) as conn:
+        row = await conn.fetchrow("SELECT id, role, region FROM staff WHERE lower(email) = lower($1)", email)
+    if row is None:
+        raise Problem(403, "This account is not on the refnet staff roster.")
+    return Caller("staff", str(row["id"]), row["role"], region=row["region"] or "")
+
+
+def _bearer(connection: ASGIConnection[Any, Any, Any, Any]) -> str:
+    header = connection.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Problem(
+            401,
+            "Send credentials as 'Authorization: Bearer <token>'.",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    return token.strip()
+
+
+async def resolve_caller(connection: ASGIConnection[Any, Any, Any, Any]) -> Caller:
+    """Authenticate the request; cached on the connection so guards and handlers share one lookup."""
+    cached = connection.scope.get("state", {}).get("refnet_caller")
+    if isinstance(cached, Caller):
+        return cached
+    token = _bearer(connection)
+    state = connection.app.state
+    if token.startswith(API_KEY_PREFIX):
+        pool: asyncpg.Pool = state.pool
+        # Authentication runs before there is a caller: it acts as the system.
+        # Touch last_used_at at most once a minute so authentication does not write on every call.
+        async with transaction(pool, SYSTEM) as conn:
+            row = await conn.fetchrow(
+                "WITH k AS (SELECT id, partner_id FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL"
+                " AND (expires_at IS NULL OR expires_at > now())),"
+                " t AS (UPDATE api_keys SET last_used_at = now() WHERE id = (SELECT id FROM k)"
+                "       AND (last_used_at IS NULL OR last_used_at < now() - interval '1 minute'))"
+                " SELECT id, partner_id FROM k",
+                hash_api_key(token),
+            )
+        if row is None:
+            raise Problem(401, "The API key is not valid.", headers={"WWW-Authenticate": "Bearer"})
+        caller = Caller("partner", str(row["partner_id"]), "partner", partner_id=str(row["partner_id"]))
+    elif _algorithm(token) != "HS256" and state.settings.oidc_jwks_url:
+        caller = await _oidc_caller(connection, token)
+    else:
+        claims = _decode_token(state.settings.secret_key, token)
+        try:
+            staff_id = str(uuid.UUID(str(claims["sub"])))
+        except ValueError:
+            raise Problem(
+                401, "The access token is invalid.", headers={"WWW-Authenticate": "Bearer"}
+            ) from None
+        caller = Caller("staff", staff_id, str(claims.get("role", "")), region=str(claims.get("region", "")))
+    connection.scope.setdefault("state", {})["refnet_caller"] = caller
+    return caller
+
+
+def _guard(kinds: set[str], roles: set[str] | None) -> Any:
+    async def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+        caller = await resolve_caller(connection)
+        if caller.kind not in kinds or (roles is not None and caller.role not in roles):
+            raise Problem(403, "Your role may not use this endpoint.")
+
+    return guard
+
+
+def require_partner() -> Any:
+    return _guard({"partner"}, None)
+
+
+def require_staff(*roles: str) -> Any:
+    return _guard({"staff"}, set(roles) if roles else None)
+
+
+def any_caller() -> Any:
+    return _guard({"partner", "staff"}, None)

@@ -1,0 +1,39 @@
+"""Intake's periodic duties: seal the audit chain, expire consents, enforce PII retention, remind follow-ups."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+
+import asyncpg
+import structlog
+
+from services.intake.consent import expire_consents, shred_expired_retention
+from services.intake.followups import remind_followups
+from shared import audit
+from shared.config import Settings
+
+__all__ = ["run_maintenance"]
+
+log = structlog.get_logger("refnet.intake")
+
+
+async def run_maintenance(pool: asyncpg.Pool, settings: Settings, stop: asyncio.Event) -> None:
+    last_sweep = 0.0
+    while not stop.is_set():
+        try:
+            # Seal promptly: unsealed audit rows are the only ones not yet tamper-evident.
+            while await audit.seal(pool) >= 1000:
+                pass
+            if time.monotonic() - last_sweep >= settings.consent_sweep_seconds:
+                last_sweep = time.monotonic()
+                expired = await expire_consents(pool)
+                retained = await shred_expired_retention(pool, settings.pii_retention_days)
+                if expired or retained:
+                    log.info("maintenance.pii_shredded", consent_expired=expired, retention=retained)
+                await remind_followups(pool, settings.followup_reminder_lead_days)
+        except Exception as exc:
+            log.warning("maintenance.failed", error=type(exc).__name__, detail=str(exc)[:200])
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(stop.wait(), 1.0)

@@ -1,0 +1,25 @@
+-- One round trip, one transaction: the referral, its sealed PII, its data key, its consent, the
+-- idempotency record and the outbox event commit together or not at all.
+WITH r AS (
+    INSERT INTO referrals (id, partner_id, status, region, needs, language, urgency, age_years, intake,
+                           received_at, updated_at, youth_key)
+    VALUES ($1, $2, 'received', $3, $4, $5, $6, $7, $8, $9, $9, $24)
+    RETURNING id, partner_id
+), k AS (
+    INSERT INTO referral_keys (referral_id, partner_id, key_id, wrapped_key) SELECT id, $2, $10, $11 FROM r
+), p AS (
+    INSERT INTO referral_pii (referral_id, partner_id, nonce, ciphertext) SELECT id, $2, $12, $13 FROM r
+), c AS (
+    INSERT INTO consents (referral_id, partner_id, method, scope, obtained_at, expires_at)
+    SELECT id, $2, $14, $15, $16, $17 FROM r
+), o AS (
+    INSERT INTO outbox (event_id, subject, payload) SELECT $18, $19, $20 FROM r
+), i AS (
+    INSERT INTO idempotency_keys (partner_id, key, request_hash, status_code, response_body, referral_id)
+    SELECT $2, $21, $22, 201, $23, id FROM r WHERE $21::text IS NOT NULL
+), a AS (
+    -- Every PII write is audited, in the same transaction.
+    INSERT INTO audit_log (actor_role, actor_id, partner_id, action, target_type, target_id)
+    SELECT 'partner', partner_id::text, partner_id::text, 'pii.write', 'referral', id::text FROM r
+)
+SELECT id FROM r

@@ -1,0 +1,44 @@
+"""Pure delivery-time checks: whether an outbound message may still be sent, decided just before sending."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+__all__ = ["Suppressed", "suppression"]
+
+# Offer emails are worth sending only while the offer waits for an answer.
+_OFFER_KINDS = frozenset({"offer", "offer_reminder"})
+
+
+class Suppressed(msgspec.Struct, frozen=True):
+    # cancelled: nobody should ever receive it; dead: kept for an admin to replay once possible.
+    state: Literal["cancelled", "dead"]
+    reason: str
+
+
+def suppression(
+    *,
+    channel: str,
+    kind: str,
+    referral_status: str | None,
+    assignment_state: str | None,
+    endpoint_state: str | None,
+) -> Suppressed | None:
+    """Why this delivery must not go out now, or None to send it.
+
+    Checked at delivery time, not only at fan-out: consent can be withdrawn, an endpoint deleted or
+    an offer answered while a delivery waits for its retry.
+    """
+    if referral_status == "withdrawn":
+        # Consent withdrawn: nothing more about this youth leaves the platform, ever.
+        return Suppressed("cancelled", "referral_withdrawn")
+    if channel == "webhook":
+        if endpoint_state == "deleted" or endpoint_state is None:
+            return Suppressed("cancelled", "endpoint_deleted")
+        if endpoint_state != "active":
+            return Suppressed("dead", "endpoint_disabled")
+    if kind in _OFFER_KINDS and assignment_state is not None and assignment_state != "offered":
+        return Suppressed("cancelled", "offer_answered")
+    return None

@@ -1,0 +1,248 @@
+"""Notify consumer: fan each event out to its recipients' channels, once per event, recipient and channel."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+import structlog
+
+from services.notify.store import (
+    NewDelivery,
+    add_deliveries,
+    cancel_for_referral,
+    webhook_body,
+)
+from shared.bus import CONSUMERS, ConsumerSpec, Handler, claim_event
+from shared.config import Settings
+from shared.db import load_sql, retrying, transaction
+from shared.events import (
+    AnyEvent,
+    AssignmentExpired,
+    AssignmentReminder,
+    ReferralAssigned,
+    ReferralStatusChanged,
+    ReferralUnroutable,
+    ReferralWithdrawn,
+)
+
+__all__ = ["consumer_spec", "fan_out", "make_handler"]
+
+log = structlog.get_logger("refnet.notify")
+CONSUMER = "notify"
+_SQL = "services.notify"
+
+
+class _Fanout:
+    """Collects one event's in-app notifications and outbound deliveries, then writes them together."""
+
+    def __init__(self, conn: asyncpg.Connection, event_id: str, email: bool) -> None:
+        self.conn = conn
+        self.event_id = event_id
+        self.email = email
+        self.inapp: list[tuple[Any, ...]] = []
+        self.outbound: list[NewDelivery] = []
+
+    def notify(
+        self,
+        recipients: list[str],
+        kind: str,
+        data: dict[str, Any],
+        *,
+        referral_id: str | None = None,
+        assignment_id: str | None = None,
+    ) -> None:
+        for rid in recipients:
+            self.inapp.append((rid, kind, self.event_id, referral_id, assignment_id, data))
+
+    async def email_staff(
+        self,
+        recipients: list[str],
+        kind: str,
+        payload: dict[str, Any],
+        *,
+        referral_id: str | None = None,
+        assignment_id: str | None = None,
+    ) -> None:
+        """Email the recipients who asked for it (in-app is always on)."""
+        if not self.email or not recipients:
+            return
+        opted_in = await self.conn.fetch(
+            "SELECT id FROM staff WHERE id = any($1::uuid[]) AND email_notifications", recipients
+        )
+        for r in opted_in:
+            self.outbound.append(
+                NewDelivery(
+                    event_id=self.event_id,
+                    kind=kind,
+                    channel="email",
+                    recipient_id=str(r["id"]),
+                    staff_id=str(r["id"]),
+                    referral_id=referral_id,
+                    assignment_id=assignment_id,
+                    payload=payload,
+                )
+            )
+
+    async def write(self) -> None:
+        if self.inapp:
+            await self.conn.executemany(load_sql(_SQL, "insert_notification"), self.inapp)
+        await add_deliveries(self.conn, self.outbound)
+
+
+async def _referral_status(conn: asyncpg.Connection, referral_id: str) -> str | None:
+    status = await conn.fetchval("SELECT status FROM referrals WHERE id = $1", referral_id)
+    return None if status is None else str(status)
+
+
+async def fan_out(conn: asyncpg.Connection, event: AnyEvent, settings: Settings) -> _Fanout:
+    """Decide and write what ``event`` produces, inside the caller's transaction (which claimed it).
+
+    Messages carry ids and codes only; what a person sees is read by intake under their authorisation.
+    """
+    out = _Fanout(conn, event.event_id, email=bool(settings.smtp_host))
+    if isinstance(event, ReferralAssigned):
+        respond_by = event.respond_by.isoformat()
+        cm = [event.case_manager_id]
+        out.notify(
+            cm,
+            "offer",
+            {"respond_by": respond_by, "region": event.region, "urgency": event.urgency},
+            referral_id=event.referral_id,
+            assignment_id=event.assignment_id,
+        )
+        await out.email_staff(
+            cm,
+            "offer",
+            {"respond_by": respond_by},
+            referral_id=event.referral_id,
+            assignment_id=event.assignment_id,
+        )
+    elif isinstance(event, AssignmentReminder):
+        state = await conn.fetchval("SELECT state FROM assignments WHERE id = $1", event.assignment_id)
+        if state == "offered":
+            respond_by = event.respond_by.isoformat()
+            cm = [event.case_manager_id]
+            out.notify(
+                cm,
+                "offer_reminder",
+                {"respond_by": respond_by},
+                referral_id=event.referral_id,
+                assignment_id=event.assignment_id,
+            )
+            await out.email_staff(
+                cm,
+                "offer_reminder",
+                {"respond_by": respond_by},
+                referral_id=event.referral_id,
+                assignment_id=event.assignment_id,
+            )
+    elif isinstance(event, AssignmentExpired):
+        out.notify(
+            [event.case_manager_id],
+            "offer_expired",
+            {},
+            referral_id=event.referral_id,
+            assignment_id=event.assignment_id,
+        )
+    elif isinstance(event, ReferralUnroutable):
+        # The region's supervisors work its queue; a referral with no region (out of area) is everyone's.
+        rows = await conn.fetch(
+            "SELECT id FROM staff WHERE role = 'supervisor' AND ($1::text IS NULL OR region = $1)",
+            event.region,
+        )
+        supervisors = [str(r["id"]) for r in rows]
+        out.notify(
+            supervisors,
+            "unroutable",
+            {"reason": event.reason, "region": event.region},
+            referral_id=event.referral_id,
+        )
+        # The email says only that the queue has work: not the reason, not the region.
+        await out.email_staff(supervisors, "unroutable", {}, referral_id=event.referral_id)
+    elif isinstance(event, ReferralStatusChanged):
+        # Closed loop for the referring partner (the one event in store.WEBHOOK_EVENTS today).
+        # Nothing leaves once consent is withdrawn.
+        if event.status != "withdrawn" and await _referral_status(conn, event.referral_id) != "withdrawn":
+            endpoints = await conn.fetch(
+                "SELECT id FROM webhook_endpoints WHERE partner_id = $1 AND state = 'active' AND $2 = ANY (events)",
+                event.partner_id,
+                "referral.status_changed",
+            )
+            body = webhook_body(
+                "referral.status_changed",
+                event.occurred_at,
+                {
+                    "referral_id": event.referral_id,
+                    "status": event.status,
+                    "previous_status": event.previous_status,
+                },
+            )
+            for e in endpoints:
+                out.outbound.append(
+                    NewDelivery(
+                        event_id=event.event_id,
+                        kind="referral.status_changed",
+                        channel="webhook",
+                        recipient_id=str(e["id"]),
+                        endpoint_id=str(e["id"]),
+                        partner_id=event.partner_id,
+                        referral_id=event.referral_id,
+                        payload=body,
+                    )
+                )
+    elif isinstance(event, ReferralWithdrawn):
+        if event.status == "withdrawn":
+            cancelled = await cancel_for_referral(conn, event.referral_id, "referral_withdrawn")
+            if cancelled:
+                log.info("notify.outbound_cancelled", referral_id=event.referral_id, count=cancelled)
+        # The case manager who had it learns in-app (ids and codes only) that it stopped.
+        cm = await conn.fetchval(
+            "SELECT case_manager_id FROM assignments WHERE referral_id = $1"
+            " AND state IN ('offered', 'accepted', 'cancelled') ORDER BY offered_at DESC LIMIT 1",
+            event.referral_id,
+        )
+        if cm is not None:
+            out.notify(
+                [str(cm)],
+                "referral_withdrawn",
+                {"reason": event.reason, "status": event.status},
+                referral_id=event.referral_id,
+            )
+    await out.write()
+    return out
+
+
+def make_handler(pool: asyncpg.Pool, settings: Settings) -> Handler:
+    async def handle(event: AnyEvent) -> None:
+        if not isinstance(
+            event,
+            ReferralAssigned
+            | AssignmentReminder
+            | AssignmentExpired
+            | ReferralUnroutable
+            | ReferralStatusChanged
+            | ReferralWithdrawn,
+        ):
+            return  # not ours (filtered subjects make this rare); ack and move on
+
+        async def once() -> _Fanout | None:
+            async with transaction(pool) as conn:
+                if not await claim_event(conn, CONSUMER, event.event_id):
+                    return None
+                return await fan_out(conn, event, settings)
+
+        out = await retrying(once)
+        if out is not None and (out.inapp or out.outbound):
+            log.info(
+                "notify.fanned_out",
+                referral_id=getattr(event, "referral_id", None),
+                inapp=len(out.inapp),
+                outbound=len(out.outbound),
+            )
+
+    return handle
+
+
+def consumer_spec() -> ConsumerSpec:
+    return CONSUMERS[CONSUMER]

@@ -1,0 +1,471 @@
+"""Route one locked referral: gather candidates in SQL, choose with the pure policy, take capacity, record."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import msgspec
+import structlog
+
+from services.routing.policy import (
+    Candidate,
+    Decision,
+    ReferralFacts,
+    Scored,
+    balance_weight,
+    base_score,
+    bucket_scores,
+    choose,
+    excluding_specialisms,
+    matching_specialisms,
+    need_mask,
+    need_minimum,
+    specialism_mask,
+)
+from services.routing.record import Census, DecisionRecord, Inputs
+from services.routing.rules import Rules
+from shared import metrics
+from shared.db import load_sql
+from shared.events import Event, ReferralAssigned, ReferralStatusChanged, ReferralUnroutable
+from shared.outbox import enqueue
+
+__all__ = ["Gathered", "Routed", "decide", "facts_for", "gather", "previous_offers", "route_referral"]
+
+log = structlog.get_logger("refnet.routing")
+_SQL = "services.routing"
+# Another worker may take the last place of every ranked candidate between our read and our update;
+# then read again (the next statement sees their commit), a few times at most.
+_TAKE_ROUNDS = 10
+# Candidates kept per decision beyond the exact ones: the runners-up a supervisor reads about.
+_KEEP = 4
+_WALK_PLAN = (
+    "SET LOCAL plan_cache_mode = force_generic_plan; SET LOCAL enable_seqscan = off;"
+    " SET LOCAL enable_bitmapscan = off; SET LOCAL enable_sort = off"
+)
+
+
+class Gathered(msgspec.Struct, frozen=True):
+    candidates: tuple[Candidate, ...]
+    continuity: frozenset[str]
+    # How many case managers pass every hard filter, when the walk saw them all (else None: many).
+    eligible_total: int | None
+    # Every case manager of the region is among the candidates, so each can be explained by name.
+    named_all: bool
+    # Rows the walk read, for the benchmark and the curious.
+    walked: int = 0
+
+
+class Routed(msgspec.Struct, frozen=True):
+    """What route_referral did: ``assigned``, ``unroutable`` or ``unchanged`` (still waiting, nothing written)."""
+
+    status: str
+    reason: str
+    case_manager_id: str | None = None
+    assignment_id: str | None = None
+
+
+async def previous_offers(conn: asyncpg.Connection, referral_id: uuid.UUID) -> tuple[frozenset[str], int]:
+    """Case managers who declined or let an offer of this referral expire, and how many such offers."""
+    rows = await conn.fetch(
+        "SELECT case_manager_id FROM assignments WHERE referral_id = $1 AND state IN ('declined', 'expired')",
+        referral_id,
+    )
+    return frozenset(str(r["case_manager_id"]) for r in rows), len(rows)
+
+
+def facts_for(ref: asyncpg.Record, rules: Rules, now: datetime) -> ReferralFacts:
+    waited = (now - ref["received_at"]).total_seconds()
+    return ReferralFacts(
+        id=str(ref["id"]),
+        region=ref["region"],
+        needs=tuple(ref["needs"]),
+        language=ref["language"],
+        urgency=ref["urgency"],
+        age_years=ref["age_years"],
+        min_covered=need_minimum(rules.need_match, ref["urgency"], waited),
+    )
+
+
+def _candidate(r: asyncpg.Record) -> Candidate:
+    return Candidate(
+        id=str(r["staff_id"]),
+        regions=tuple(r["regions"]),
+        needs=tuple(r["needs"]),
+        languages=tuple(r["languages"]),
+        capacity=r["capacity"],
+        active_count=r["active_count"],
+        status=r["status"],
+        specialisms=tuple(r["specialisms"]),
+    )
+
+
+class _Walk(msgspec.Struct, frozen=True):
+    # (-score, id) over every walk so far, best first, at most ``keep``; the first ``limit`` are exact.
+    best: list[tuple[float, str]]
+    read: int
+    exhausted: bool
+    first_page: bool
+
+
+async def _walk(
+    conn: asyncpg.Connection,
+    sql: str,
+    args: tuple[object, ...],
+    first_rows: list[asyncpg.Record],
+    page: int,
+    best_so_far: list[tuple[float, str]],
+    *,
+    buckets: tuple[float, ...],
+    balance: float,
+    mask: int,
+    fits: int,
+    ceiling: float,
+    limit: int,
+    keep: int,
+) -> _Walk:
+    """Read one group of case managers least loaded first, in growing pages (the first already read),
+    until the ``limit``-th best of everyone read so far (this walk and earlier ones) scores strictly above
+    ``ceiling`` + balance x the free share of the last one read. Within a bucket the score only falls as
+    the load rises, so nobody in this group not yet read can enter the top ``limit`` any more. The best
+    ``keep`` (>= limit) of those read are kept: beyond ``limit`` they are the best of those compared."""
+    rows, size = first_rows, page
+    while True:
+        best = sorted(
+            [
+                *best_so_far,
+                *(
+                    (
+                        -base_score(
+                            buckets,
+                            balance,
+                            (r["need_mask"] & mask).bit_count(),
+                            bool(r["specialism_mask"] & fits),
+                            r["active_count"],
+                            r["capacity"],
+                        ),
+                        str(r["staff_id"]),
+                    )
+                    for r in rows
+                ),
+            ]
+        )[:keep]
+        if len(rows) < size:
+            return _Walk(best, len(rows), True, size == page)
+        last = rows[-1]
+        if len(best) >= limit:
+            # Anyone unread scores at most `bound`, and one with exactly the last one's load has a
+            # higher id (the index order), so on an equal score the tie-break already goes our way.
+            score, cid = -best[limit - 1][0], best[limit - 1][1]
+            bound = ceiling + balance * (1.0 - last["active_count"] / last["capacity"])
+            if score > bound or (score == bound and cid <= str(last["staff_id"])):
+                return _Walk(best, len(rows), False, False)
+        size *= 4
+        rows = await conn.fetch(load_sql(_SQL, sql), *args, size)
+
+
+async def gather(
+    conn: asyncpg.Connection,
+    facts: ReferralFacts,
+    excluded: frozenset[str],
+    youth_key: bytes | None,
+    rules: Rules,
+) -> Gathered:
+    """The bounded candidate set, which holds the policy's exact best ``limit`` case managers.
+
+    Walks (see _walk) over the region's eligible case managers in three disjoint groups, each with its
+    own index and ceiling: single-region ones without a specialism that fits the referral (best possible
+    constant: full coverage), single-region specialists who fit (full coverage plus the specialism
+    weight), and those serving several regions without one. The few serving several regions with a
+    specialism that fits, and those who served the youth before, are read whole. The policy then scores
+    the best of the walks and them.
+    """
+    limit = rules.candidates.limit
+    buckets = bucket_scores(facts, rules.weights)
+    balance = balance_weight(facts, rules.weights)
+    mask = need_mask(facts.needs)
+    fits = specialism_mask(matching_specialisms(facts))
+    filters = (
+        facts.region,
+        facts.language,
+        specialism_mask(excluding_specialisms(facts)),
+        list(excluded),
+        mask,
+        facts.min_covered,
+        fits,
+    )
+    full = len(facts.needs) * 2
+    # Row-level security's policy expressions make the planner expect almost no matching rows, so it
+    # reads the whole region and sorts rather than walk an index in order and stop at the limit; and
+    # it re-plans these statements every time (milliseconds under RLS). Steer it. SET LOCAL lasts until
+    # the routing transaction ends; what follows in it are primary-key lookups and inserts.
+    await conn.execute(_WALK_PLAN)
+    # First pages: the main walk's, and a smaller one for the two walks over few people.
+    page, small_page = max(4 * limit, 64), max(4 * limit, 16)
+    first = await conn.fetch(load_sql(_SQL, "walk_first"), *filters, page, small_page)
+    walks: list[_Walk] = []
+    groups = [("plain", "walk", buckets[full], page)]
+    if fits:
+        groups.append(("specialist", "walk_specialists", buckets[full + 1], small_page))
+    groups.append(("multi", "walk_multi", buckets[full], small_page))
+    for tag, sql, ceiling, size in groups:
+        walks.append(
+            await _walk(
+                conn,
+                sql,
+                filters,
+                [r for r in first if r["walk"] == tag],
+                size,
+                walks[-1].best if walks else [],
+                buckets=buckets,
+                balance=balance,
+                mask=mask,
+                fits=fits,
+                ceiling=ceiling,
+                limit=limit,
+                keep=max(limit, _KEEP),
+            )
+        )
+    small = all(w.first_page for w in walks)
+    members = rules.candidates.name_all_up_to + 1 if small else 0
+    top = [cid for _, cid in walks[-1].best]
+    rows = await conn.fetch(
+        load_sql(_SQL, "candidates"),
+        facts.region,
+        top,
+        youth_key,
+        facts.id,
+        members,
+        fits,
+        facts.language,
+        filters[2],
+        list(excluded),
+        mask,
+        facts.min_covered,
+    )
+    seen: dict[str, Candidate] = {}
+    continuity: set[str] = set()
+    multi = 0
+    named_all = small and sum(r["source"] == "member" for r in rows) <= rules.candidates.name_all_up_to
+    for r in rows:
+        source, cid = r["source"], str(r["staff_id"])
+        if source == "continuity":
+            continuity.add(cid)
+        elif source == "multi":
+            multi += 1
+        elif source == "member" and not named_all:
+            continue
+        seen.setdefault(cid, _candidate(r))
+    total = sum(w.read for w in walks) + multi if all(w.exhausted for w in walks) else None
+    return Gathered(
+        tuple(seen.values()), frozenset(continuity), total, named_all, walked=sum(w.read for w in walks)
+    )
+
+
+async def _census(conn: asyncpg.Connection, facts: ReferralFacts, excluded: frozenset[str]) -> Census:
+    row = await conn.fetchrow(
+        load_sql(_SQL, "census"),
+        facts.region,
+        facts.language,
+        specialism_mask(excluding_specialisms(facts)),
+        list(excluded),
+        need_mask(facts.needs),
+        facts.min_covered,
+    )
+    assert row is not None  # an aggregate always returns a row
+    return Census(**dict(row))
+
+
+def _ordered(decision: Decision) -> tuple[Scored, ...]:
+    """Eligible best first, then the ineligible in the order they were read."""
+    by_id = {s.id: s for s in decision.scored}
+    return tuple(by_id[i] for i in decision.ranked) + tuple(s for s in decision.scored if not s.eligible)
+
+
+async def decide(
+    conn: asyncpg.Connection,
+    facts: ReferralFacts,
+    excluded: frozenset[str],
+    youth_key: bytes | None,
+    rules: Rules,
+) -> tuple[Decision, Gathered]:
+    """Read the candidates and let the policy choose (no writes): the routing decision proper."""
+    gathered = await gather(conn, facts, excluded, youth_key, rules)
+    facts = msgspec.structs.replace(facts, previous_case_managers=gathered.continuity)
+    return choose(facts, gathered.candidates, excluded, rules.weights), gathered
+
+
+@metrics.timed_decision
+async def route_referral(
+    conn: asyncpg.Connection,
+    ref: asyncpg.Record,
+    rules: Rules,
+    trace_id: str = "",
+    *,
+    quiet: bool = False,
+) -> Routed:
+    """Offer ``ref`` (locked FOR UPDATE by the caller) to the best eligible case manager, or queue it.
+
+    ``quiet``: the referral already waits in the queue; if it would stay there for the same reason,
+    write nothing (the queue drain retries often and must not flood decisions and events).
+    """
+    now = datetime.now(UTC)
+    excluded, offers_so_far = await previous_offers(conn, ref["id"])
+    facts = facts_for(ref, rules, now)
+    inputs = Inputs(
+        region=facts.region,
+        needs=facts.needs,
+        language=facts.language,
+        urgency=facts.urgency,
+        age_years=facts.age_years,
+        min_covered=facts.min_covered,
+        excluded=tuple(sorted(excluded)),
+        offers_so_far=offers_so_far,
+        max_offers=rules.offers.max_offers,
+    )
+    record: DecisionRecord
+    chosen: str | None = None
+    if facts.region is None:
+        record = DecisionRecord(policy_version=rules.version, inputs=inputs, outcome="out_of_area")
+    elif offers_so_far >= rules.offers.max_offers:
+        record = DecisionRecord(policy_version=rules.version, inputs=inputs, outcome="offers_exhausted")
+    else:
+        taken: list[str] = []
+        for _ in range(_TAKE_ROUNDS):
+            decision, gathered = await decide(conn, facts, excluded, ref["youth_key"], rules)
+            if decision.chosen is None:
+                break
+            if await conn.fetchval(load_sql(_SQL, "take_capacity"), decision.chosen) is not None:
+                chosen = decision.chosen
+                break
+            # Another worker took their last place after we read (the conditional UPDATE waited for
+            # its commit): read again, which no longer offers them, so the choice stays the best.
+            taken.append(decision.chosen)
+        record = DecisionRecord(
+            policy_version=rules.version,
+            inputs=msgspec.structs.replace(inputs, continuity=tuple(sorted(gathered.continuity))),
+            outcome="assigned" if chosen else "no_eligible_case_manager",
+            chosen=chosen,
+            candidates=_ordered(decision),
+            eligible_total=gathered.eligible_total,
+            named_all=gathered.named_all,
+            taken_meanwhile=tuple(taken),
+        )
+    if (
+        chosen is None
+        and quiet
+        and ref["status"] == "unroutable"
+        and ref["unroutable_reason"] == record.outcome
+    ):
+        return Routed("unchanged", record.outcome)
+    if record.outcome == "no_eligible_case_manager" and not record.named_all:
+        # A region too large to name everyone: count why they could not take it (a full scan, but
+        # only when nobody could, which also means the queue gets a new member).
+        record = msgspec.structs.replace(record, census=await _census(conn, facts, excluded))
+    await conn.execute(
+        "INSERT INTO routing_decisions (id, referral_id, decided_at, outcome, chosen_id, detail, policy_version)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        uuid.uuid4(),
+        ref["id"],
+        now,
+        record.outcome,
+        chosen,
+        msgspec.to_builtins(record),
+        rules.version,
+    )
+    if chosen is not None:
+        routed = await _offer(conn, ref, chosen, rules, now, offers_so_far + 1, trace_id)
+    else:
+        routed = await _queue(conn, ref, record.outcome, trace_id)
+    log.info(
+        "routing.decided",
+        referral_id=str(ref["id"]),
+        outcome=routed.status,
+        reason=routed.reason,
+        eligible=record.eligible_total,
+        policy_version=rules.version,
+    )
+    metrics.routing_decided(
+        record.outcome, ref["received_at"], first_offer=chosen is not None and offers_so_far == 0
+    )
+    return routed
+
+
+async def _offer(
+    conn: asyncpg.Connection,
+    ref: asyncpg.Record,
+    case_manager_id: str,
+    rules: Rules,
+    now: datetime,
+    attempt: int,
+    trace_id: str,
+) -> Routed:
+    """Write the offer (capacity already taken) and move the referral to ``assigned``."""
+    respond_by = now + timedelta(seconds=rules.offers.ttl_for(ref["urgency"]))
+    assignment_id = uuid.uuid4()
+    await conn.execute(
+        "INSERT INTO assignments (id, referral_id, case_manager_id, state, offered_at, respond_by, attempt)"
+        " VALUES ($1, $2, $3, 'offered', $4, $5, $6)",
+        assignment_id,
+        ref["id"],
+        case_manager_id,
+        now,
+        respond_by,
+        attempt,
+    )
+    await conn.execute(
+        "UPDATE referrals SET status = 'assigned', assigned_at = $2, updated_at = $2,"
+        " unroutable_reason = NULL, queued_at = NULL WHERE id = $1",
+        ref["id"],
+        now,
+    )
+    events: list[Event] = [
+        ReferralAssigned(
+            referral_id=str(ref["id"]),
+            assignment_id=str(assignment_id),
+            case_manager_id=case_manager_id,
+            region=ref["region"] or "",
+            respond_by=respond_by,
+            urgency=ref["urgency"],
+            trace_id=trace_id,
+        )
+    ]
+    events.extend(_status_change(ref, "assigned", trace_id))
+    await enqueue(conn, *events)
+    return Routed("assigned", "assigned", case_manager_id, str(assignment_id))
+
+
+async def _queue(conn: asyncpg.Connection, ref: asyncpg.Record, reason: str, trace_id: str) -> Routed:
+    """Move the referral to ``unroutable`` (the supervisor queue), keeping how long it has waited there."""
+    await conn.execute(
+        "UPDATE referrals SET status = 'unroutable', unroutable_reason = $2, updated_at = now(),"
+        " queued_at = CASE WHEN status = 'unroutable' THEN coalesce(queued_at, now()) ELSE now() END"
+        " WHERE id = $1",
+        ref["id"],
+        reason,
+    )
+    events: list[Event] = []
+    if ref["status"] != "unroutable" or ref["unroutable_reason"] != reason:
+        events.append(
+            ReferralUnroutable(
+                referral_id=str(ref["id"]), reason=reason, region=ref["region"], trace_id=trace_id
+            )
+        )
+    events.extend(_status_change(ref, "unroutable", trace_id))
+    await enqueue(conn, *events)
+    return Routed("unroutable", reason)
+
+
+def _status_change(ref: asyncpg.Record, status: str, trace_id: str) -> list[Event]:
+    if ref["status"] == status:
+        return []
+    return [
+        ReferralStatusChanged(
+            referral_id=str(ref["id"]),
+            partner_id=str(ref["partner_id"]),
+            status=status,
+            previous_status=ref["status"],
+            trace_id=trace_id,
+        )
+    ]

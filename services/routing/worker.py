@@ -1,0 +1,228 @@
+"""Routing consumer and periodic duties: route received and declined referrals, expire offers, drain the queue."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+
+import asyncpg
+import structlog
+
+from services.routing.engine import Routed, route_referral
+from services.routing.rules import Rules, effective_rules
+from shared import metrics
+from shared.bus import CONSUMERS, ConsumerSpec, Handler, Poison, claim_event
+from shared.config import Settings
+from shared.db import load_sql, retrying, transaction
+from shared.events import (
+    AnyEvent,
+    AssignmentDeclined,
+    AssignmentExpired,
+    ReferralReceived,
+    ReferralWithdrawn,
+)
+from shared.outbox import enqueue
+
+__all__ = [
+    "cancel_withdrawn",
+    "drain_queue",
+    "expire_offers",
+    "maintain",
+    "make_handler",
+    "return_from_away",
+    "route_stalled",
+]
+
+log = structlog.get_logger("refnet.routing")
+CONSUMER = "routing"
+_SQL = "services.routing"
+# A referral still unrouted after this long has lost its event somewhere; route it from the table.
+STALLED_AFTER_S = 120.0
+
+
+async def cancel_withdrawn(conn: asyncpg.Connection, ref: asyncpg.Record) -> None:
+    """Consent was withdrawn before engagement: close the live offer and free its capacity."""
+    if ref["status"] != "withdrawn":
+        return  # engaged cases continue (without PII); nothing to cancel
+    live = await conn.fetchrow(
+        "UPDATE assignments SET state = 'cancelled', responded_at = now()"
+        " WHERE referral_id = $1 AND state IN ('offered', 'accepted') RETURNING case_manager_id",
+        ref["id"],
+    )
+    if live is not None:
+        await conn.execute(
+            "UPDATE case_managers SET active_count = active_count - 1 WHERE staff_id = $1 AND active_count > 0",
+            live["case_manager_id"],
+        )
+
+
+def make_handler(pool: asyncpg.Pool, settings: Settings) -> Handler:
+    rules = effective_rules(settings)
+
+    async def handle(event: AnyEvent) -> None:
+        if not isinstance(event, ReferralReceived | AssignmentDeclined | ReferralWithdrawn):
+            return  # not ours (filtered subjects make this rare); ack and move on
+
+        async def once() -> None:
+            async with transaction(pool) as conn:
+                if not await claim_event(conn, CONSUMER, event.event_id):
+                    return
+                ref = await conn.fetchrow(
+                    "SELECT * FROM referrals WHERE id = $1 FOR UPDATE", event.referral_id
+                )
+                if ref is None:
+                    raise Poison(f"referral {event.referral_id} does not exist")
+                if isinstance(event, ReferralWithdrawn):
+                    await cancel_withdrawn(conn, ref)
+                    return
+                if isinstance(event, ReferralReceived) and ref["status"] != "received":
+                    return
+                if isinstance(event, AssignmentDeclined):
+                    metrics.offers_declined()
+                    live = await conn.fetchval(
+                        "SELECT 1 FROM assignments WHERE referral_id = $1 AND state IN ('offered', 'accepted')",
+                        ref["id"],
+                    )
+                    if live or ref["status"] != "assigned":
+                        return
+                await route_referral(conn, ref, rules, event.trace_id)
+
+        await retrying(once)
+
+    return handle
+
+
+def _rules(arg: Settings | Rules) -> Rules:
+    return arg if isinstance(arg, Rules) else effective_rules(arg)
+
+
+async def expire_offers(pool: asyncpg.Pool, settings: Settings | Rules, batch: int = 100) -> int:
+    """Expire offers past ``respond_by`` and re-route their referrals, one transaction per offer.
+
+    SKIP LOCKED lets several routing workers sweep at once without waiting on each other, and one
+    offer per transaction keeps a worker from holding many case managers' rows at once.
+    """
+    rules = _rules(settings)
+
+    async def once() -> bool:
+        async with transaction(pool) as conn:
+            row = await conn.fetchrow(
+                "SELECT id, referral_id, case_manager_id FROM assignments"
+                " WHERE state = 'offered' AND respond_by < now() ORDER BY respond_by LIMIT 1 FOR UPDATE SKIP LOCKED"
+            )
+            if row is None:
+                return False
+            await conn.execute(
+                "UPDATE assignments SET state = 'expired', responded_at = now() WHERE id = $1", row["id"]
+            )
+            await conn.execute(
+                "UPDATE case_managers SET active_count = active_count - 1 WHERE staff_id = $1 AND active_count > 0",
+                row["case_manager_id"],
+            )
+            await enqueue(
+                conn,
+                AssignmentExpired(
+                    referral_id=str(row["referral_id"]),
+                    assignment_id=str(row["id"]),
+                    case_manager_id=str(row["case_manager_id"]),
+                ),
+            )
+            ref = await conn.fetchrow("SELECT * FROM referrals WHERE id = $1 FOR UPDATE", row["referral_id"])
+            if ref is not None and ref["status"] == "assigned":
+                await route_referral(conn, ref, rules)
+            return True
+
+    count = 0
+    while count < batch and await retrying(once):
+        count += 1
+    if count:
+        log.info("routing.offers_expired", count=count)
+        metrics.offers_expired(count)
+    return count
+
+
+async def return_from_away(pool: asyncpg.Pool) -> int:
+    """Case managers whose away-until date has come (agency calendar) are active again."""
+    async with transaction(pool) as conn:
+        rows = await conn.fetch(load_sql(_SQL, "return_from_away"))
+    if rows:
+        log.info("routing.case_managers_returned", count=len(rows))
+    return len(rows)
+
+
+async def _route_one(
+    pool: asyncpg.Pool, referral_id: uuid.UUID, condition: str, rules: Rules, *, quiet: bool
+) -> Routed | None:
+    """Lock one referral if it still matches ``condition`` (a constant SQL predicate) and route it."""
+
+    async def once() -> Routed | None:
+        async with transaction(pool) as conn:
+            ref = await conn.fetchrow(
+                f"SELECT * FROM referrals WHERE id = $1 AND {condition} FOR UPDATE SKIP LOCKED", referral_id
+            )
+            if ref is None:
+                return None  # changed meanwhile, or another worker has it right now
+            return await route_referral(conn, ref, rules, quiet=quiet)
+
+    return await retrying(once)
+
+
+async def drain_queue(
+    pool: asyncpg.Pool, settings: Settings | Rules, *, regions: Sequence[str] | None = None, batch: int = 500
+) -> int:
+    """Route waiting referrals (no eligible case manager, not exhausted) where some capacity is free.
+
+    Most urgent, then longest waiting, first: when one place frees up, the referral that has waited
+    longest for it gets it. One that still finds nobody stays as it is, with nothing written.
+    """
+    rules = _rules(settings)
+    async with transaction(pool) as conn:
+        ids = await conn.fetch(load_sql(_SQL, "queue_to_drain"), list(regions) if regions else None, batch)
+    assigned = 0
+    for row in ids:
+        routed = await _route_one(
+            pool,
+            row["id"],
+            "status = 'unroutable' AND unroutable_reason = 'no_eligible_case_manager'",
+            rules,
+            quiet=True,
+        )
+        if routed is not None and routed.status == "assigned":
+            assigned += 1
+    if assigned:
+        log.info("routing.queue_drained", assigned=assigned, tried=len(ids))
+    return assigned
+
+
+async def route_stalled(pool: asyncpg.Pool, settings: Settings | Rules, batch: int = 100) -> int:
+    """Safety net: route referrals still ``received`` long after intake, whatever happened to their event
+    (e.g. it exhausted its deliveries during a long database outage). The event handler skips a referral
+    that is no longer ``received``, so this and a late event never both route it."""
+    rules = _rules(settings)
+    async with transaction(pool) as conn:
+        ids = await conn.fetch(
+            "SELECT id FROM referrals WHERE status = 'received' AND received_at < now() - make_interval(secs => $1)"
+            " ORDER BY received_at LIMIT $2",
+            STALLED_AFTER_S,
+            batch,
+        )
+    routed = 0
+    for row in ids:
+        if await _route_one(pool, row["id"], "status = 'received'", rules, quiet=False) is not None:
+            routed += 1
+    if routed:
+        log.warning("routing.stalled_referrals_routed", count=routed)
+    return routed
+
+
+async def maintain(pool: asyncpg.Pool, settings: Settings) -> None:
+    """The routing worker's periodic duties: expiry first (it frees capacity), then returns, the queue."""
+    rules = effective_rules(settings)
+    await expire_offers(pool, rules)
+    await return_from_away(pool)
+    await drain_queue(pool, rules)
+    await route_stalled(pool, rules)
+
+
+def consumer_spec() -> ConsumerSpec:
+    return CONSUMERS[CONSUMER]

@@ -1,0 +1,793 @@
+"""`refnet demo simulate`: a synthetic two-year pilot played through the real API, then backdated.
+
+Every referral, acceptance, first contact, intervention, outcome and closing goes through the running
+platform's HTTP API as the demo partners and case managers, in the order the simulated pilot would have
+produced them (so cases close and free capacity before later referrals arrive). The API stamps the
+present, and it has no way to record the past on purpose; so afterwards, as the database operator, the
+simulator moves each row's timestamps to its simulated moment (referrals, their status history, offers,
+routing decisions, consents, follow-ups, interventions, outcomes) and records in ``dataset_provenance``
+that the data is synthetic and backdated, which the evaluation report prints. The audit log is left as
+it is: it shows when the simulation really ran.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import math
+import random
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import httpx
+
+from shared import audit
+from shared.casework import FOLLOWUP_MONTHS, add_months, local_date
+from shared.db import Identity
+
+__all__ = ["Plan", "Summary", "plan_pilot", "simulate"]
+
+OPERATOR = Identity(role="system", actor_id="demo-simulate")
+PROVENANCE_KIND = "synthetic_demo"
+
+# Partner index (demo.PARTNERS order) → region they refer from, weight, referral settings they report.
+_PARTNER_SETTINGS: tuple[tuple[str, float, tuple[tuple[str, float], ...]], ...] = (
+    ("south_la", 0.24, (("youth_shelter", 0.7), ("homeless_services", 0.2), ("child_welfare", 0.1))),
+    ("south_la", 0.16, (("health_clinic", 0.8), ("hospital", 0.2))),
+    ("south_la", 0.14, (("school", 1.0),)),
+    ("south_la", 0.2, (("street_outreach", 0.75), ("homeless_services", 0.25))),
+    ("south_la", 0.12, (("legal_aid", 0.55), ("juvenile_justice", 0.45))),
+    ("south_la", 0.14, (("emergency_room", 0.8), ("hospital", 0.2))),
+    ("san_fernando_valley", 0.45, (("youth_shelter", 0.8), ("domestic_violence_center", 0.2))),
+    ("san_fernando_valley", 0.25, (("refugee_services", 1.0),)),
+    (
+        "san_fernando_valley",
+        0.3,
+        (("community_organization", 0.5), ("faith_community", 0.2), ("child_welfare", 0.3)),
+    ),
+)
+_ZIPS = {
+    "south_la": ("90001", "90002", "90003", "90011", "90037", "90044", "90047", "90059", "90061", "90062"),
+    "san_fernando_valley": ("91331", "91340", "91342", "91343", "91402", "91405", "91406", "91605", "91606"),
+}
+_NEEDS = (
+    ("housing", 0.6),
+    ("mental_health", 0.55),
+    ("safety_planning", 0.4),
+    ("basic_needs", 0.35),
+    ("legal", 0.3),
+    ("education", 0.3),
+    ("employment", 0.22),
+    ("substance_use", 0.2),
+    ("medical", 0.2),
+    ("family", 0.15),
+    ("peer_support", 0.15),
+    ("lgbtq_affirming", 0.08),
+    ("immigration", 0.08),
+)
+# need → (intervention type, probability it is delivered when needed)
+_SERVICE_FOR_NEED = {
+    "housing": ("housing_placement", 0.6),
+    "mental_health": ("therapy", 0.75),
+    "substance_use": ("substance_use", 0.6),
+    "legal": ("court_advocacy", 0.55),
+    "immigration": ("t_visa_or_immigration_relief", 0.6),
+    "education": ("school_enrollment", 0.6),
+    "employment": ("job_training", 0.6),
+    "medical": ("medical", 0.8),
+    "basic_needs": ("basic_needs", 0.9),
+    "safety_planning": ("safety_planning", 0.9),
+    "family": ("family", 0.6),
+    "peer_support": ("peer_support", 0.6),
+    "lgbtq_affirming": ("lgbtq_affirming", 0.7),
+}
+# intervention type → (provider partner index by region or None for external, typical duration)
+_PROVIDERS: dict[str, tuple[dict[str, int], str | None]] = {
+    "therapy": ({"south_la": 1}, "PT50M"),
+    "medical": ({"south_la": 1}, "PT30M"),
+    "substance_use": ({"south_la": 1}, "PT1H"),
+    "court_advocacy": ({"south_la": 4, "san_fernando_valley": 4}, "PT3H"),
+    "vacatur_or_record_relief": ({"south_la": 4, "san_fernando_valley": 4}, "PT2H"),
+    "t_visa_or_immigration_relief": ({"san_fernando_valley": 7, "south_la": 4}, "PT2H"),
+    "housing_placement": ({"south_la": 0, "san_fernando_valley": 6}, None),
+    "school_enrollment": ({"south_la": 2}, None),
+    "mentoring": ({"south_la": 3, "san_fernando_valley": 8}, "PT1H"),
+    "peer_support": ({"south_la": 3, "san_fernando_valley": 8}, "PT1H"),
+    "case_management": ({}, "PT1H"),
+    "safety_planning": ({}, "PT45M"),
+    "job_training": ({}, "P30D"),
+}
+_CLOSE_REASONS = (
+    ("goals_met", 0.48),
+    ("youth_declined_services", 0.1),
+    ("lost_contact", 0.14),
+    ("moved_out_of_area", 0.08),
+    ("transferred", 0.08),
+    ("other", 0.05),
+)
+_COMPLETION = {"intake": 0.97, "m3": 0.86, "m6": 0.78, "m12": 0.7, "m24": 0.62}
+
+
+@dataclass
+class Plan:
+    """One simulated youth and everything that happens in their case, in simulated time."""
+
+    n: int
+    region: str
+    partner: int
+    zip: str
+    age: int
+    language: str
+    needs: list[str]
+    urgency: str
+    intake: dict[str, Any]
+    do_not_contact: bool
+    received: datetime
+    decline_first: bool
+    accept_at: datetime
+    contact_at: datetime | None = None
+    withdraw_at: datetime | None = None
+    close_at: datetime | None = None
+    close_reason: str | None = None
+    # (when, type, provider partner index or None, ISO 8601 duration or None)
+    interventions: list[tuple[datetime, str, int | None, str | None]] = field(default_factory=list)
+    # (when, follow-up point, source, {measure: value})
+    outcomes: list[tuple[datetime, str, str, dict[str, str]]] = field(default_factory=list)
+
+
+def _pick(rnd: random.Random, weighted: tuple[tuple[str, float], ...]) -> str:
+    return rnd.choices([v for v, _ in weighted], [w for _, w in weighted])[0]
+
+
+def _sigmoid(x: float) -> float:
+    return 1 / (1 + math.exp(-x))
+
+
+def plan_pilot(seed: int, south: int, valley: int, now: datetime, *, days: int = 730) -> list[Plan]:
+    """The whole pilot, deterministic for a seed. Effects are plausible, not evidence: housing
+    placement, therapy, legal advocacy, school or job training and mentoring each lower the odds of
+    re-arrest and re-exploitation; prior arrests, foster care, early exploitation and mandated earlier
+    services raise them; housing and school or work improve with the matching services."""
+    rnd = random.Random(seed)
+    plans: list[Plan] = []
+    regions = ["south_la"] * south + ["san_fernando_valley"] * valley
+    starts = sorted(now - timedelta(days=rnd.uniform(2, days)) for _ in regions)
+    rnd.shuffle(regions)
+    for n, (region, received) in enumerate(zip(regions, starts, strict=True)):
+        partners = [(i, w) for i, (r, w, _) in enumerate(_PARTNER_SETTINGS) if r == region]
+        partner = rnd.choices([i for i, _ in partners], [w for _, w in partners])[0]
+        setting = _pick(rnd, _PARTNER_SETTINGS[partner][2])
+        age = rnd.choices(range(12, 23), [2, 4, 7, 9, 10, 10, 9, 7, 5, 4, 3])[0]
+        needs = [need for need, p in _NEEDS if rnd.random() < p] or ["safety_planning"]
+        language = "es" if rnd.random() < 0.28 else "en"
+        if region == "san_fernando_valley" and rnd.random() < 0.06:
+            language = "ko"
+            needs = sorted({*needs, "housing"})
+        prior_arrests = min(8, int(rnd.expovariate(0.7)))
+        intake = {
+            "referral_setting": setting,
+            "prior_services": _pick(rnd, (("none", 0.45), ("voluntary", 0.35), ("mandated", 0.2))),
+            "age_first_exploited": max(8, min(age, int(rnd.gauss(14, 2)))),
+            "education_level": _pick(
+                rnd,
+                (("primary", 0.15), ("some_high_school", 0.55), ("high_school", 0.2), ("some_college", 0.1))
+                if age >= 16
+                else (("primary", 0.6), ("some_high_school", 0.4)),
+            ),
+            "socioeconomic_status": _pick(rnd, (("very_low", 0.45), ("low", 0.4), ("moderate", 0.15))),
+            "prior_arrests": prior_arrests,
+            "foster_care_history": rnd.random() < 0.42,
+        }
+        urgency = "urgent" if rnd.random() < 0.15 else "routine"
+        decline_first = rnd.random() < 0.08
+        accept_at = received + timedelta(
+            hours=rnd.uniform(0.3, 3) if urgency == "urgent" else rnd.uniform(1, 20)
+        )
+        if decline_first:
+            accept_at += timedelta(hours=rnd.uniform(1, 4))
+        plan = Plan(
+            n=n,
+            region=region,
+            partner=partner,
+            zip=rnd.choice(_ZIPS[region]),
+            age=age,
+            language=language,
+            needs=needs,
+            urgency=urgency,
+            intake=intake,
+            do_not_contact=rnd.random() < 0.05,
+            received=received,
+            decline_first=decline_first,
+            accept_at=accept_at,
+        )
+        plans.append(plan)
+        roll = rnd.random()
+        if roll < 0.03:
+            plan.withdraw_at = received + timedelta(days=rnd.uniform(0.3, 2))
+            continue
+        if roll < 0.09:
+            # Accepted, never reached: closed for lost contact after some weeks of trying.
+            plan.close_at = accept_at + timedelta(days=rnd.uniform(20, 50))
+            plan.close_reason = "lost_contact"
+            if plan.close_at > now:
+                plan.close_at = plan.close_reason = None
+            continue
+        median = 0.8 if urgency == "urgent" else 2.5
+        contact_at = accept_at + timedelta(days=rnd.lognormvariate(math.log(median), 0.9))
+        if contact_at > now:
+            continue
+        plan.contact_at = contact_at
+        close_at = contact_at + timedelta(days=rnd.uniform(90, 420))
+        if close_at < now:
+            plan.close_at = close_at
+            plan.close_reason = "aged_out" if age >= 21 and rnd.random() < 0.3 else _pick(rnd, _CLOSE_REASONS)
+        _plan_services(rnd, plan, now)
+        _plan_outcomes(rnd, plan, now)
+    return plans
+
+
+def _plan_services(rnd: random.Random, plan: Plan, now: datetime) -> None:
+    assert plan.contact_at is not None
+    end = min(plan.close_at or now, now)
+    span = max(1.0, (end - plan.contact_at).total_seconds() / 86400)
+    types = ["case_management"] * rnd.randint(2, 6)
+    for need in plan.needs:
+        service, p = _SERVICE_FOR_NEED[need]
+        if rnd.random() < p:
+            sessions = rnd.randint(2, 6) if service == "therapy" else 1
+            types.extend([service] * sessions)
+    if "legal" in plan.needs and plan.intake["prior_arrests"] > 0 and rnd.random() < 0.45:
+        types.append("vacatur_or_record_relief")
+    if rnd.random() < 0.42:
+        types.extend(["mentoring"] * rnd.randint(1, 3))
+    for kind in types:
+        at = plan.contact_at + timedelta(days=rnd.uniform(0, min(span, 150)))
+        if at >= end:
+            continue
+        providers, duration = _PROVIDERS.get(kind, ({}, None))
+        provider = providers.get(plan.region) if rnd.random() < 0.8 else None
+        if kind == "housing_placement":
+            duration = f"P{rnd.randint(60, 365)}D"
+        plan.interventions.append((at, kind, provider, duration))
+    plan.interventions.sort(key=lambda x: x[0])
+
+
+def _plan_outcomes(rnd: random.Random, plan: Plan, now: datetime) -> None:
+    assert plan.contact_at is not None
+    got = {kind for _, kind, _, _ in plan.interventions}
+    intake = plan.intake
+    risk = (
+        -0.55
+        + 0.22 * min(intake["prior_arrests"], 4)
+        + 0.35 * intake["foster_care_history"]
+        + 0.3 * (intake["age_first_exploited"] < 14)
+        + 0.35 * (intake["prior_services"] == "mandated")
+        - 1.2 * ("housing_placement" in got)
+        - 0.75 * ("therapy" in got)
+        - 0.5 * bool(got & {"court_advocacy", "vacatur_or_record_relief"})
+        - 0.4 * bool(got & {"school_enrollment", "job_training"})
+        - 0.45 * ("mentoring" in got)
+    )
+    first = local_date(plan.contact_at)
+    disengaged = plan.close_reason in ("lost_contact", "moved_out_of_area", "youth_declined_services")
+    for i, (point, months) in enumerate(FOLLOWUP_MONTHS.items()):
+        due = add_months(first, months)
+        at = datetime(due.year, due.month, due.day, 17, tzinfo=UTC) + timedelta(days=rnd.uniform(-5, 12))
+        at = max(at, plan.contact_at + timedelta(hours=1))
+        if at > now:
+            break
+        completion = _COMPLETION[point]
+        if disengaged and plan.close_at is not None and at > plan.close_at:
+            completion *= 0.3
+        if rnd.random() > completion:
+            continue
+
+        def maybe(value: str) -> str:
+            return "unknown" if rnd.random() < 0.04 else value
+
+        later = i > 0
+        housed = rnd.random() < (
+            0.25
+            if not later
+            else 0.28 + 0.38 * ("housing_placement" in got) + 0.05 * i + 0.05 * ("housing" in got)
+        )
+        active = rnd.random() < (
+            0.3 if not later else 0.3 + 0.3 * bool(got & {"school_enrollment", "job_training"}) + 0.04 * i
+        )
+        safe = rnd.random() < (
+            0.3 if not later else 0.45 + 0.15 * ("therapy" in got) + 0.1 * housed + 0.03 * i
+        )
+        factor = {0: 0.0, 1: 0.55, 2: 0.55, 3: 0.9, 4: 1.1}[i]
+        arrested = rnd.random() < (
+            _sigmoid(-0.9 + 0.35 * min(intake["prior_arrests"], 4)) if not later else factor * _sigmoid(risk)
+        )
+        exploited = later and rnd.random() < factor * _sigmoid(risk - 0.2 + 0.9 * arrested)
+        status = {
+            "housing_stability": maybe(
+                "stable" if housed else ("homeless" if rnd.random() < 0.4 else "unstable")
+            ),
+            "in_school_or_work": maybe(
+                ("school" if plan.age < 18 else rnd.choice(["work", "work", "both"])) if active else "neither"
+            ),
+            "safety": maybe("safe" if safe else ("unsafe" if rnd.random() < 0.35 else "at_risk")),
+        }
+        if not later:
+            plan.outcomes.append(
+                (at, point, "youth_self_report", {**status, "re_arrest": maybe("yes" if arrested else "no")})
+            )
+            continue
+        self_report = _pick(
+            rnd, (("youth_self_report", 0.7), ("case_manager_observation", 0.2), ("caregiver_report", 0.1))
+        )
+        plan.outcomes.append(
+            (
+                at,
+                point,
+                self_report,
+                {**status, "return_to_exploitation": maybe("yes" if exploited else "no")},
+            )
+        )
+        justice = "justice_system_record" if rnd.random() < 0.4 else self_report
+        arrest = {"re_arrest": maybe("yes" if arrested else "no")}
+        if justice == self_report:
+            plan.outcomes[-1][3].update(arrest)
+        else:
+            plan.outcomes.append((at, point, justice, arrest))
+
+
+# --------------------------------------------------------------------------- playing it through the API
+
+
+class _Api:
+    """The platform's HTTP API as the demo's partners and staff, polite to rate limits."""
+
+    def __init__(self, client: httpx.AsyncClient, creds: dict[str, Any]) -> None:
+        self.client = client
+        self.creds = creds
+        self.tokens: dict[str, str] = {}
+        self.calls = 0
+
+    async def login(self, person: dict[str, Any]) -> str:
+        r = await self.call(
+            "POST", "/v1/auth/token", None, {"email": person["email"], "password": person["password"]}
+        )
+        token = str(r.json()["access_token"])
+        self.tokens[person["id"]] = token
+        return token
+
+    async def call(
+        self,
+        method: str,
+        url: str,
+        who: dict[str, Any] | str | None,
+        body: Any = None,
+        ok: tuple[int, ...] = (200, 201),
+    ) -> httpx.Response:
+        for attempt in range(8):
+            headers = {}
+            if isinstance(who, str):
+                headers["Authorization"] = f"Bearer {who}"
+            elif who is not None:
+                token = self.tokens.get(who["id"]) or await self.login(who)
+                headers["Authorization"] = f"Bearer {token}"
+            self.calls += 1
+            r = await self.client.request(method, url, json=body, headers=headers)
+            if r.status_code in (429, 503):
+                await asyncio.sleep(min(10.0, float(r.headers.get("retry-after", "1"))))
+                continue
+            if r.status_code == 401 and isinstance(who, dict) and attempt == 0:
+                await self.login(who)  # the short-lived staff token ran out
+                continue
+            if r.status_code not in ok:
+                raise RuntimeError(f"{method} {url} -> {r.status_code}: {r.text[:300]}")
+            return r
+        raise RuntimeError(f"{method} {url}: still throttled after retries")
+
+
+@dataclass
+class _Case:
+    plan: Plan
+    referral_id: str
+    status: str
+    cm: dict[str, Any] | None = None
+    offers: int = 0
+    # Simulated moments the API cannot know (it records the present).
+    assigned_at: datetime | None = None
+    unroutable_at: datetime | None = None
+    withdrawn_at: datetime | None = None
+    gen: int = 0
+    interventions: list[tuple[str, datetime]] = field(default_factory=list)
+    outcomes: list[tuple[str, datetime]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Summary:
+    referrals: int
+    statuses: dict[str, int]
+    interventions: int
+    outcomes: int
+    api_calls: int
+    seconds: float
+
+
+def _referral_body(plan: Plan, today: date, now: datetime) -> dict[str, Any]:
+    years_ago = (now - plan.received).days / 365.25
+    born = today - timedelta(days=int((plan.age + years_ago) * 365.25) + 40 + plan.n % 200)
+    youth: dict[str, Any] = {
+        # Obviously synthetic: nobody could mistake these for real youth.
+        "first_name": f"Demo{plan.n:03d}",
+        "last_name": "Synthetic",
+        "date_of_birth": born.isoformat(),
+    }
+    if plan.do_not_contact:
+        youth["do_not_contact"] = True
+    return {
+        "youth": youth,
+        "location": {"zip": plan.zip},
+        "needs": plan.needs,
+        "language": plan.language,
+        "urgency": plan.urgency,
+        "consent": {
+            "obtained_at": (now - timedelta(hours=2)).isoformat(),
+            "expires_at": (now + timedelta(days=3 * 365)).isoformat(),
+            "method": "written",
+            "scope": ["case_management", "evaluation"],
+        },
+        "intake": plan.intake,
+        "notes": "Synthetic demo referral generated by `refnet demo simulate`.",
+    }
+
+
+async def _poll(fn: Callable[[], Any], seconds: float = 30.0) -> Any:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        value = await fn()
+        if value:
+            return value
+        await asyncio.sleep(0.05)
+    return None
+
+
+async def _refer(api: _Api, plan: Plan, cms: list[dict[str, Any]], now: datetime) -> _Case:
+    partner = api.creds["partners"][plan.partner]
+    r = await api.call(
+        "POST", "/v1/referrals", partner["api_key"], _referral_body(plan, local_date(now), now), ok=(201,)
+    )
+    rid = str(r.json()["id"])
+    case = _Case(plan, rid, "received")
+
+    async def routed() -> str | None:
+        view = await api.call("GET", f"/v1/referrals/{rid}", partner["api_key"])
+        status = str(view.json()["status"])
+        return None if status == "received" else status
+
+    async def offer() -> tuple[dict[str, Any], str] | None:
+        for cm in cms:
+            items = (await api.call("GET", "/v1/assignments?state=offered", cm)).json()["items"]
+            for item in items:
+                if item["referral_id"] == rid:
+                    return cm, str(item["id"])
+        status = await routed()
+        return None if status == "assigned" else ({}, str(status))
+
+    case.status = str(await _poll(routed) or "received")
+    routed_at = plan.received + timedelta(minutes=2)
+    if case.status == "unroutable":
+        case.unroutable_at = routed_at
+    if case.status != "assigned":
+        return case
+    case.assigned_at = routed_at
+    found = await _poll(offer)
+    if plan.decline_first and found and found[0]:
+        case.offers += 1
+        await api.call(
+            "POST", f"/v1/assignments/{found[1]}/decline", found[0], {"reason": "caseload full this week"}
+        )
+        await asyncio.sleep(0.05)
+        found = await _poll(offer)
+    if not found or not found[0]:
+        case.status = str(await routed() or case.status)
+        if case.status == "unroutable":
+            case.unroutable_at = plan.received + timedelta(hours=2)
+        return case
+    cm, aid = found
+    case.offers += 1
+    await api.call("POST", f"/v1/assignments/{aid}/accept", cm)
+    case.cm, case.status = cm, "accepted"
+    return case
+
+
+def _push_case_events(heap: list[Any], plan: Plan, gen: int, seq: Any) -> None:
+    """Queue a case's events after acceptance (``gen`` lets a re-planned case drop its old ones)."""
+    if plan.contact_at:
+        heapq.heappush(heap, (plan.contact_at, 2, plan.n, next(seq), gen, "contact", None))
+    for at, kind, prov, dur in plan.interventions:
+        heapq.heappush(heap, (at, 3, plan.n, next(seq), gen, "intervention", (kind, prov, dur)))
+    for at, point, src, m in plan.outcomes:
+        heapq.heappush(heap, (at, 4, plan.n, next(seq), gen, "outcome", (point, src, m)))
+    if plan.close_at:
+        heapq.heappush(heap, (plan.close_at, 5, plan.n, next(seq), gen, "close", None))
+
+
+def _shift(plan: Plan, at: datetime, now: datetime) -> None:
+    """A referral that waited in the supervisor queue: its case starts when it is finally accepted."""
+    delta = at - plan.accept_at
+    plan.accept_at = at
+    plan.contact_at = plan.contact_at + delta if plan.contact_at and plan.contact_at + delta < now else None
+    if plan.contact_at is None:
+        plan.interventions, plan.outcomes = [], []
+    plan.interventions = [(t + delta, k, pr, d) for t, k, pr, d in plan.interventions if t + delta < now]
+    plan.outcomes = [(t + delta, pt, src, m) for t, pt, src, m in plan.outcomes if t + delta < now]
+    if plan.close_at is not None:
+        plan.close_at = plan.close_at + delta if plan.close_at + delta < now else None
+        if plan.close_at is None:
+            plan.close_reason = None
+
+
+async def _drain(
+    api: _Api, cases: dict[int, _Case], at: datetime, now: datetime, heap: list[Any], seq: Any
+) -> None:
+    """Routing offers queued referrals once capacity frees up: accept them, and start their cases then."""
+    for case in cases.values():
+        if case.status != "unroutable":
+            continue
+        partner = api.creds["partners"][case.plan.partner]
+        view = await api.call("GET", f"/v1/referrals/{case.referral_id}", partner["api_key"])
+        if view.json()["status"] != "assigned":
+            continue
+        for cm in api.creds["case_managers"]:
+            items = (await api.call("GET", "/v1/assignments?state=offered", cm)).json()["items"]
+            offer = next((i for i in items if i["referral_id"] == case.referral_id), None)
+            if offer is None:
+                continue
+            await api.call("POST", f"/v1/assignments/{offer['id']}/accept", cm)
+            case.cm, case.status, case.assigned_at = cm, "accepted", at
+            case.offers += 1
+            case.gen += 1
+            _shift(case.plan, at + timedelta(hours=1), now)
+            _push_case_events(heap, case.plan, case.gen, seq)
+            break
+
+
+async def _play(api: _Api, plans: list[Plan], now: datetime, log: Callable[[str], None]) -> list[_Case]:
+    seq = itertools.count()
+    # (simulated time, order within a moment, youth, tie-break, generation, kind, details)
+    heap: list[Any] = []
+    for p in plans:
+        heapq.heappush(heap, (p.received, 0, p.n, next(seq), 0, "refer", None))
+        if p.withdraw_at:
+            heapq.heappush(heap, (p.withdraw_at, 1, p.n, next(seq), 0, "withdraw", None))
+        _push_case_events(heap, p, 0, seq)
+    total = len(heap)
+    cases: dict[int, _Case] = {}
+    partners = api.creds["partners"]
+    by_region = {
+        region: [cm for cm in api.creds["case_managers"] if region in cm["regions"]]
+        for region in ("south_la", "san_fernando_valley")
+    }
+    done = 0
+    while heap:
+        at, _, n, _, gen, kind, extra = heapq.heappop(heap)
+        plan = plans[n]
+        done += 1
+        if done % 200 == 0:
+            log(f"  {done}/{total} simulated events")
+        if kind == "refer":
+            cases[n] = await _refer(api, plan, by_region[plan.region], now)
+            continue
+        case = cases[n]
+        rid = case.referral_id
+        if kind == "withdraw":
+            if case.status in ("received", "assigned", "accepted", "unroutable"):
+                await api.call(
+                    "POST", f"/v1/referrals/{rid}/consent/withdraw", partners[plan.partner]["api_key"], {}
+                )
+                case.status = "withdrawn"
+                case.withdrawn_at = at
+            continue
+        if case.cm is None or case.status == "withdrawn" or gen != case.gen:
+            continue
+        if kind == "contact" and case.status == "accepted":
+            await api.call("POST", f"/v1/referrals/{rid}/contact", case.cm, {})
+            case.status = "engaged"
+        elif kind == "intervention" and case.status == "engaged":
+            itype, prov, dur = extra
+            body = {
+                "type": itype,
+                "delivered_on": local_date(datetime.now(UTC)).isoformat(),
+                "provider": partners[prov]["id"] if prov is not None else "external",
+            }
+            if dur:
+                body["duration"] = dur
+            r = await api.call("POST", f"/v1/referrals/{rid}/interventions", case.cm, body, ok=(201,))
+            case.interventions.append((str(r.json()["id"]), at))
+        elif kind == "outcome" and case.status in ("engaged", "closed"):
+            point, source, measures = extra
+            today = local_date(datetime.now(UTC)).isoformat()
+            body = {"followup": point, "observed_on": today, "source": source, **measures}
+            r = await api.call("POST", f"/v1/referrals/{rid}/outcomes", case.cm, body, ok=(201,))
+            case.outcomes.extend((str(o["id"]), at) for o in r.json()["items"])
+        elif kind == "close" and case.status in ("accepted", "engaged"):
+            await api.call("POST", f"/v1/referrals/{rid}/close", case.cm, {"reason": plan.close_reason})
+            case.status = "closed"
+            await _drain(api, cases, at, now, heap, seq)
+    return list(cases.values())
+
+
+# --------------------------------------------------------------------------- backdating, as the operator
+
+
+async def _backdate(conn: asyncpg.Connection, cases: list[_Case], now: datetime) -> None:
+    today = local_date(now)
+    for case in cases:
+        p = case.plan
+        rid = uuid.UUID(case.referral_id)
+        assigned = case.assigned_at
+        accepted = p.accept_at if case.cm is not None else None
+        engaged = p.contact_at if case.status in ("engaged", "closed") and p.contact_at else None
+        closed = p.close_at if case.status == "closed" else None
+        withdrawn = case.withdrawn_at
+        moments = (p.received, assigned, case.unroutable_at, accepted, engaged, closed, withdrawn)
+        last = max(t for t in moments if t is not None)
+        await conn.execute(
+            "UPDATE referrals SET received_at = $2, assigned_at = CASE WHEN assigned_at IS NULL THEN NULL ELSE $3::timestamptz END,"
+            " accepted_at = CASE WHEN accepted_at IS NULL THEN NULL ELSE $4::timestamptz END,"
+            " engaged_at = CASE WHEN engaged_at IS NULL THEN NULL ELSE $5::timestamptz END,"
+            " closed_at = CASE WHEN closed_at IS NULL THEN NULL ELSE $6::timestamptz END, updated_at = $7, age_years = $8,"
+            " pii_shredded_at = CASE WHEN pii_shredded_at IS NULL THEN NULL ELSE $9::timestamptz END WHERE id = $1",
+            rid,
+            p.received,
+            assigned,
+            accepted,
+            engaged,
+            closed,
+            last,
+            p.age,
+            withdrawn,
+        )
+        await conn.execute(
+            "UPDATE referral_transitions SET at = coalesce(CASE to_status WHEN 'assigned' THEN $2::timestamptz"
+            " WHEN 'unroutable' THEN $7::timestamptz WHEN 'accepted' THEN $3::timestamptz"
+            " WHEN 'engaged' THEN $4::timestamptz WHEN 'closed' THEN $5::timestamptz"
+            " WHEN 'withdrawn' THEN $6::timestamptz END, at) WHERE referral_id = $1",
+            rid,
+            assigned,
+            accepted,
+            engaged,
+            closed,
+            withdrawn,
+            case.unroutable_at,
+        )
+        if assigned is not None:
+            await conn.execute(
+                "UPDATE assignments SET offered_at = $2::timestamptz + (attempt - 1) * interval '90 minutes',"
+                " respond_by = $2 + (attempt - 1) * interval '90 minutes' + interval '4 hours',"
+                " responded_at = CASE state WHEN 'accepted' THEN $3::timestamptz WHEN 'declined'"
+                " THEN $2 + (attempt - 1) * interval '90 minutes' + interval '1 hour'"
+                " ELSE coalesce($4::timestamptz, responded_at) END WHERE referral_id = $1",
+                rid,
+                assigned,
+                accepted or assigned,
+                withdrawn,
+            )
+            await conn.execute(
+                "UPDATE routing_decisions SET decided_at = $2 WHERE referral_id = $1", rid, assigned
+            )
+        await conn.execute(
+            "UPDATE consents SET obtained_at = $2, expires_at = $3, withdrawn_at = CASE WHEN withdrawn_at IS NULL"
+            " THEN NULL ELSE $4::timestamptz END WHERE referral_id = $1",
+            rid,
+            p.received - timedelta(hours=3),
+            p.received + timedelta(days=3 * 365),
+            withdrawn,
+        )
+        if engaged is not None:
+            first = local_date(engaged)
+            done = {point: at for at, point, _, _ in p.outcomes}
+            for point, months in FOLLOWUP_MONTHS.items():
+                due = add_months(first, months)
+                completed = done.get(point) if case.outcomes else None
+                # Reminders for follow-ups long past were (as far as the story goes) sent at the time.
+                reminded = datetime(due.year, due.month, due.day, 16, tzinfo=UTC) - timedelta(days=7)
+                await conn.execute(
+                    "UPDATE followups SET due_on = $3::date, completed_at = CASE WHEN completed_at IS NULL THEN NULL"
+                    " ELSE $4::timestamptz END, reminded_at = CASE WHEN $3::date < $6::date - 7"
+                    " THEN coalesce(reminded_at, $5::timestamptz)"
+                    " ELSE reminded_at END WHERE referral_id = $1 AND point = $2",
+                    rid,
+                    point,
+                    due,
+                    completed,
+                    reminded,
+                    today,
+                )
+        for iid, at in case.interventions:
+            await conn.execute(
+                "UPDATE interventions SET delivered_on = $2, recorded_at = $3 WHERE id = $1",
+                uuid.UUID(iid),
+                local_date(at),
+                at + timedelta(hours=2),
+            )
+        for oid, at in case.outcomes:
+            await conn.execute(
+                "UPDATE outcomes SET observed_on = $2, recorded_at = $3 WHERE id = $1",
+                uuid.UUID(oid),
+                local_date(at),
+                at + timedelta(hours=1),
+            )
+
+
+async def simulate(
+    base_url: str,
+    creds: dict[str, Any],
+    operator_dsn: str,
+    *,
+    south: int = 100,
+    valley: int = 20,
+    seed: int = 2026,
+    log: Callable[[str], None] = print,
+) -> Summary:
+    """Play a synthetic pilot through the API at ``base_url``, then backdate it as the operator."""
+    started = time.monotonic()
+    conn = await asyncpg.connect(operator_dsn)
+    try:
+        existing = await conn.fetchval(
+            "SELECT count(*) FROM dataset_provenance WHERE kind = $1", PROVENANCE_KIND
+        )
+        if existing:
+            raise RuntimeError("this database already holds a simulated pilot; use a fresh data dir")
+        now = datetime.now(UTC)
+        plans = plan_pilot(seed, south, valley, now)
+        log(f"simulating {len(plans)} youth over two years through {base_url} ...")
+        async with httpx.AsyncClient(base_url=base_url, timeout=30) as client:
+            api = _Api(client, creds)
+            cases = await _play(api, plans, now, log)
+        log(f"played {api.calls} API calls; backdating timestamps as the database operator ...")
+        async with conn.transaction():
+            await conn.execute(
+                "SELECT set_config('app.role', 'system', true), set_config('app.actor_id', $1, true)",
+                OPERATOR.actor_id,
+            )
+            await _backdate(conn, cases, now)
+            note = (
+                f"Synthetic demo data: {len(plans)} fictitious youth ({south} South LA, {valley} San Fernando"
+                f" Valley) generated by `refnet demo simulate` (seed {seed}) on {now:%Y-%m-%d} through the"
+                " real API, then backdated over the two years before that date directly in the database by"
+                " the operator (the API only records the present). Effects of interventions are invented"
+                " to be plausible; nothing here describes real people or real results."
+            )
+            await conn.execute(
+                "INSERT INTO dataset_provenance (kind, note) VALUES ($1, $2)", PROVENANCE_KIND, note
+            )
+            statuses = Counter(c.status for c in cases)
+            summary = Summary(
+                referrals=len(cases),
+                statuses=dict(statuses),
+                interventions=sum(len(c.interventions) for c in cases),
+                outcomes=sum(len(c.outcomes) for c in cases),
+                api_calls=api.calls,
+                seconds=round(time.monotonic() - started, 1),
+            )
+            await audit.record(
+                conn,
+                OPERATOR,
+                "demo.simulate",
+                "dataset",
+                "",
+                {
+                    "seed": seed,
+                    "referrals": summary.referrals,
+                    "interventions": summary.interventions,
+                    "outcomes": summary.outcomes,
+                },
+            )
+    finally:
+        await conn.close()
+    return summary

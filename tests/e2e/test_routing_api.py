@@ -1,0 +1,317 @@
+"""Routing over real HTTP with the services as processes: case manager profiles, exhaustion to the
+supervisor queue, manual assignment, the routing explanation, the queue draining after a profile change,
+and the roster CLI. Each test keeps to its own partner so they do not disturb each other."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import stat
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+
+from tests.support.platform import ROOT, Platform, referral_body, wait_for
+
+PROBLEM_JSON = "application/problem+json"
+
+
+def _auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def _cm(platform: Platform, name: str) -> dict[str, Any]:
+    return next(c for c in platform.creds["case_managers"] if c["name"] == name)
+
+
+def _supervisor(platform: Platform, region: str) -> dict[str, Any]:
+    return next(s for s in platform.creds["supervisors"] if s["region"] == region)
+
+
+async def _status(client: httpx.AsyncClient, platform: Platform, rid: str, partner: int) -> dict[str, Any]:
+    r = await client.get(f"/v1/referrals/{rid}", headers=_auth(platform.partner_key(partner)))
+    assert r.status_code == 200, r.text
+    return dict(r.json())
+
+
+async def test_case_manager_profiles_admin_and_supervisor(platform: Platform) -> None:
+    admin = _auth(platform.staff_token(platform.creds["admins"][0]))
+    south = _auth(platform.staff_token(_supervisor(platform, "south_la")))
+    email = f"new.{uuid.uuid4().hex[:8]}@example.org"
+    body = {
+        "email": email,
+        "name": "Rosa Vega",
+        "regions": ["south_la"],
+        "needs": ["housing", "education"],
+        "languages": ["en", "es"],
+        "capacity": 6,
+        "specialisms": ["minors_only"],
+    }
+    async with httpx.AsyncClient(base_url=platform.base_url, timeout=10) as client:
+        r = await client.post("/v1/admin/case-managers", json=body, headers=admin)
+        assert r.status_code == 201, r.text
+        created = r.json()
+        assert (
+            created["password"] and created["active_count"] == 0 and created["specialisms"] == ["minors_only"]
+        )
+        # The generated password works once shown.
+        r = await client.post("/v1/auth/token", json={"email": email, "password": created["password"]})
+        assert r.status_code == 200
+        r = await client.post("/v1/admin/case-managers", json=body, headers=admin)
+        assert r.status_code == 409
+        for bad, field in (
+            ({**body, "email": "x" + email, "regions": ["mars"]}, "regions"),
+            ({**body, "email": "y" + email, "status": "away"}, "away_until"),
+            ({**body, "email": "z" + email, "needs": ["flying"]}, "needs"),
+            ({**body, "email": "w" + email, "surprise": 1}, "surprise"),
+            ({**body, "email": "v" + email, "name": "Ro\u0000sa"}, "name"),
+        ):
+            r = await client.post("/v1/admin/case-managers", json=bad, headers=admin)
+            assert r.status_code == 422, r.text
+            assert r.headers["content-type"] == PROBLEM_JSON
+            assert any(field in e["field"] for e in r.json()["errors"]), r.json()
+        # Supervisors list their own region only, and may not create.
+        r = await client.get("/v1/admin/case-managers", headers=south)
+        assert r.status_code == 200
+        listed = r.json()["items"]
+        assert email in {c["email"] for c in listed}
+        assert all("south_la" in c["regions"] for c in listed)
+        assert (
+            await client.get("/v1/admin/case-managers?region=san_fernando_valley", headers=south)
+        ).status_code == 403
+        assert (await client.post("/v1/admin/case-managers", json=body, headers=south)).status_code == 403
+        # A supervisor changes availability and load; identity and regions are the admin's.
+        cid = created["id"]
+        r = await client.patch(
+            f"/v1/admin/case-managers/{cid}",
+            json={"status": "away", "away_until": "2099-01-31", "capacity": 9},
+            headers=south,
+        )
+        assert r.status_code == 200, r.text
+        assert (r.json()["status"], r.json()["away_until"], r.json()["capacity"]) == ("away", "2099-01-31", 9)
+        r = await client.patch(f"/v1/admin/case-managers/{cid}", json={"status": "active"}, headers=south)
+        assert (r.json()["status"], r.json()["away_until"]) == ("active", None)
+        assert (
+            await client.patch(
+                f"/v1/admin/case-managers/{cid}", json={"regions": ["san_fernando_valley"]}, headers=south
+            )
+        ).status_code == 403
+        valley_cm = _cm(platform, "Jin Park")["id"]
+        assert (
+            await client.patch(f"/v1/admin/case-managers/{valley_cm}", json={"capacity": 1}, headers=south)
+        ).status_code == 404
+        assert (await client.get(f"/v1/admin/case-managers/{valley_cm}", headers=south)).status_code == 404
+        # Nobody else may touch profiles.
+        for headers in (
+            _auth(platform.partner_key(5)),
+            _auth(platform.staff_token(_cm(platform, "Ana Reyes"))),
+        ):
+            assert (await client.get("/v1/admin/case-managers", headers=headers)).status_code == 403
+        assert (await client.get("/v1/admin/case-managers")).status_code == 401
+        # Out of the way of the other tests' routing.
+        r = await client.patch(f"/v1/admin/case-managers/{cid}", json={"status": "inactive"}, headers=admin)
+        assert r.status_code == 200
+
+
+async def test_exhaustion_queue_manual_assignment_and_explanation(platform: Platform) -> None:
+    partner = 6
+    south_sup = _supervisor(platform, "south_la")
+    south = _auth(platform.staff_token(south_sup))
+    valley = _auth(platform.staff_token(_supervisor(platform, "san_fernando_valley")))
+    cms = {c["id"]: c for c in platform.creds["case_managers"] if c["regions"] == ["south_la"]}
+    tokens = {cid: platform.staff_token(c) for cid, c in cms.items()}
+    async with httpx.AsyncClient(base_url=platform.base_url, timeout=10) as client:
+        r = await client.post(
+            "/v1/referrals",
+            json=referral_body(needs=["housing"], language="en"),
+            headers=_auth(platform.partner_key(partner)),
+        )
+        assert r.status_code == 201, r.text
+        rid = r.json()["id"]
+        declined: list[str] = []
+        for _ in range(3):
+
+            async def offered(declined: list[str] = declined) -> tuple[str, str] | None:
+                for cid, tok in tokens.items():
+                    if cid in declined:
+                        continue
+                    items = (await client.get("/v1/assignments?state=offered", headers=_auth(tok))).json()[
+                        "items"
+                    ]
+                    match = next((a for a in items if a["referral_id"] == rid), None)
+                    if match:
+                        return cid, match["id"]
+                return None
+
+            cid, aid = await wait_for(offered)
+            r = await client.post(
+                f"/v1/assignments/{aid}/decline", json={"reason": "caseload full"}, headers=_auth(tokens[cid])
+            )
+            assert r.status_code == 200, r.text
+            declined.append(cid)
+
+        async def queued() -> bool:
+            return (await _status(client, platform, rid, partner))["status"] == "unroutable"
+
+        await wait_for(queued)
+        view = await _status(client, platform, rid, partner)
+        assert view["unroutable_reason"] == "offers_exhausted"
+
+        r = await client.get("/v1/admin/queue", headers=south)
+        assert r.status_code == 200
+        item = next(i for i in r.json()["items"] if i["referral_id"] == rid)
+        assert (item["reason"], item["failed_offers"], item["region"]) == ("offers_exhausted", 3, "south_la")
+        assert rid not in {
+            i["referral_id"] for i in (await client.get("/v1/admin/queue", headers=valley)).json()["items"]
+        }
+        assert (await client.get("/v1/admin/queue?region=south_la", headers=valley)).status_code == 403
+
+        # By hand: to the one who has not declined, with a reason (required).
+        target = next(cid for cid in cms if cid not in declined)
+        url = f"/v1/admin/referrals/{rid}/assign"
+        r = await client.post(url, json={"case_manager_id": target}, headers=south)
+        assert r.status_code == 422
+        # Text PostgreSQL cannot store is the client's 422, never a 500.
+        r = await client.post(url, json={"case_manager_id": target, "reason": "bad\u0000byte"}, headers=south)
+        assert r.status_code == 422
+        assert (await client.get("/v1/admin/queue?region=%00", headers=south)).status_code == 422
+        assert (
+            await client.post(url, json={"case_manager_id": target, "reason": "mine"}, headers=valley)
+        ).status_code == 404
+        r = await client.post(
+            url, json={"case_manager_id": target, "reason": "Speaks with the shelter daily."}, headers=south
+        )
+        assert r.status_code == 201, r.text
+        assert r.json()["case_manager_id"] == target
+        items = (await client.get("/v1/assignments?state=offered", headers=_auth(tokens[target]))).json()[
+            "items"
+        ]
+        assert rid in {a["referral_id"] for a in items}
+        assert (await _status(client, platform, rid, partner))["status"] == "assigned"
+
+        # The explanation, in words.
+        r = await client.get(f"/v1/referrals/{rid}/routing", headers=south)
+        assert r.status_code == 200, r.text
+        doc = r.json()
+        target_name = cms[target]["name"]
+        assert doc["summary"].startswith(f"Offered to {target_name}")
+        first, *_, last = doc["decisions"]
+        assert first["kind"] == "automatic" and first["summary"].startswith("Offered to ")
+        assert "the best match of" in first["summary"] and "South Los Angeles" in first["summary"]
+        assert any(line.startswith("Why ") for line in first["details"])
+        exhausted = doc["decisions"][-2]
+        assert exhausted["outcome"] == "offers_exhausted"
+        assert "Offered 3 times without being accepted" in exhausted["summary"]
+        assert last["kind"] == "manual"
+        assert last["summary"] == f"Assigned by hand to {target_name} by Grace Okafor."
+        assert "Reason given: Speaks with the shelter daily." in last["details"]
+        assert [o["state"] for o in doc["offers"]] == ["declined", "declined", "declined", "offered"]
+        # Partners, case managers and other regions' supervisors may not see it.
+        assert (
+            await client.get(f"/v1/referrals/{rid}/routing", headers=_auth(platform.partner_key(partner)))
+        ).status_code == 403
+        assert (
+            await client.get(f"/v1/referrals/{rid}/routing", headers=_auth(tokens[target]))
+        ).status_code == 403
+        assert (await client.get(f"/v1/referrals/{rid}/routing", headers=valley)).status_code == 404
+        admin = _auth(platform.staff_token(platform.creds["admins"][0]))
+        assert (await client.get(f"/v1/referrals/{rid}/routing", headers=admin)).status_code == 200
+    conn = await asyncpg.connect(platform.dsn)
+    try:
+        actions = [
+            r["action"]
+            for r in await conn.fetch("SELECT action FROM audit_log WHERE target_id = $1 ORDER BY id", rid)
+        ]
+    finally:
+        await conn.close()
+    assert "routing.manual_assign" in actions
+    assert actions.count("routing.explanation_viewed") == 2
+
+
+async def test_a_profile_change_drains_the_queue(platform: Platform) -> None:
+    """Nobody in South LA speaks Korean: the referral waits; once a case manager lists Korean, the
+    routing worker's periodic drain offers it to them without anyone asking."""
+    partner = 7
+    admin = _auth(platform.staff_token(platform.creds["admins"][0]))
+    lucia = _cm(platform, "Lucia Gómez")
+    async with httpx.AsyncClient(base_url=platform.base_url, timeout=10) as client:
+        r = await client.post(
+            "/v1/referrals",
+            json=referral_body(needs=["legal"], language="ko", urgency="urgent"),
+            headers=_auth(platform.partner_key(partner)),
+        )
+        assert r.status_code == 201, r.text
+        rid = r.json()["id"]
+
+        async def queued() -> bool:
+            return (await _status(client, platform, rid, partner))["status"] == "unroutable"
+
+        await wait_for(queued)
+        assert (await _status(client, platform, rid, partner))[
+            "unroutable_reason"
+        ] == "no_eligible_case_manager"
+        r = await client.get(f"/v1/referrals/{rid}/routing", headers=admin)
+        assert "No case manager in South Los Angeles could take this referral" in r.json()["summary"]
+        assert "does not speak Korean" in " ".join(r.json()["decisions"][0]["details"])
+
+        r = await client.patch(
+            f"/v1/admin/case-managers/{lucia['id']}", json={"languages": ["en", "es", "ko"]}, headers=admin
+        )
+        assert r.status_code == 200, r.text
+
+        async def assigned() -> bool:
+            return (await _status(client, platform, rid, partner))["status"] == "assigned"
+
+        await wait_for(assigned, timeout=20)
+        items = (
+            await client.get("/v1/assignments?state=offered", headers=_auth(platform.staff_token(lucia)))
+        ).json()
+        assert rid in {a["referral_id"] for a in items["items"]}
+        await client.patch(
+            f"/v1/admin/case-managers/{lucia['id']}", json={"languages": ["en", "es"]}, headers=admin
+        )
+
+
+async def test_roster_cli_imports_and_lists(platform: Platform, tmp_path: Path) -> None:
+    email = f"roster.{uuid.uuid4().hex[:8]}@example.org"
+    csv_path = tmp_path / "roster.csv"
+    csv_path.write_text(
+        "email,name,regions,needs,languages,capacity,specialisms\n"
+        f"{email},Imani Brooks,san_fernando_valley,housing;peer_support,en;es,7,boys_young_men\n"
+    )
+    out = tmp_path / "passwords.csv"
+    env = {**platform.env, "REFNET_DATABASE_URL": platform.dsn}
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "shared.cli", "roster", *args],
+            env=env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    bad = tmp_path / "bad.csv"
+    bad.write_text("email,name,regions,needs,capacity\nx@example.org,X,atlantis,housing,3\n")
+    done = await asyncio.to_thread(cli, "import", str(bad))
+    assert done.returncode == 1
+    assert "line 2: regions: unknown region atlantis" in done.stderr
+    done = await asyncio.to_thread(cli, "import", str(csv_path), "--passwords-out", str(out))
+    assert done.returncode == 0, done.stderr
+    assert "created 1, updated 0" in done.stdout
+    assert stat.S_IMODE(os.stat(out).st_mode) == 0o600
+    line = out.read_text().strip()
+    assert line.startswith(email + ",")
+    password = line.split(",", 1)[1]
+    async with httpx.AsyncClient(base_url=platform.base_url, timeout=10) as client:
+        r = await client.post("/v1/auth/token", json={"email": email, "password": password})
+        assert r.status_code == 200
+    done = await asyncio.to_thread(cli, "list", "--region", "san_fernando_valley")
+    assert done.returncode == 0, done.stderr
+    assert email in done.stdout and "south_la" not in done.stdout

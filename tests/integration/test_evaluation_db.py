@@ -1,0 +1,236 @@
+"""The database side of issue 5: the status-change trigger (every pair), row-level security on the case
+tables, and the evaluation read under an evaluator's identity."""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+import pytest
+
+from shared import lifecycle
+from shared.codes import REFERRAL_STATUSES
+from shared.cohort import load_cohort
+from shared.db import Identity, create_pool, service_dsn, transaction
+from shared.evaluation import build_report
+
+PAIRS = list(itertools.product(REFERRAL_STATUSES, REFERRAL_STATUSES))
+CASE_TABLES = ("referral_transitions", "interventions", "followups", "outcomes")
+PII_TABLES = ("referral_pii", "referral_keys", "consents", "idempotency_keys")
+
+
+async def _as(
+    conn: asyncpg.Connection, role: str, actor: str = "", partner: str = "", region: str = ""
+) -> None:
+    await conn.execute(
+        "SELECT set_config('app.role', $1, true), set_config('app.actor_id', $2, true),"
+        " set_config('app.partner_id', $3, true), set_config('app.region', $4, true)",
+        role,
+        actor,
+        partner,
+        region,
+    )
+
+
+async def _referral(
+    admin: asyncpg.Connection, partner: str, status: str = "received", region: str = "south_la"
+) -> str:
+    rid = str(uuid.uuid4())
+    await admin.execute(
+        "INSERT INTO referrals (id, partner_id, status, region, needs, language, urgency, age_years, intake,"
+        " close_reason, unroutable_reason)"
+        " VALUES ($1, $2, $3, $4, '{housing}', 'en', 'routine', 16, '{\"referral_setting\": \"school\"}', $5, $6)",
+        rid,
+        partner,
+        status,
+        region,
+        "other" if status == "closed" else None,
+        "no_eligible_case_manager" if status == "unroutable" else None,
+    )
+    return rid
+
+
+@pytest.fixture
+async def world(seeded_db: tuple[str, dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
+    dsn, creds = seeded_db
+    admin = await asyncpg.connect(dsn)
+    app = await asyncpg.connect(service_dsn(dsn))
+    south = [c for c in creds["case_managers"] if c["regions"] == ["south_la"]]
+    yield {
+        "dsn": dsn,
+        "admin": admin,
+        "app": app,
+        "creds": creds,
+        "partner": creds["partners"][0]["id"],
+        "cm": south[0],
+        "other_cm": south[1],
+    }
+    await app.close()
+    await admin.close()
+
+
+async def test_every_status_pair_through_the_trigger(world: dict[str, Any]) -> None:
+    """Legal changes are recorded with actor and reason; illegal ones are refused by the database."""
+    admin, app = world["admin"], world["app"]
+    for source, target in PAIRS:
+        if source == target:
+            continue
+        rid = await _referral(admin, world["partner"], source)
+        update = (
+            "UPDATE referrals SET status = $2, close_reason = CASE WHEN $2 = 'closed' THEN 'goals_met'"
+            " ELSE close_reason END, unroutable_reason = CASE WHEN $2 = 'unroutable' THEN 'out_of_area'"
+            " ELSE unroutable_reason END WHERE id = $1"
+        )
+        if lifecycle.is_legal(source, target):
+            async with app.transaction():
+                await _as(app, "system", actor="worker-1")
+                await app.execute("SELECT set_config('app.transition_reason', 'test_reason', true)")
+                assert await app.execute(update, rid, target) == "UPDATE 1"
+            row = await admin.fetchrow("SELECT * FROM referral_transitions WHERE referral_id = $1", rid)
+            assert (row["from_status"], row["to_status"]) == (source, target)
+            assert (row["actor_role"], row["actor_id"]) == ("system", "worker-1")
+            expected = {"closed": "goals_met", "unroutable": "out_of_area"}.get(target, "test_reason")
+            assert row["reason"] == expected, (source, target)
+        else:
+            with pytest.raises(asyncpg.CheckViolationError, match="illegal referral status transition"):
+                async with app.transaction():
+                    await _as(app, "system")
+                    await app.execute(update, rid, target)
+            assert await admin.fetchval("SELECT status FROM referrals WHERE id = $1", rid) == source
+    legal = sum(1 for s, t in PAIRS if lifecycle.is_legal(s, t))
+    assert await admin.fetchval("SELECT count(*) FROM referral_transitions") == legal
+
+
+async def test_unchanged_status_records_nothing(world: dict[str, Any]) -> None:
+    rid = await _referral(world["admin"], world["partner"], "engaged")
+    app = world["app"]
+    async with app.transaction():
+        await _as(app, "system")
+        await app.execute("UPDATE referrals SET status = 'engaged', updated_at = now() WHERE id = $1", rid)
+    assert await world["admin"].fetchval("SELECT count(*) FROM referral_transitions") == 0
+
+
+async def test_history_cannot_be_written_by_the_service_role(world: dict[str, Any]) -> None:
+    rid = await _referral(world["admin"], world["partner"], "received")
+    app = world["app"]
+    for sql in (
+        f"INSERT INTO referral_transitions (referral_id, from_status, to_status, actor_role)"
+        f" VALUES ('{rid}', 'received', 'closed', 'system')",
+        "UPDATE referral_transitions SET reason = 'forged'",
+        "DELETE FROM referral_transitions",
+        "INSERT INTO referral_status_transitions VALUES ('closed', 'received')",
+    ):
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            async with app.transaction():
+                await _as(app, "system")
+                await app.execute(sql)
+
+
+async def _case(world: dict[str, Any], cm: dict[str, Any], state: str = "accepted") -> str:
+    admin = world["admin"]
+    rid = await _referral(admin, world["partner"], "engaged" if state == "accepted" else "assigned")
+    await admin.execute(
+        "INSERT INTO assignments (id, referral_id, case_manager_id, state, respond_by)"
+        " VALUES ($1, $2, $3, $4, now() + interval '1 hour')",
+        uuid.uuid4(),
+        rid,
+        cm["id"],
+        state,
+    )
+    return rid
+
+
+async def _add_records(conn: asyncpg.Connection, rid: str, cm_id: str) -> None:
+    await conn.execute(
+        "INSERT INTO interventions (id, referral_id, type, delivered_on, recorded_by)"
+        " VALUES ($1, $2, 'therapy', current_date, $3)",
+        uuid.uuid4(),
+        rid,
+        cm_id,
+    )
+    await conn.execute(
+        "INSERT INTO followups (referral_id, point, due_on) VALUES ($1, 'intake', current_date)", rid
+    )
+    await conn.execute(
+        "INSERT INTO outcomes (id, referral_id, point, measure, value, observed_on, source, recorded_by)"
+        " VALUES ($1, $2, 'intake', 'safety', 'safe', current_date, 'youth_self_report', $3)",
+        uuid.uuid4(),
+        rid,
+        cm_id,
+    )
+
+
+async def test_case_tables_rls(world: dict[str, Any]) -> None:
+    app, cm, other = world["app"], world["cm"], world["other_cm"]
+    mine = await _case(world, cm)
+    offered = await _case(world, other, state="offered")
+    async with app.transaction():
+        await _as(app, "case_manager", actor=cm["id"], region="south_la")
+        await _add_records(app, mine, cm["id"])
+    # A case manager who only holds an offer cannot write case records.
+    with pytest.raises(asyncpg.InsufficientPrivilegeError):
+        async with app.transaction():
+            await _as(app, "case_manager", actor=other["id"], region="south_la")
+            await _add_records(app, offered, other["id"])
+    # ... nor for someone else's case.
+    with pytest.raises(asyncpg.InsufficientPrivilegeError):
+        async with app.transaction():
+            await _as(app, "case_manager", actor=other["id"], region="south_la")
+            await _add_records(app, mine, other["id"])
+
+    async def visible(role: str, actor: str = "", partner: str = "", region: str = "") -> dict[str, int]:
+        async with app.transaction():
+            await _as(app, role, actor, partner, region)
+            return {
+                t: await app.fetchval(f"SELECT count(*) FROM {t}") for t in (*CASE_TABLES[1:], *PII_TABLES)
+            }
+
+    assert await visible("case_manager", cm["id"], region="south_la") == {
+        "interventions": 1,
+        "followups": 1,
+        "outcomes": 1,
+        "referral_pii": 0,
+        "referral_keys": 0,
+        "consents": 0,
+        "idempotency_keys": 0,
+    }
+    assert set((await visible("case_manager", other["id"], region="south_la")).values()) == {0}
+    assert set((await visible("partner", partner=world["partner"])).values()) == {0}, (
+        "partners never see case records"
+    )
+    assert set((await visible("supervisor", str(uuid.uuid4()), region="san_fernando_valley")).values()) == {0}
+    sup = await visible("supervisor", str(uuid.uuid4()), region="south_la")
+    assert (sup["interventions"], sup["outcomes"], sup["referral_pii"]) == (1, 1, 0)
+    for role in ("evaluator", "admin"):
+        seen = await visible(role, str(uuid.uuid4()))
+        assert (seen["interventions"], seen["followups"], seen["outcomes"]) == (1, 1, 1), role
+        assert seen["referral_pii"] == seen["referral_keys"] == seen["consents"] == 0, role
+    assert set((await visible("none")).values()) == {0}
+
+
+async def test_evaluator_reads_the_cohort_through_rls(world: dict[str, Any]) -> None:
+    mine = await _case(world, world["cm"])
+    await _add_records(world["admin"], mine, world["cm"]["id"])
+    await world["admin"].execute(
+        "UPDATE referrals SET engaged_at = received_at + interval '2 days' WHERE id = $1", mine
+    )
+    pool = await create_pool(service_dsn(world["dsn"]), max_size=1)
+    try:
+        async with transaction(pool, Identity(role="evaluator", actor_id=str(uuid.uuid4()))) as conn:
+            records = await load_cohort(conn)
+        async with transaction(
+            pool, Identity(role="partner", partner_id=world["creds"]["partners"][5]["id"])
+        ) as conn:
+            assert await load_cohort(conn) == []
+    finally:
+        await pool.close()
+    [rec] = [r for r in records if r.referral_id == mine]
+    assert rec.interventions == {"therapy": 1}
+    assert rec.outcomes == {"intake": {"safety": "safe"}}
+    assert rec.intake == {"referral_setting": "school"}
+    report = build_report(records, datetime.now(UTC))
+    assert report.referrals == "suppressed"  # one referral: far below the threshold

@@ -1,0 +1,591 @@
+"""Webhook and email deliveries end to end inside notify: fan-out on a real database, the dispatcher
+against a real local HTTP receiver and SMTP server, with a fast retry schedule."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import pytest
+
+from services.notify import store
+from services.notify.dispatcher import Dispatcher
+from services.notify.metrics import delivery_counts
+from services.notify.reminders import remind_offers
+from services.notify.signing import new_secret, seal_secret
+from services.notify.worker import make_handler
+from shared.config import Settings, load_settings
+from shared.crypto import KeyRing
+from shared.db import create_pool, service_dsn, transaction
+from shared.events import (
+    AssignmentReminder,
+    ReferralStatusChanged,
+    ReferralUnroutable,
+    ReferralWithdrawn,
+    decode_event,
+)
+from tests.support.platform import wait_for
+from tests.support.receivers import Reply, SmtpSink, WebhookReceiver, verify_standard_webhook
+
+MASTER_KEY = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
+RING = KeyRing({"k1": MASTER_KEY}, "k1")
+
+
+@pytest.fixture
+def smtp() -> Iterator[SmtpSink]:
+    sink = SmtpSink().start()
+    yield sink
+    sink.stop()
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[WebhookReceiver]:
+    r = await WebhookReceiver().start()
+    yield r
+    await r.stop()
+
+
+def make_settings(dsn: str, smtp: SmtpSink, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "database_url": service_dsn(dsn),
+        "secret_key": "x",
+        "pii_master_key": MASTER_KEY,
+        "delivery_retry_schedule": "0.05,0.1,0.1",
+        "delivery_retry_jitter": 0,
+        "delivery_poll_seconds": 0.2,
+        # Generous: a loaded machine must not turn a prompt answer into a timeout.
+        "webhook_timeout_seconds": 3.0,
+        "smtp_host": "127.0.0.1",
+        "smtp_port": smtp.port,
+        "smtp_starttls": False,
+        "base_url": "https://refnet.example",
+    }
+    values.update(overrides)
+    return load_settings({}, **values)
+
+
+class Env:
+    """A seeded database, a pool as the services' role, settings, and a dispatcher to start."""
+
+    def __init__(
+        self, dsn: str, creds: dict[str, Any], pool: asyncpg.Pool, db: asyncpg.Pool, settings: Settings
+    ) -> None:
+        self.dsn = dsn
+        self.creds = creds
+        # pool: the services' role (row-level security applies), for the code under test;
+        # db: the superuser, for arranging and inspecting.
+        self.pool = pool
+        self.db = db
+        self.settings = settings
+        self.partner = creds["partners"][0]["id"]
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self, **overrides: Any) -> None:
+        if overrides:
+            self.settings = msgspec_replace(self.settings, **overrides)
+        self._task = asyncio.create_task(Dispatcher(self.pool, self.settings).run(self._stop))
+
+    async def stop(self) -> None:
+        self._stop.set()
+        if self._task is not None:
+            await asyncio.wait_for(self._task, 10)
+
+    async def endpoint(self, url: str, partner: str | None = None) -> tuple[str, str]:
+        eid, secret = str(uuid.uuid4()), new_secret()
+        await self.db.execute(
+            "INSERT INTO webhook_endpoints (id, partner_id, url, events, secret_sealed)"
+            " VALUES ($1, $2, $3, '{referral.status_changed}', $4)",
+            eid,
+            partner or self.partner,
+            url,
+            seal_secret(RING, eid, secret),
+        )
+        return eid, secret
+
+    async def referral(self, status: str = "assigned") -> str:
+        rid = str(uuid.uuid4())
+        await self.db.execute(
+            "INSERT INTO referrals (id, partner_id, status, region, needs, language, urgency, age_years)"
+            " VALUES ($1, $2, $3, 'south_la', '{housing}', 'en', 'routine', 16)",
+            rid,
+            self.partner,
+            status,
+        )
+        return rid
+
+    async def status_changed(self, rid: str, status: str = "assigned") -> ReferralStatusChanged:
+        event = ReferralStatusChanged(
+            referral_id=rid, partner_id=self.partner, status=status, previous_status="received"
+        )
+        await make_handler(self.pool, self.settings)(event)
+        return event
+
+    async def delivery(self, endpoint_id: str, event_id: str) -> asyncpg.Record:
+        row = await self.db.fetchrow(
+            "SELECT * FROM deliveries WHERE endpoint_id = $1 AND event_id = $2", endpoint_id, event_id
+        )
+        assert row is not None
+        return row
+
+    async def settled(self, delivery_id: Any, *states: str) -> asyncpg.Record:
+        async def check() -> asyncpg.Record | None:
+            row = await self.db.fetchrow("SELECT * FROM deliveries WHERE id = $1", delivery_id)
+            return row if row is not None and row["state"] in states else None
+
+        result: asyncpg.Record = await wait_for(check, timeout=15)
+        return result
+
+    async def attempts(self, delivery_id: Any) -> list[asyncpg.Record]:
+        return await self.db.fetch(
+            "SELECT * FROM delivery_attempts WHERE delivery_id = $1 ORDER BY id", delivery_id
+        )
+
+    async def counts(self) -> dict[str, dict[str, int]]:
+        async with transaction(self.pool) as conn:
+            return await delivery_counts(conn)
+
+
+def msgspec_replace(settings: Settings, **changes: Any) -> Settings:
+    import msgspec
+
+    return msgspec.structs.replace(settings, **changes)
+
+
+@pytest.fixture
+async def env(seeded_db: tuple[str, dict[str, Any]], smtp: SmtpSink) -> AsyncIterator[Env]:
+    dsn, creds = seeded_db
+    pool = await create_pool(service_dsn(dsn), max_size=6)
+    db = await create_pool(dsn, max_size=2)
+    e = Env(dsn, creds, pool, db, make_settings(dsn, smtp))
+    try:
+        yield e
+    finally:
+        with contextlib.suppress(Exception):
+            await e.stop()
+        await pool.close()
+        await db.close()
+
+
+def _body(received: Any) -> dict[str, Any]:
+    doc: dict[str, Any] = json.loads(received.body)
+    return doc
+
+
+async def test_failing_receiver_is_retried_until_it_succeeds(env: Env, receiver: WebhookReceiver) -> None:
+    url = receiver.script("/flaky", Reply(500), Reply(503), Reply(200))
+    eid, secret = await env.endpoint(url)
+    rid = await env.referral()
+    event = await env.status_changed(rid)
+    delivery = await env.delivery(eid, event.event_id)
+    env.start()
+    done = await env.settled(delivery["id"], "delivered", "dead")
+    assert done["state"] == "delivered"
+    assert done["attempts"] == 3
+
+    got = receiver.received["/flaky"]
+    assert len(got) == 3
+    # One message: the same webhook-id on every attempt, each signature valid (timestamps may differ).
+    assert {r.headers["webhook-id"] for r in got} == {store.webhook_id(delivery["id"])}
+    for r in got:
+        assert verify_standard_webhook(secret, r.headers, r.body), "signature does not verify"
+        assert r.headers["content-type"] == "application/json"
+    body = _body(got[-1])
+    assert body == {
+        "type": "referral.status_changed",
+        "timestamp": body["timestamp"],
+        "data": {"referral_id": rid, "status": "assigned", "previous_status": "received"},
+    }
+    assert datetime.fromisoformat(body["timestamp"]) == event.occurred_at
+
+    log = await env.attempts(delivery["id"])
+    assert [(a["attempt"], a["status_code"], a["outcome"]) for a in log] == [
+        (1, 500, "retry"),
+        (2, 503, "retry"),
+        (3, 200, "delivered"),
+    ]
+    assert all(a["latency_ms"] > 0 for a in log)
+    assert [a["error"] for a in log] == ["http_500", "http_503", None]
+    health = await env.db.fetchrow("SELECT * FROM webhook_endpoints WHERE id = $1", eid)
+    assert health["verified_at"] is not None
+    assert (health["consecutive_failures"], health["failing_since"], health["state"]) == (0, None, "active")
+    counts = (await env.counts())["webhook"]
+    assert (counts["attempts"], counts["delivered"], counts["retried"], counts["dead_lettered"]) == (
+        3,
+        1,
+        2,
+        0,
+    )
+
+
+async def test_last_attempt_dead_letters_and_an_admin_replay_delivers(
+    env: Env, receiver: WebhookReceiver
+) -> None:
+    url = receiver.script("/down", *[Reply(500)] * 4)
+    eid, secret = await env.endpoint(url)
+    event = await env.status_changed(await env.referral())
+    delivery = await env.delivery(eid, event.event_id)
+    env.start()
+    dead = await env.settled(delivery["id"], "dead", "delivered")
+    # The schedule has three retries: four attempts, then the dead-letter list.
+    assert (dead["state"], dead["attempts"], dead["last_status"]) == ("dead", 4, 500)
+    assert len(receiver.received["/down"]) == 4
+    log = await env.attempts(delivery["id"])
+    assert [a["outcome"] for a in log] == ["retry", "retry", "retry", "dead"]
+    assert (await env.counts())["webhook"]["dead_lettered"] == 1
+    assert (await env.counts())["webhook"]["dead"] == 1
+
+    # The receiver is fixed (its script is spent: it answers 200 now); the admin replays.
+    async with transaction(env.pool) as conn:
+        replayed = await store.replay(conn, str(delivery["id"]))
+    assert replayed["state"] == "pending"
+    done = await env.settled(delivery["id"], "delivered")
+    assert done["attempts"] == 5
+    last = receiver.received["/down"][-1]
+    assert last.headers["webhook-id"] == store.webhook_id(delivery["id"])
+    assert verify_standard_webhook(secret, last.headers, last.body)
+    async with transaction(env.pool) as conn:
+        with pytest.raises(store.ReplayRefused):
+            await store.replay(conn, str(delivery["id"]))
+
+
+async def test_retry_after_is_honoured_and_throttles_the_endpoint(
+    env: Env, receiver: WebhookReceiver
+) -> None:
+    url = receiver.script("/busy", Reply(429, (("Retry-After", "1"),)), Reply(200), Reply(200))
+    eid, _ = await env.endpoint(url)
+    first = await env.status_changed(await env.referral())
+    d1 = await env.delivery(eid, first.event_id)
+    env.start()
+    await wait_for(lambda: _count(env.db, d1["id"]), timeout=10)
+    # While the endpoint is throttled, a new delivery to it waits as well.
+    second = await env.status_changed(await env.referral())
+    d2 = await env.delivery(eid, second.event_id)
+    await env.settled(d1["id"], "delivered")
+    await env.settled(d2["id"], "delivered")
+
+    (a1, a2) = await env.attempts(d1["id"])
+    assert (a1["status_code"], a1["outcome"]) == (429, "throttled")
+    assert a1["next_attempt_at"] - a1["started_at"] >= timedelta(seconds=1)
+    assert a2["started_at"] >= a1["next_attempt_at"]
+    throttled_until = await env.db.fetchval(
+        "SELECT throttled_until FROM webhook_endpoints WHERE id = $1", eid
+    )
+    (b1,) = await env.attempts(d2["id"])
+    assert b1["started_at"] >= throttled_until
+    busy = receiver.received["/busy"]
+    assert len(busy) == 3
+    assert busy[1].at - busy[0].at >= 1.0
+
+
+async def _count(pool: asyncpg.Pool, delivery_id: Any) -> int:
+    return int(
+        await pool.fetchval("SELECT count(*) FROM delivery_attempts WHERE delivery_id = $1", delivery_id)
+    )
+
+
+async def test_a_hanging_receiver_times_out_and_is_retried(env: Env, receiver: WebhookReceiver) -> None:
+    url = receiver.script("/hang", Reply(hang=True), Reply(200))
+    eid, _ = await env.endpoint(url)
+    event = await env.status_changed(await env.referral())
+    delivery = await env.delivery(eid, event.event_id)
+    env.start(webhook_timeout_seconds=1.0)
+    done = await env.settled(delivery["id"], "delivered", "dead")
+    assert done["state"] == "delivered"
+    log = await env.attempts(delivery["id"])
+    assert [(a["status_code"], a["outcome"]) for a in log] == [(None, "retry"), (200, "delivered")]
+    assert log[0]["error"] in {"Timeout", "ReadTimeout"}
+
+
+async def test_gone_disables_the_endpoint_and_tells_the_partner(
+    env: Env, receiver: WebhookReceiver, smtp: SmtpSink
+) -> None:
+    url = receiver.script("/gone", Reply(410))
+    eid, _ = await env.endpoint(url)
+    rid = await env.referral()
+    first = await env.status_changed(rid)
+    d1 = await env.delivery(eid, first.event_id)
+    env.start()
+    dead = await env.settled(d1["id"], "dead")
+    assert dead["last_status"] == 410
+    endpoint = await env.db.fetchrow(
+        "SELECT state, disabled_reason FROM webhook_endpoints WHERE id = $1", eid
+    )
+    assert (endpoint["state"], endpoint["disabled_reason"]) == ("disabled", "gone")
+    # Later events find no active endpoint: nothing is queued for it.
+    later = await env.status_changed(rid, "accepted")
+    assert await env.db.fetchval("SELECT count(*) FROM deliveries WHERE event_id = $1", later.event_id) == 0
+    # The partner's contact hears of it by email, the admins in-app.
+    contact = await env.db.fetchval("SELECT contact_email FROM partners WHERE id = $1", env.partner)
+    mails = await wait_for(lambda: _mails(smtp, contact), timeout=10)
+    text = mails[0].get_content()
+    assert eid in text
+    assert rid not in text
+    admins = await env.db.fetch("SELECT data FROM notifications WHERE kind = 'webhook_disabled'")
+    assert len(admins) == len(env.creds["admins"])
+    assert admins[0]["data"] == {"endpoint_id": eid, "partner_id": env.partner, "reason": "gone"}
+    # A replay is refused while the endpoint is disabled.
+    async with transaction(env.pool) as conn:
+        with pytest.raises(store.ReplayRefused):
+            await store.replay(conn, str(d1["id"]))
+
+
+async def _mails(smtp: SmtpSink, address: str) -> list[Any]:
+    return smtp.to(address)
+
+
+async def test_sustained_failure_disables_the_endpoint(
+    env: Env, receiver: WebhookReceiver, seeded_db: tuple[str, dict[str, Any]], smtp: SmtpSink
+) -> None:
+    url = receiver.script("/broken", *[Reply(500)] * 10)
+    eid, _ = await env.endpoint(url)
+    e1 = await env.status_changed(await env.referral())
+    e2 = await env.status_changed(await env.referral())
+    env.start(
+        webhook_disable_after_failures=3,
+        webhook_disable_after_seconds=0.0,
+        delivery_retry_schedule="0.05,0.05,0.05,0.05,0.05,0.05",
+    )
+
+    async def disabled() -> bool:
+        return await env.db.fetchval("SELECT state FROM webhook_endpoints WHERE id = $1", eid) == "disabled"
+
+    await wait_for(disabled, timeout=10)
+    for event in (e1, e2):
+        row = await env.settled((await env.delivery(eid, event.event_id))["id"], "dead")
+        assert row["state"] == "dead"
+    reason = await env.db.fetchval("SELECT disabled_reason FROM webhook_endpoints WHERE id = $1", eid)
+    assert reason == "failing"
+    assert len(receiver.received["/broken"]) <= 4, "kept sending after the endpoint was disabled"
+
+
+async def test_nothing_is_sent_about_a_withdrawn_referral(env: Env, receiver: WebhookReceiver) -> None:
+    url = receiver.script("/w")
+    eid, _ = await env.endpoint(url)
+    rid = await env.referral()
+    event = await env.status_changed(rid)
+    delivery = await env.delivery(eid, event.event_id)
+    # Consent is withdrawn before the dispatcher gets to it: checked at delivery time.
+    await env.db.execute("UPDATE referrals SET status = 'withdrawn' WHERE id = $1", rid)
+    env.start()
+    row = await env.settled(delivery["id"], "cancelled", "delivered")
+    assert (row["state"], row["last_error"], row["attempts"]) == ("cancelled", "referral_withdrawn", 0)
+    assert receiver.received == {}
+    assert (await env.counts())["webhook"]["suppressed"] == 1
+    # And no new outbound message is created for it at all.
+    later = await env.status_changed(rid, "withdrawn")
+    assert await env.db.fetchval("SELECT count(*) FROM deliveries WHERE event_id = $1", later.event_id) == 0
+
+
+async def test_withdrawal_event_cancels_waiting_deliveries(env: Env, receiver: WebhookReceiver) -> None:
+    eid, _ = await env.endpoint(receiver.script("/x"))
+    rid = await env.referral()
+    event = await env.status_changed(rid)
+    await env.db.execute("UPDATE referrals SET status = 'withdrawn' WHERE id = $1", rid)
+    await make_handler(env.pool, env.settings)(
+        ReferralWithdrawn(referral_id=rid, reason="consent_withdrawn", status="withdrawn")
+    )
+    row = await env.delivery(eid, event.event_id)
+    assert (row["state"], row["last_error"]) == ("cancelled", "referral_withdrawn")
+
+
+async def test_private_network_target_is_refused_at_delivery(env: Env) -> None:
+    # Registered before the rules (or DNS) changed: the dispatcher refuses to connect.
+    eid, _ = await env.endpoint("http://10.20.30.40:8080/hook")
+    event = await env.status_changed(await env.referral())
+    delivery = await env.delivery(eid, event.event_id)
+    env.start()
+    dead = await env.settled(delivery["id"], "dead")
+    log = await env.attempts(delivery["id"])
+    assert {a["error"] for a in log} == {"ssrf_private"}
+    assert dead["last_error"] == "ssrf_private"
+
+
+async def test_unroutable_goes_to_the_regions_supervisors_in_app_and_by_email(
+    env: Env, smtp: SmtpSink
+) -> None:
+    south = next(s for s in env.creds["supervisors"] if s["region"] == "south_la")
+    await env.db.execute("UPDATE staff SET email_notifications = true WHERE id = $1", south["id"])
+    rid = await env.referral("unroutable")
+    handle = make_handler(env.pool, env.settings)
+    event = ReferralUnroutable(referral_id=rid, reason="no_eligible_case_manager", region="south_la")
+    await handle(event)
+    await handle(event)  # redelivered: nothing doubles
+    rows = await env.db.fetch(
+        "SELECT recipient_id, kind, data FROM notifications WHERE referral_id = $1", rid
+    )
+    assert [(str(r["recipient_id"]), r["kind"]) for r in rows] == [(south["id"], "unroutable")]
+    env.start()
+    mails = await wait_for(lambda: _mails(smtp, south["email"]), timeout=10)
+    assert len(mails) == 1
+    text = mails[0].get_content()
+    assert "https://refnet.example/app/queue" in text
+    for word in (rid, "south_la", "no_eligible", "housing"):
+        assert word not in text
+
+    # Out of area has no region: every supervisor's queue.
+    out = await env.referral("unroutable")
+    await handle(ReferralUnroutable(referral_id=out, reason="out_of_area", region=None))
+    n = await env.db.fetchval("SELECT count(*) FROM notifications WHERE referral_id = $1", out)
+    assert n == len(env.creds["supervisors"])
+
+
+async def test_reminder_before_respond_by_once(env: Env, smtp: SmtpSink) -> None:
+    cm = env.creds["case_managers"][0]
+    await env.db.execute("UPDATE staff SET email_notifications = true WHERE id = $1", cm["id"])
+    rid = await env.referral()
+    soon, later = str(uuid.uuid4()), str(uuid.uuid4())
+    now = datetime.now(UTC)
+    other = await env.referral()
+    for aid, ref, offered, respond_by in (
+        (soon, rid, now - timedelta(hours=3, minutes=30), now + timedelta(minutes=30)),
+        (later, other, now, now + timedelta(hours=4)),
+    ):
+        await env.db.execute(
+            "INSERT INTO assignments (id, referral_id, case_manager_id, state, offered_at, respond_by)"
+            " VALUES ($1, $2, $3, 'offered', $4, $5)",
+            aid,
+            ref,
+            cm["id"],
+            offered,
+            respond_by,
+        )
+    # Two sweeps (two notify workers, or one twice): one reminder.
+    assert await remind_offers(env.pool, env.settings) == 1
+    assert await remind_offers(env.pool, env.settings) == 0
+    rows = await env.db.fetch("SELECT payload FROM outbox WHERE subject = 'refnet.assignment.reminder'")
+    (event,) = [decode_event(bytes(r["payload"])) for r in rows]
+    assert isinstance(event, AssignmentReminder)
+    assert event.assignment_id == soon
+    handle = make_handler(env.pool, env.settings)
+    await handle(event)
+    await handle(event)
+    notes = await env.db.fetch(
+        "SELECT kind, assignment_id FROM notifications WHERE recipient_id = $1", cm["id"]
+    )
+    assert [(n["kind"], str(n["assignment_id"])) for n in notes] == [("offer_reminder", soon)]
+    env.start()
+    mails = await wait_for(lambda: _mails(smtp, cm["email"]), timeout=10)
+    assert len(mails) == 1
+    assert "still waiting for your answer" in mails[0].get_content()
+
+    # An offer answered before its reminder is handled gets none.
+    await env.db.execute("UPDATE assignments SET state = 'accepted' WHERE id = $1", later)
+    late = AssignmentReminder(
+        referral_id=other, assignment_id=later, case_manager_id=cm["id"], respond_by=now
+    )
+    await handle(late)
+    assert await env.db.fetchval("SELECT count(*) FROM notifications WHERE assignment_id = $1", later) == 0
+
+
+@pytest.fixture
+def nats_url(tmp_path: Any) -> Iterator[str]:
+    from shared.embedded import EmbeddedNats
+
+    server = EmbeddedNats(tmp_path / "nats")
+    url = server.start()
+    yield url
+    server.stop()
+
+
+async def test_redelivered_jetstream_message_does_not_duplicate(
+    env: Env, receiver: WebhookReceiver, nats_url: str
+) -> None:
+    """The handler commits its effect and then "crashes" before the ack: JetStream redelivers the
+    message and the second run must change nothing — one in-app notification, one webhook."""
+    from services.notify.worker import consumer_spec
+    from shared.bus import connect, ensure_stream, run_consumer
+    from shared.events import AnyEvent, ReferralAssigned, encode_event, subject_for
+
+    _, secret = await env.endpoint(receiver.script("/once"))
+    rid = await env.referral()
+    cm = env.creds["case_managers"][0]["id"]
+    aid = str(uuid.uuid4())
+    await env.db.execute(
+        "INSERT INTO assignments (id, referral_id, case_manager_id, state, respond_by)"
+        " VALUES ($1, $2, $3, 'offered', now() + interval '4 hours')",
+        aid,
+        rid,
+        cm,
+    )
+    events = [
+        ReferralAssigned(
+            referral_id=rid,
+            assignment_id=aid,
+            case_manager_id=cm,
+            region="south_la",
+            respond_by=datetime.now(UTC),
+        ),
+        ReferralStatusChanged(
+            referral_id=rid, partner_id=env.partner, status="assigned", previous_status="received"
+        ),
+    ]
+    real = make_handler(env.pool, env.settings)
+    calls: dict[str, int] = {}
+
+    async def crash_before_first_ack(event: AnyEvent) -> None:
+        await real(event)
+        calls[event.event_id] = calls.get(event.event_id, 0) + 1
+        if calls[event.event_id] == 1:
+            raise ConnectionResetError("lost the ack")
+
+    nc = await connect(nats_url, "test-notify")
+    stop = asyncio.Event()
+    try:
+        js = nc.jetstream()
+        spec = consumer_spec()
+        await ensure_stream(js, consumers=[spec])
+        for e in events:
+            await js.publish(subject_for(e), encode_event(e), headers={"Nats-Msg-Id": e.event_id})
+        consuming = asyncio.create_task(run_consumer(js, spec, crash_before_first_ack, stop))
+
+        async def settled() -> bool:
+            info = await js.consumer_info("REFNET", spec.durable)
+            redelivered = all(calls.get(e.event_id, 0) >= 2 for e in events)
+            return redelivered and info.num_ack_pending == 0 and info.num_pending == 0
+
+        await wait_for(settled, timeout=15)
+        stop.set()
+        await consuming
+    finally:
+        await nc.close()
+
+    notes = await env.db.fetch("SELECT recipient_id, kind FROM notifications WHERE referral_id = $1", rid)
+    assert [(str(n["recipient_id"]), n["kind"]) for n in notes] == [(cm, "offer")]
+    deliveries = await env.db.fetch("SELECT id FROM deliveries WHERE referral_id = $1", rid)
+    assert len(deliveries) == 1
+    env.start()
+    await env.settled(deliveries[0]["id"], "delivered")
+    await asyncio.sleep(0.5)  # room for a (wrong) second webhook to show up
+    got = receiver.received["/once"]
+    assert len(got) == 1
+    assert verify_standard_webhook(secret, got[0].headers, got[0].body)
+
+    # Second wall: even if the processed-messages record were lost, the unique keys hold.
+    await env.db.execute("DELETE FROM processed_messages WHERE consumer = 'notify'")
+    for e in events:
+        await real(e)
+    assert await env.db.fetchval("SELECT count(*) FROM notifications WHERE referral_id = $1", rid) == 1
+    assert await env.db.fetchval("SELECT count(*) FROM deliveries WHERE referral_id = $1", rid) == 1
+
+
+async def test_master_key_rotation_rewraps_webhook_secrets(env: Env) -> None:
+    """Webhook secrets are sealed with the PII master key: rotation must re-wrap them before the old
+    key is retired; `refnet keys rotate` must call these."""
+    from services.notify.signing import open_secret
+    from shared.crypto import generate_master_key
+
+    eid, secret = await env.endpoint("http://127.0.0.1:9/x")
+    k2 = generate_master_key()
+    async with transaction(env.pool) as conn:
+        assert await store.secret_key_ids(conn) == {"k1"}
+        assert await store.rewrap_secrets(conn, KeyRing({"k1": MASTER_KEY, "k2": k2}, "k2")) == 1
+        assert await store.secret_key_ids(conn) == {"k2"}
+    sealed = await env.db.fetchval("SELECT secret_sealed FROM webhook_endpoints WHERE id = $1", eid)
+    assert open_secret(KeyRing({"k2": k2}, "k2"), eid, bytes(sealed)) == secret

@@ -1,0 +1,114 @@
+"""The one logger setup: PII keys are redacted in JSON and console output."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+
+import pytest
+import structlog
+
+from shared.logging import REDACTED_KEYS, _redact, configure_logging, get_logger
+
+SECRET = "Zyxwandra"
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    structlog.reset_defaults()
+    structlog.contextvars.clear_contextvars()
+    for h in list(root.handlers):
+        if h not in handlers:
+            root.removeHandler(h)
+    root.setLevel(level)
+
+
+def _lines(err: str) -> list[dict[str, object]]:
+    return [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+
+
+@pytest.mark.parametrize("key", sorted(REDACTED_KEYS))
+def test_every_pii_key_is_redacted_in_json(key: str, capsys: pytest.CaptureFixture[str]) -> None:
+    configure_logging("json", "DEBUG")
+    get_logger("test").info("referral.seen", **{key: SECRET}, referral_id="r-1")
+    err = capsys.readouterr().err
+    assert SECRET not in err
+    (line,) = _lines(err)
+    assert line[key] == "[redacted]"
+    assert line["referral_id"] == "r-1"
+    assert line["event"] == "referral.seen"
+
+
+def test_first_name_in_console_format(capsys: pytest.CaptureFixture[str]) -> None:
+    configure_logging("console", "INFO")
+    get_logger("test").warning("referral.seen", first_name="X-Quellmorrow-X", region="south_la")
+    err = capsys.readouterr().err
+    assert "X-Quellmorrow-X" not in err
+    assert "[redacted]" in err
+    assert "south_la" in err
+
+
+def test_keys_are_matched_case_insensitively(capsys: pytest.CaptureFixture[str]) -> None:
+    configure_logging("json", "INFO")
+    get_logger().info("x", First_Name=SECRET, PHONE="323-555-0199")
+    err = capsys.readouterr().err
+    assert SECRET not in err
+    assert "323-555-0199" not in err
+
+
+def test_context_variables_are_redacted_too(capsys: pytest.CaptureFixture[str]) -> None:
+    configure_logging("json", "INFO", service="intake")
+    structlog.contextvars.bind_contextvars(date_of_birth="2010-04-01")
+    get_logger().info("x")
+    err = capsys.readouterr().err
+    assert "2010-04-01" not in err
+    (line,) = _lines(err)
+    assert line["service"] == "intake"
+
+
+def test_bound_values_are_redacted(capsys: pytest.CaptureFixture[str]) -> None:
+    configure_logging("json", "INFO")
+    get_logger().bind(notes="prefers texts at 323-555-0199").info("x")
+    assert "323-555-0199" not in capsys.readouterr().err
+
+
+def test_other_values_pass_through(capsys: pytest.CaptureFixture[str]) -> None:
+    configure_logging("json", "INFO")
+    get_logger().info("routing.decided", referral_id="r-1", outcome="assigned", score=7.5)
+    (line,) = _lines(capsys.readouterr().err)
+    assert line["referral_id"] == "r-1"
+    assert line["outcome"] == "assigned"
+    assert line["score"] == 7.5
+    assert line["level"] == "info"
+    assert "timestamp" in line
+
+
+def test_level_filters(capsys: pytest.CaptureFixture[str]) -> None:
+    configure_logging("json", "WARNING")
+    log = get_logger()
+    log.info("quiet")
+    log.warning("loud")
+    assert [line["event"] for line in _lines(capsys.readouterr().err)] == ["loud"]
+
+
+def test_unknown_level_falls_back_to_info(capsys: pytest.CaptureFixture[str]) -> None:
+    configure_logging("json", "chatty")
+    log = get_logger()
+    log.debug("hidden")
+    log.info("shown")
+    assert [line["event"] for line in _lines(capsys.readouterr().err)] == ["shown"]
+
+
+def test_redact_processor_directly() -> None:
+    out = _redact(None, "info", {"event": "x", "first_name": SECRET, "zip": "90011", "region": "south_la"})
+    assert out == {"event": "x", "first_name": "[redacted]", "zip": "[redacted]", "region": "south_la"}
+
+
+def test_nested_pii_is_redacted(capsys: pytest.CaptureFixture[str]) -> None:
+    configure_logging("json", "INFO")
+    get_logger().info("x", referral={"id": "r-1", "first_name": SECRET})
+    assert SECRET not in capsys.readouterr().err
