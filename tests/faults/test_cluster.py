@@ -4,6 +4,7 @@ then a follower: no loss, no doubles, the services reconnect."""
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from collections.abc import Iterator
 
@@ -29,12 +30,25 @@ async def test_stream_is_replicated_on_three_nodes(cluster: ChaosPlatform) -> No
     try:
         js = nc.jetstream(timeout=5)
         info = await js.stream_info(STREAM)
+        for _ in range(100):
+            if info.cluster is not None and info.cluster.leader is not None:
+                break
+            await asyncio.sleep(0.2)
+            info = await js.stream_info(STREAM)
         assert info.config.num_replicas == 3
         assert info.cluster is not None and info.cluster.leader in cluster.node_names
         assert len(info.cluster.replicas or []) == 2
         for name in ("routing", "notify"):
+            # A consumer's raft group elects its leader after the stream's; on a loaded machine that can
+            # take seconds, during which all three peers are listed as replicas and the leader is None.
             ci = await js.consumer_info(STREAM, name)
-            assert ci.cluster is not None and len(ci.cluster.replicas or []) == 2
+            for _ in range(100):
+                if ci.cluster is not None and ci.cluster.leader is not None:
+                    break
+                await asyncio.sleep(0.2)
+                ci = await js.consumer_info(STREAM, name)
+            assert ci.cluster is not None and ci.cluster.leader in cluster.node_names, ci.cluster
+            assert len(ci.cluster.replicas or []) == 2, ci.cluster
     finally:
         await nc.close()
 
@@ -57,4 +71,5 @@ async def test_losing_a_node_under_load_loses_nothing(
     # Every service is still up and connected (intake's /readyz covers its NATS link).
     cluster.check_alive()
     cluster.wait_ready(timeout=20)
-    assert cluster.logs().count('"nats.reconnected"') >= 1
+    # No assertion on "nats.reconnected" log lines: a service whose connection was on a surviving node
+    # never needs to reconnect, so their count depends on which node each client picked at random.
