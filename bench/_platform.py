@@ -20,6 +20,7 @@ from typing import Any
 
 import asyncpg
 
+from bench._replay import LOG_SETTINGS
 from shared.db import service_dsn
 from shared.demo import seed_demo
 from shared.embedded import EmbeddedNats, EmbeddedPostgres, free_port
@@ -91,7 +92,7 @@ class BenchPlatform:
 
     def start_servers(self) -> None:
         # Durable settings (fsync, full_page_writes on): the numbers must mean something in production.
-        self.pg = EmbeddedPostgres(self.workdir / "pg", fast=False)
+        self.pg = EmbeddedPostgres(self.workdir / "pg", fast=False, settings=LOG_SETTINGS)
         self.pg.start()
         self.nats = EmbeddedNats(self.workdir / "nats")
         self.nats.start()

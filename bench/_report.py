@@ -6,7 +6,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["markdown_table", "percentile"]
+__all__ = ["markdown_report", "percentile"]
 
 
 def percentile(values: Sequence[float], p: float) -> float | None:
@@ -31,49 +31,60 @@ def _fmt(value: Any, unit: str = "") -> str:
     return f"{text} {unit}".rstrip()
 
 
-def markdown_table(result: dict[str, Any]) -> str:
-    """The headline numbers of a result document as a two-column Markdown table."""
+def _pair(a: Any, b: Any) -> str:
+    return f"{_fmt(a)} / {_fmt(b)}"
+
+
+def markdown_report(result: dict[str, Any]) -> str:
+    """The rate steps as one Markdown table, then the ceilings, ratios and resources."""
+    lines = [
+        f"commit {str(result['commit'])[:12]}, {result['machine']['cpu_count']} CPUs, "
+        f"{result['machine']['platform']}, Python {result['machine']['python']}; "
+        f"{_fmt(result['duration_s'], 's')} measured per fixed rate (search steps shorter)",
+        "",
+        "| offered/s | achieved/s | errors | intake p50/p99 ms | received→assigned p50/p99 ms "
+        "| received→notified p50/p99 ms | CPU ms/referral (intake, routing, notify, postgres, nats) "
+        "| max outbox / consumer lag | sustained |",
+        "|---:|---:|---:|---|---|---|---|---|---|",
+    ]
+    for step in result["steps"]:
+        cpu = step["cpu_ms_per_referral"]
+        lag = step["max_consumer_lag"]
+        cpu_text = ", ".join(f"{cpu.get(k, 0):.2f}" for k in ("intake", "routing", "notify", "postgres", "nats"))
+        lag_text = f"{step['max_outbox_rows']} / {max(lag.values()) if lag else 0}"
+        offered = _fmt(step["offered_rps"]) + (" (search)" if step.get("search") else "")
+        lines.append(
+            f"| {offered} | {_fmt(step['achieved_rps'])} | {step['errors'] + step['unsent']} "
+            f"| {_pair(step['intake_p50_ms'], step['intake_p99_ms'])} "
+            f"| {_pair(step['assign_p50_ms'], step['assign_p99_ms'])} "
+            f"| {_pair(step['e2e_p50_ms'], step['e2e_p99_ms'])} | {cpu_text} | {lag_text} "
+            f"| {'yes' if step['sustained'] else 'no'} |"
+        )
+    pgb, js = result["pgbench"], result["jetstream"]
     rows: list[tuple[str, str]] = [
-        ("commit", str(result["commit"])[:12]),
-        ("machine", f"{result['machine']['cpu_count']} CPUs, {result['machine']['platform']}"),
-        ("load", f"{result['concurrency']} closed-loop partners, {_fmt(result['duration_s'], 's')} measured"),
-        ("max_sustained_rps (achieved accepted/s)", _fmt(result["max_sustained_rps"])),
-        ("accepted / errors", f"{result['accepted']:,} / {result['errors']:,}"),
+        ("max sustained rate (achieved referrals/s)", _fmt(result["max_sustained_rps"])),
         (
-            "intake p50 / p99",
-            f"{_fmt(result['intake_p50_ms'], 'ms')} / {_fmt(result['intake_p99_ms'], 'ms')}",
+            "pgbench ceiling (recorded SQL replayed, referrals/s)",
+            f"{_fmt(pgb['ceiling_referrals_per_s'])} ({pgb['capture']['statements_per_referral']} statements, "
+            f"{pgb['capture']['transactions_per_referral']} transactions per referral)",
+        ),
+        ("ratio to pgbench ceiling", _fmt(result["ratio_to_pgbench"])),
+        (
+            "JetStream raw publish / consume (msgs/s)",
+            f"{_fmt(js['publish_per_s'])} / {_fmt(js['consume_per_s'])}",
         ),
         (
-            "received→assigned p50 / p99",
-            f"{_fmt(result['assign_p50_ms'], 'ms')} / {_fmt(result['assign_p99_ms'], 'ms')}",
+            "JetStream ceiling (referrals/s)",
+            f"{_fmt(js['ceiling_referrals_per_s'])} ({js['events_published_per_referral']} events, "
+            f"{js['deliveries_per_referral']} deliveries per referral)",
         ),
-        (
-            "received→notified p50 / p99",
-            f"{_fmt(result['e2e_p50_ms'], 'ms')} / {_fmt(result['e2e_p99_ms'], 'ms')}",
-        ),
-        (
-            "  hops p50 (see README)",
-            ", ".join(f"{k} {_fmt(v['p50'], 'ms')}" for k, v in result["stages_ms"].items()),
-        ),
-        ("not notified after drain", f"{result['not_notified']:,} (unroutable: {result['unroutable']:,})"),
-        ("pgbench ceiling (referrals/s)", _fmt(result["pgbench_tps"])),
-        ("ratio_to_pgbench", _fmt(result["ratio_to_pgbench"])),
+        ("ratio to JetStream ceiling", _fmt(result["ratio_to_jetstream"])),
     ]
     for name, mb in result["peak_rss_mb"].items():
         rows.append((f"peak RSS {name}", _fmt(mb, "MB")))
     for name, mb in result.get("infra_peak_mb", {}).items():
         rows.append((f"peak {name}", _fmt(mb, "MB")))
-    cpu = result.get("cpu_s", {})
-    if cpu:
-        rows.append(
-            (
-                f"CPU s over {_fmt(result['load_wall_s'], 's')} of load",
-                ", ".join(f"{k} {v:.1f}" for k, v in cpu.items()),
-            )
-        )
-        busy, other = _fmt(result["machine_cpu_busy_pct"], "%"), _fmt(result["other_cpu_s"], "CPU-s")
-        rows.append(("machine CPU busy during load", f"{busy} (not ours: {other})"))
     width = max(len(k) for k, _ in rows)
-    lines = [f"| {'metric'.ljust(width)} | value |", f"|{'-' * (width + 2)}|-------|"]
+    lines += ["", f"| {'metric'.ljust(width)} | value |", f"|{'-' * (width + 2)}|-------|"]
     lines += [f"| {k.ljust(width)} | {v} |" for k, v in rows]
     return "\n".join(lines)

@@ -10,7 +10,7 @@ import asyncpg
 import structlog
 from nats.js import JetStreamContext
 
-from shared.db import SYSTEM, transaction
+from shared.db import SERVICE_APPLICATION, SYSTEM, mark_outbox_written, on_outbox_commit, transaction
 from shared.events import Event, encode_event, subject_for
 
 __all__ = ["OutboxRelay", "enqueue"]
@@ -28,6 +28,7 @@ async def enqueue(conn: asyncpg.Connection, *events: Event) -> None:
         "INSERT INTO outbox (event_id, subject, payload) VALUES ($1, $2, $3)",
         [(e.event_id, subject_for(e), encode_event(e)) for e in events],
     )
+    mark_outbox_written()
 
 
 class OutboxRelay:
@@ -58,6 +59,8 @@ class OutboxRelay:
 
     async def run(self, stop: asyncio.Event) -> None:
         listener = asyncio.create_task(self._listen(stop), name="outbox-listen")
+        # This process's own commits wake the relay directly (shared.db.transaction calls the hook).
+        unregister = on_outbox_commit(self._wake.set)
         try:
             while not stop.is_set():
                 try:
@@ -72,9 +75,17 @@ class OutboxRelay:
                     continue  # more waiting: keep draining without sleeping
                 await self._sleep(stop, self._poll)
         finally:
+            unregister()
             listener.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await listener
+
+    def _on_notify(self, _conn: object, _pid: int, _channel: str, writer: object) -> None:
+        # A service's rows are published by that service's relay, woken in-process when it committed;
+        # waking here too would only race it to an empty claim. Anyone else (CLI, operator, an older
+        # trigger without a payload) wakes us. A service that dies before relaying is covered by the poll.
+        if writer != SERVICE_APPLICATION:
+            self._wake.set()
 
     async def _sleep(self, stop: asyncio.Event, seconds: float) -> None:
         self._wake.clear()
@@ -133,7 +144,7 @@ class OutboxRelay:
             conn: asyncpg.Connection | None = None
             try:
                 conn = await asyncpg.connect(self._dsn)
-                await conn.add_listener(_CHANNEL, lambda *_: self._wake.set())
+                await conn.add_listener(_CHANNEL, self._on_notify)
                 self._wake.set()  # catch up on anything written while we were not listening
                 while not stop.is_set() and not conn.is_closed():
                     await asyncio.sleep(1.0)

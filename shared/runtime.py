@@ -15,7 +15,7 @@ from nats.js import JetStreamContext
 from shared import metrics
 from shared.bus import STREAM, ConsumerSpec, Handler, connect, ensure_stream, run_consumer
 from shared.config import Settings
-from shared.db import create_pool, rls_bypassed
+from shared.db import SERVICE_APPLICATION, create_pool, rls_bypassed
 from shared.logging import configure_logging
 from shared.outbox import OutboxRelay
 
@@ -143,7 +143,10 @@ async def run_worker(
     stop = stop or asyncio.Event()
     _install_signal_handlers(stop)
     pool = await create_pool(
-        settings.database_url, min_size=settings.db_pool_min, max_size=settings.db_pool_max
+        settings.database_url,
+        min_size=settings.db_pool_min,
+        max_size=settings.db_pool_max,
+        application_name=SERVICE_APPLICATION,
     )
     await check_database_role(pool, settings)
     link = BusLink(settings, pool, name, consumers=[spec])

@@ -42,7 +42,7 @@ from services.intake.web.session import web_session_middleware
 from services.intake.webhooks import WebhookController
 from shared.config import Settings, load_settings
 from shared.crypto import load_keyring
-from shared.db import create_pool
+from shared.db import SERVICE_APPLICATION, create_pool
 from shared.logging import configure_logging
 from shared.regions import Catalogue
 from shared.runtime import BusLink, check_database_role
@@ -108,7 +108,10 @@ def create_app(settings: Settings | None = None) -> Litestar:
     @asynccontextmanager
     async def resources(app: Litestar) -> AsyncIterator[None]:
         pool = await create_pool(
-            settings.database_url, min_size=settings.db_pool_min, max_size=settings.db_pool_max
+            settings.database_url,
+            min_size=settings.db_pool_min,
+            max_size=settings.db_pool_max,
+            application_name=SERVICE_APPLICATION,
         )
         await check_database_role(pool, settings)
         hub = NotificationHub(settings.database_url)

@@ -22,7 +22,7 @@ from services.intake.schemas import ReferralIn, ReferralPage, ReferralView
 from services.intake.validation import age_on, check_referral
 from services.routing.continuity import youth_key, youth_key_secret
 from shared.codes import REFERRAL_STATUSES
-from shared.db import load_sql, transaction
+from shared.db import load_sql, mark_outbox_written, transaction
 from shared.events import ReferralReceived, encode_event, subject_for
 
 __all__ = ["ReferralController", "referral_view"]
@@ -188,6 +188,7 @@ class ReferralController(Controller):
                     body,
                     key,
                 )
+                mark_outbox_written()  # the statement above wrote referral.received into the outbox
                 if data.youth.do_not_contact is True:
                     # Rare, so a second statement rather than another parameter on the hot insert.
                     await conn.execute("UPDATE referrals SET do_not_contact = true WHERE id = $1", referral_id)

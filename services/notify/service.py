@@ -12,7 +12,7 @@ from services.notify.dispatcher import Dispatcher
 from services.notify.reminders import remind_offers
 from services.notify.worker import consumer_spec, make_handler
 from shared.config import Settings
-from shared.db import create_pool
+from shared.db import SERVICE_APPLICATION, create_pool
 from shared.logging import configure_logging
 from shared.runtime import run_worker
 
@@ -40,7 +40,10 @@ async def serve(settings: Settings) -> None:
     if not settings.smtp_host:
         log.warning("notify.email_disabled", reason="REFNET_SMTP_HOST is not set; only in-app and webhooks")
     stop = asyncio.Event()
-    pool = await create_pool(settings.database_url, min_size=1, max_size=_DISPATCH_POOL)
+    # Its writes (delivery bookkeeping, dead-letter events) are relayed by this process's relay.
+    pool = await create_pool(
+        settings.database_url, min_size=1, max_size=_DISPATCH_POOL, application_name=SERVICE_APPLICATION
+    )
     dispatching = asyncio.create_task(_dispatch(pool, settings, stop), name="dispatcher")
     try:
         await run_worker(
