@@ -301,6 +301,7 @@ def _capture(plat: BenchPlatform) -> tuple[str, dict[str, str], dict[str, Any]]:
         "statements_per_referral": round(script.statements / CAPTURE_REFERRALS, 1),
         "transactions_per_referral": round(script.transactions / CAPTURE_REFERRALS, 1),
         "fresh_ids": script.fresh_uuids,
+        "skipped_transactions": script.skipped,
     }
     return script.text, script.defines, facts
 
@@ -368,6 +369,8 @@ def _run(args: argparse.Namespace, plat: BenchPlatform) -> dict[str, Any]:
 
     script = plat.workdir / "pgbench_referrals.sql"
     script.write_text(script_text)
+    # With --keep, enough to rerun it by hand (pgbench -D name=value for each entry).
+    (plat.workdir / "pgbench_defines.json").write_text(json.dumps(defines))
     _progress(f"pgbench: replaying the recorded SQL, -c {PGBENCH_CLIENTS} -j {PGBENCH_THREADS} -T {pgbench_seconds}")
     asyncio.run(checkpoint(plat.dsn))
     def pgbench(seconds: int) -> PgbenchResult:
@@ -446,7 +449,8 @@ def _events_per_referral(plat: BenchPlatform) -> tuple[float, float]:
         try:
             referrals = int(await conn.fetchval("SELECT count(*) FROM referrals"))
             js = nc.jetstream(timeout=5)
-            stored = (await js.stream_info(STREAM)).state.messages
+            # last_seq, not messages: acknowledged messages leave an interest-retention stream.
+            stored = (await js.stream_info(STREAM)).state.last_seq
             delivered = 0
             for name in ("routing", "notify"):
                 info = await js.consumer_info(STREAM, name)

@@ -12,6 +12,7 @@ import asyncpg
 import msgspec
 import nats
 
+from bench._replay import BENCH_APP
 from shared.bus import STREAM
 from shared.events import decode_event
 
@@ -63,7 +64,7 @@ class PipelineStats:
 
 async def wait_drained(dsn: str, limit_s: float) -> tuple[int, float]:
     """Poll until every routable referral has its notification; return (still pending, seconds waited)."""
-    conn = await asyncpg.connect(dsn)
+    conn = await asyncpg.connect(dsn, server_settings={"application_name": BENCH_APP})
     started = time.monotonic()
     try:
         while True:
@@ -111,7 +112,7 @@ async def pipeline_stats(
     dsn: str, window_start: datetime, window_end: datetime, published: dict[tuple[str, str], datetime]
 ) -> PipelineStats:
     """Latencies of the referrals received in the window, end to end and per hop."""
-    conn = await asyncpg.connect(dsn)
+    conn = await asyncpg.connect(dsn, server_settings={"application_name": BENCH_APP})
     try:
         rows = await conn.fetch(_LATENCIES, window_start, window_end)
         not_notified = int(await conn.fetchval(_PENDING))

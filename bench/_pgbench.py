@@ -53,7 +53,9 @@ def run_pgbench(
     out = proc.stdout
     tps = re.search(r"^tps = ([0-9.]+)", out, re.MULTILINE)
     if proc.returncode != 0 or tps is None:
-        reason = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        lines = proc.stderr.strip().splitlines() or ["no output"]
+        # The first server error says why; the last line is only "Run was aborted".
+        reason = next((ln for ln in lines if "ERROR" in ln or "error" in ln), lines[-1])
         raise RuntimeError(f"pgbench failed (exit {proc.returncode}): {reason}")
     latency = re.search(r"^latency average = ([0-9.]+) ms", out, re.MULTILINE)
     processed = re.search(r"^number of transactions actually processed: (\d+)", out, re.MULTILINE)

@@ -7,7 +7,9 @@ import asyncio
 import os
 import signal
 import sys
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any
 
 __all__ = ["main"]
 
@@ -64,6 +66,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             lifespan="on",
             timeout_graceful_shutdown=10,
             server_header=False,
+            # "auto" picks uvloop and httptools (dependencies): the pure-Python h11 parser and the
+            # default event loop cost intake noticeably more CPU per request.
+            loop="auto",
+            http="auto",
         )
         # uvicorn drains in-flight requests on SIGTERM, then re-raises the signal, which would end the
         # process "killed by SIGTERM". A stop we asked for is a clean exit: 0 (also before uvicorn's
@@ -79,7 +85,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     if args.service == "routing":
         from services.routing import worker as routing
 
-        asyncio.run(
+        _run_service(
             run_worker(
                 "routing", settings, routing.consumer_spec(), routing.make_handler, periodic=routing.maintain
             )
@@ -88,8 +94,19 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         from services.notify.service import serve
 
         # The consumer (with its reminder sweep) and the webhook/email dispatcher, in one process.
-        asyncio.run(serve(settings))
+        _run_service(serve(settings))
     return 0
+
+
+def _run_service(main: Coroutine[Any, Any, None]) -> None:
+    """Run a worker on uvloop where it is installed (a third less CPU per message), else asyncio's loop."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+        return
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(main)
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
