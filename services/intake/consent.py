@@ -34,7 +34,8 @@ async def shred(
     *,
     withdraw_status: bool,
 ) -> str:
-    """Destroy the referral's data key (the ciphertext stays, unreadable) and stop it if not engaged.
+    """Destroy the referral's data key (the ciphertext stays, unreadable) and its youth key, and stop it
+    if not engaged.
 
     Returns the referral's status afterwards. The caller's transaction holds the referral row lock.
     """
@@ -43,9 +44,11 @@ async def shred(
     await conn.execute("DELETE FROM referral_keys WHERE referral_id = $1", rid)
     # The status-change trigger records this as the reason for `withdrawn` (migration 0005).
     await conn.execute("SELECT set_config('app.transition_reason', $1, true)", reason)
+    # youth_key is derived from the name and date of birth: left behind, it would still link this youth
+    # to any later referral of theirs (routing continuity, evaluation episodes) after the PII is gone.
     await conn.execute(
-        "UPDATE referrals SET pii_shredded_at = coalesce(pii_shredded_at, now()), status = $2, updated_at = now()"
-        " WHERE id = $1",
+        "UPDATE referrals SET pii_shredded_at = coalesce(pii_shredded_at, now()), youth_key = NULL,"
+        " status = $2, updated_at = now() WHERE id = $1",
         rid,
         status,
     )

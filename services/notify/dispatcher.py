@@ -286,7 +286,12 @@ class Dispatcher:
                     self._log(o)
 
     async def _record_batch(self, batch: list[_Outcome]) -> None:
+        webhooks = [o for o in batch if o.row["channel"] == "webhook"]
         async with transaction(self._pool) as conn:
+            # Endpoints before deliveries, as everyone else locks them (see the SQL).
+            endpoint_ids = sorted({str(o.row["endpoint_id"]) for o in webhooks if o.row["endpoint_id"]})
+            if endpoint_ids:
+                await conn.fetch(load_sql(_SQL, "lock_endpoints"), endpoint_ids)
             await conn.executemany(
                 load_sql(_SQL, "insert_attempt"),
                 [
@@ -322,7 +327,7 @@ class Dispatcher:
                     counts[o.row["channel"], _METRIC_AFTER[o.verdict.outcome]] += 1
             for (channel, metric), n in sorted(counts.items()):
                 await bump(conn, channel, metric, n)
-            await self._endpoint_health(conn, [o for o in batch if o.row["channel"] == "webhook"])
+            await self._endpoint_health(conn, webhooks)
         self.sent += len(batch)
 
     def _log(self, o: _Outcome) -> None:

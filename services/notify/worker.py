@@ -14,12 +14,14 @@ from services.notify.store import (
     webhook_body,
 )
 from shared.bus import CONSUMERS, ConsumerSpec, Handler, claim_event
+from shared.casework import local_date
 from shared.config import Settings
 from shared.db import load_sql, retrying, transaction
 from shared.events import (
     AnyEvent,
     AssignmentExpired,
     AssignmentReminder,
+    FollowupDue,
     ReferralAssigned,
     ReferralStatusChanged,
     ReferralUnroutable,
@@ -99,6 +101,11 @@ async def fan_out(conn: asyncpg.Connection, event: AnyEvent, settings: Settings)
     """Decide and write what ``event`` produces, inside the caller's transaction (which claimed it).
 
     Messages carry ids and codes only; what a person sees is read by intake under their authorisation.
+
+    ``referrals.do_not_contact`` (the youth asked not to be contacted) filters no channel here: nothing
+    notify sends reaches a youth (emails go to staff and partner contacts, webhooks carry ids and codes
+    to the referring partner). The one message that could prompt outreach, the follow-up reminder,
+    asks the case manager to check the contact preference first.
     """
     out = _Fanout(conn, event.event_id, email=bool(settings.smtp_host))
     if isinstance(event, ReferralAssigned):
@@ -169,15 +176,15 @@ async def fan_out(conn: asyncpg.Connection, event: AnyEvent, settings: Settings)
                 event.partner_id,
                 "referral.status_changed",
             )
-            body = webhook_body(
-                "referral.status_changed",
-                event.occurred_at,
-                {
-                    "referral_id": event.referral_id,
-                    "status": event.status,
-                    "previous_status": event.previous_status,
-                },
-            )
+            data: dict[str, Any] = {
+                "referral_id": event.referral_id,
+                "status": event.status,
+                "previous_status": event.previous_status,
+            }
+            # The closed loop: why the case ended, as a code (the contract's data allows more fields).
+            if event.status == "closed" and event.close_reason is not None:
+                data["close_reason"] = event.close_reason
+            body = webhook_body("referral.status_changed", event.occurred_at, data)
             for e in endpoints:
                 out.outbound.append(
                     NewDelivery(
@@ -209,6 +216,29 @@ async def fan_out(conn: asyncpg.Connection, event: AnyEvent, settings: Settings)
                 {"reason": event.reason, "status": event.status},
                 referral_id=event.referral_id,
             )
+    elif isinstance(event, FollowupDue) and event.case_manager_id is not None:
+        # Intake's sweep already wrote this in-app reminder under the same event id (so writing it again
+        # is a no-op) and, when nobody holds the case, told the region's supervisors in-app instead.
+        cm = [event.case_manager_id]
+        due_on = event.due_on.isoformat()
+        out.notify(
+            cm,
+            "followup_due",
+            {
+                "followup": event.followup,
+                "due_on": due_on,
+                "overdue": event.due_on < local_date(event.occurred_at),
+                "do_not_contact": event.do_not_contact,
+            },
+            referral_id=event.referral_id,
+        )
+        # The email carries the referral id and the due date only, not even the contact preference.
+        await out.email_staff(
+            cm,
+            "followup_due",
+            {"referral_id": event.referral_id, "due_on": due_on},
+            referral_id=event.referral_id,
+        )
     await out.write()
     return out
 
@@ -222,7 +252,8 @@ def make_handler(pool: asyncpg.Pool, settings: Settings) -> Handler:
             | AssignmentExpired
             | ReferralUnroutable
             | ReferralStatusChanged
-            | ReferralWithdrawn,
+            | ReferralWithdrawn
+            | FollowupDue,
         ):
             return  # not ours (filtered subjects make this rare); ack and move on
 

@@ -28,6 +28,7 @@ import jwt
 import nats
 import pytest
 
+from shared.db import load_sql
 from tests.support.platform import Platform, referral_body, wait_for
 
 PROBLEM_JSON = "application/problem+json"
@@ -239,12 +240,8 @@ class World:
         return self.dead_letter
 
     async def settle_deliveries(self, eid: str) -> None:
-        """Wait until no attempt to this endpoint is in flight or due within seconds.
-
-        The dispatcher records an attempt by locking the delivery and then the endpoint; deleting an
-        endpoint locks them the other way round, so the two can deadlock (see
-        test_webhook_delete_racing_the_dispatcher). The matrix is about who may call, so it steps aside.
-        """
+        """Wait until no attempt to this endpoint is in flight or due within seconds, so that a test can
+        play the dispatcher's part on its rows without the real dispatcher joining in."""
 
         async def idle() -> bool:
             busy = await self.db.fetchval(
@@ -528,7 +525,6 @@ def webhook_at(suffix: str = "", *, disabled: bool = False, body: Any = None, li
         # A partner may hold ten endpoints: refused calls share one (per state), allowed ones get their own.
         if fresh:
             eid = await w.new_webhook(disabled=disabled)
-            await w.settle_deliveries(eid)
         else:
             if disabled not in w.shared_webhooks:
                 w.shared_webhooks[disabled] = await w.new_webhook(disabled=disabled)
@@ -1409,18 +1405,16 @@ async def test_authz(world: World, live_operations: set[tuple[str, str]], row: R
         assert await target.watch() == before, "a refused call changed state"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="DELETE /v1/webhooks/{id} (services/intake/webhooks.py remove) locks the endpoint row, then its"
-    " deliveries; the notify dispatcher records an attempt (services/notify/dispatcher.py _record_batch)"
-    " locking the delivery, then the endpoint (_endpoint_health). When they overlap PostgreSQL aborts the"
-    " DELETE with DeadlockDetectedError and the partner gets a 500 (seen once in the matrix run, for"
-    " 'DELETE ... x partner_a'); expected 204 after the dispatcher commits",
-)
 async def test_webhook_delete_racing_the_dispatcher(
     world: World, live_operations: set[tuple[str, str]]
 ) -> None:
-    """Deterministic replay of that race: this test plays the dispatcher's side with the same two row locks."""
+    """DELETE /v1/webhooks/{id} while the dispatcher records an attempt to that endpoint: 204 once the
+    dispatcher commits, never a deadlock (a 500 for the partner, as the matrix once saw).
+
+    DELETE locks the endpoint, then its deliveries; the dispatcher recording an attempt takes the
+    endpoint first too (lock_endpoints.sql), so neither waits while holding a row the other needs. This
+    test plays the dispatcher's side with its statements in that order (the real recorder is raced in
+    tests/integration/test_notify_dispatch.py)."""
     if ("DELETE", "/v1/webhooks/{endpoint_id}") not in live_operations:
         pytest.skip("no webhooks in this build")
     created = await world._register_webhook()
@@ -1430,13 +1424,24 @@ async def test_webhook_delete_racing_the_dispatcher(
     try:
         tx = dispatcher.transaction()
         await tx.start()
-        # finish_deliveries: the attempt's outcome on the delivery row ...
-        await dispatcher.execute("UPDATE deliveries SET updated_at = now() WHERE id = $1", did)
+        # lock_endpoints: the endpoint row first ...
+        await dispatcher.fetch(load_sql("services.notify", "lock_endpoints"), [eid])
         delete = asyncio.create_task(
             world.client.delete(f"/v1/webhooks/{eid}", headers=world.headers("partner_a"))
         )
-        await asyncio.sleep(0.3)  # the DELETE now holds the endpoint row and waits for the delivery row
-        # ... then _endpoint_health on the endpoint row.
+
+        async def delete_waits() -> bool:
+            # The DELETE's transaction is queued behind the dispatcher's, holding nothing it needs.
+            return bool(
+                await world.db.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity WHERE $1 = any(pg_blocking_pids(pid))",
+                    dispatcher.get_server_pid(),
+                )
+            )
+
+        await wait_for(delete_waits, timeout=10, interval=0.05)
+        # ... then finish_deliveries on the delivery row, and _endpoint_health on the endpoint row.
+        await dispatcher.execute("UPDATE deliveries SET updated_at = now() WHERE id = $1", did)
         await dispatcher.execute("UPDATE webhook_endpoints SET updated_at = now() WHERE id = $1", eid)
         await tx.commit()
         r = await delete

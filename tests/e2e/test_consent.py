@@ -48,6 +48,8 @@ async def test_partner_withdrawal_shreds_pii_and_cancels_the_offer(
             " USING (referral_id) WHERE referral_id = $1",
             rid,
         )
+        # The keyed hash of name and date of birth that links a youth's referrals (routing continuity).
+        assert await conn.fetchval("SELECT youth_key IS NOT NULL FROM referrals WHERE id = $1", rid)
 
         # Another partner cannot withdraw it (and learns nothing about it).
         other = await client.post(
@@ -69,6 +71,8 @@ async def test_partner_withdrawal_shreds_pii_and_cancels_the_offer(
     assert await conn.fetchval("SELECT count(*) FROM referral_keys WHERE referral_id = $1", rid) == 0
     assert await conn.fetchval("SELECT count(*) FROM referral_pii WHERE referral_id = $1", rid) == 1
     assert await conn.fetchval("SELECT pii_shredded_at IS NOT NULL FROM referrals WHERE id = $1", rid)
+    # Nothing derived from the PII survives it: a later referral of this youth cannot be linked to this one.
+    assert await conn.fetchval("SELECT youth_key FROM referrals WHERE id = $1", rid) is None
     ring = KeyRing({"k1": platform.env["REFNET_PII_MASTER_KEY"]}, "k1")
     sealed = Sealed(
         sealed_row["key_id"],
@@ -129,6 +133,7 @@ async def test_expired_consent_is_treated_as_withdrawn(platform: Platform, conn:
     await wait_for(lambda: _is(conn, rid, "withdrawn"), timeout=20)
     assert await conn.fetchval("SELECT count(*) FROM referral_keys WHERE referral_id = $1", rid) == 0
     assert await conn.fetchval("SELECT withdrawn_by FROM consents WHERE referral_id = $1", rid) == "expiry"
+    assert await conn.fetchval("SELECT youth_key FROM referrals WHERE id = $1", rid) is None
 
 
 async def _is(conn: asyncpg.Connection, rid: str, status: str) -> bool:

@@ -359,6 +359,17 @@ async def test_do_not_contact_and_follow_up_reminder(env: dict[str, Any]) -> Non
         uuid.UUID(case.id),
     )
     assert event_id is not None
+
+    # notify consumes the same event (for email) and writes no second in-app row.
+    async def consumed() -> bool:
+        return bool(
+            await env["db"].fetchval(
+                "SELECT count(*) FROM processed_messages WHERE consumer = 'notify' AND event_id = $1",
+                event_id,
+            )
+        )
+
+    await wait_for(consumed, timeout=20, interval=0.2)
     assert await env["db"].fetchval("SELECT count(*) FROM notifications WHERE event_id = $1", event_id) == 1
 
 

@@ -3,20 +3,24 @@ tables, and the evaluation read under an evaluator's identity."""
 
 from __future__ import annotations
 
+import base64
 import itertools
+import secrets
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
+import msgspec
 import pytest
 
+from services.intake.consent import shred
 from shared import lifecycle
 from shared.codes import REFERRAL_STATUSES
 from shared.cohort import load_cohort
-from shared.db import Identity, create_pool, service_dsn, transaction
-from shared.evaluation import build_report
+from shared.db import SYSTEM, Identity, create_pool, service_dsn, transaction
+from shared.evaluation import build_report, csv_header, export_csv, export_rows
 
 PAIRS = list(itertools.product(REFERRAL_STATUSES, REFERRAL_STATUSES))
 CASE_TABLES = ("referral_transitions", "interventions", "followups", "outcomes")
@@ -234,3 +238,43 @@ async def test_evaluator_reads_the_cohort_through_rls(world: dict[str, Any]) -> 
     assert rec.intake == {"referral_setting": "school"}
     report = build_report(records, datetime.now(UTC))
     assert report.referrals == "suppressed"  # one referral: far below the threshold
+
+
+async def test_exports_never_carry_the_youth_key(world: dict[str, Any]) -> None:
+    """The youth key links a youth's referrals inside one export (through a per-export pseudonym) and
+    appears in no export column or field; once shredded it links nothing at all."""
+    admin = world["admin"]
+    twice, once = secrets.token_bytes(32), secrets.token_bytes(32)
+    first, second, other = [await _referral(admin, world["partner"]) for _ in range(3)]
+    for rid, key in ((first, twice), (second, twice), (other, once)):
+        await admin.execute("UPDATE referrals SET youth_key = $2 WHERE id = $1", rid, key)
+    pool = await create_pool(service_dsn(world["dsn"]), max_size=1)
+    evaluator = Identity(role="evaluator", actor_id=str(uuid.uuid4()))
+    try:
+        async with transaction(pool, evaluator) as conn:
+            records = await load_cohort(conn)
+        now = datetime.now(UTC)
+        rows = export_rows(records, secrets.token_bytes(32), now)
+        published = (
+            msgspec.json.encode(rows).decode()
+            + export_csv(rows)
+            + msgspec.json.encode(build_report(records, now)).decode()
+        )
+        for key in (twice, once):
+            for form in (key.hex(), base64.b64encode(key).decode(), base64.urlsafe_b64encode(key).decode()):
+                assert form not in published
+        assert not any("youth_key" in name for name in (*csv_header(), *msgspec.structs.asdict(rows[0])))
+        # One pseudonym per youth: the two referrals of the first youth are its episodes 1 and 2.
+        assert len({r.pid for r in rows}) == len(rows) - 1
+        assert sorted(r.episode for r in rows) == [1] * (len(rows) - 1) + [2]
+
+        # Shredding the second referral's PII takes its youth key too: it no longer links to the first.
+        async with transaction(pool, SYSTEM) as conn:
+            ref = await conn.fetchrow("SELECT * FROM referrals WHERE id = $1 FOR UPDATE", second)
+            await shred(conn, ref, SYSTEM, "retention", withdraw_status=False)
+        assert await admin.fetchval("SELECT youth_key FROM referrals WHERE id = $1", second) is None
+        async with transaction(pool, evaluator) as conn:
+            rows = export_rows(await load_cohort(conn), secrets.token_bytes(32), now)
+        assert len({r.pid for r in rows}) == len(rows)
+    finally:
+        await pool.close()

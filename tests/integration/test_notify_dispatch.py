@@ -14,17 +14,20 @@ from typing import Any
 import asyncpg
 import pytest
 
+from services.intake.followups import remind_followups
 from services.notify import store
 from services.notify.dispatcher import Dispatcher
 from services.notify.metrics import delivery_counts
 from services.notify.reminders import remind_offers
 from services.notify.signing import new_secret, seal_secret
 from services.notify.worker import make_handler
+from shared.casework import local_date
 from shared.config import Settings, load_settings
 from shared.crypto import KeyRing
 from shared.db import create_pool, service_dsn, transaction
 from shared.events import (
     AssignmentReminder,
+    FollowupDue,
     ReferralStatusChanged,
     ReferralUnroutable,
     ReferralWithdrawn,
@@ -395,6 +398,78 @@ async def test_withdrawal_event_cancels_waiting_deliveries(env: Env, receiver: W
     assert (row["state"], row["last_error"]) == ("cancelled", "referral_withdrawn")
 
 
+async def test_closing_tells_the_partner_why(env: Env) -> None:
+    rid = str(uuid.uuid4())
+    await env.db.execute(
+        "INSERT INTO referrals (id, partner_id, status, region, needs, language, urgency, age_years, close_reason)"
+        " VALUES ($1, $2, 'closed', 'south_la', '{housing}', 'en', 'routine', 16, 'goals_met')",
+        rid,
+        env.partner,
+    )
+    eid, _ = await env.endpoint("http://127.0.0.1:9/closed")
+    closed = ReferralStatusChanged(
+        referral_id=rid,
+        partner_id=env.partner,
+        status="closed",
+        previous_status="engaged",
+        close_reason="goals_met",
+    )
+    await make_handler(env.pool, env.settings)(closed)
+    row = await env.delivery(eid, closed.event_id)
+    assert row["payload"]["data"] == {
+        "referral_id": rid,
+        "status": "closed",
+        "previous_status": "engaged",
+        "close_reason": "goals_met",
+    }
+    # Any other status carries no close_reason at all (see the exact body in the first test).
+
+
+async def test_recording_an_attempt_never_deadlocks_with_deleting_its_endpoint(
+    env: Env, receiver: WebhookReceiver
+) -> None:
+    """DELETE /v1/webhooks/{id} locks the endpoint, then its deliveries. The dispatcher recording an
+    attempt must take the endpoint first too: blocked behind the DELETE it holds no delivery row, so
+    the DELETE's second step goes straight through (it once deadlocked and the partner got a 500)."""
+    eid, _ = await env.endpoint(receiver.script("/deleted"))
+    event = await env.status_changed(await env.referral())
+    delivery = await env.delivery(eid, event.event_id)
+    async with env.db.acquire() as delete, delete.transaction():
+        # The DELETE must never wait for a delivery row. Shorter than deadlock_timeout (1 s), so with
+        # the old order this statement fails rather than the recorder being chosen and retrying.
+        await delete.execute("SET LOCAL lock_timeout = '300ms'")
+        # services/intake/webhooks.py remove, first statement: the endpoint row.
+        await delete.execute(
+            "UPDATE webhook_endpoints SET state = 'deleted', deleted_at = now(), updated_at = now(),"
+            " secret_sealed = '', previous_secret_sealed = NULL, previous_secret_expires_at = NULL"
+            " WHERE id = $1",
+            eid,
+        )
+        env.start()  # the DELETE is not committed: the dispatcher still sees the endpoint and sends
+
+        async def recorder_waits() -> bool:
+            blocked = await env.db.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE $1 = any(pg_blocking_pids(pid))",
+                delete.get_server_pid(),
+            )
+            return bool(blocked)
+
+        await wait_for(recorder_waits, timeout=10)
+        # Second statement: the endpoint's waiting deliveries.
+        cancelled = await delete.fetchval(
+            "WITH c AS (UPDATE deliveries SET state = 'cancelled', last_error = 'endpoint_deleted',"
+            " updated_at = now() WHERE endpoint_id = $1 AND state IN ('pending', 'failed') RETURNING 1)"
+            " SELECT count(*) FROM c",
+            eid,
+        )
+    assert cancelled == 1
+    # The recorder goes on after the DELETE commits: the attempt is logged, the row stays cancelled.
+    await wait_for(lambda: _count(env.db, delivery["id"]), timeout=10)
+    row = await env.db.fetchrow("SELECT state, last_error FROM deliveries WHERE id = $1", delivery["id"])
+    assert (row["state"], row["last_error"]) == ("cancelled", "endpoint_deleted")
+    assert len(receiver.received["/deleted"]) == 1
+
+
 async def test_private_network_target_is_refused_at_delivery(env: Env) -> None:
     # Registered before the rules (or DNS) changed: the dispatcher refuses to connect.
     eid, _ = await env.endpoint("http://10.20.30.40:8080/hook")
@@ -482,6 +557,66 @@ async def test_reminder_before_respond_by_once(env: Env, smtp: SmtpSink) -> None
     )
     await handle(late)
     assert await env.db.fetchval("SELECT count(*) FROM notifications WHERE assignment_id = $1", later) == 0
+
+
+async def test_followup_due_reaches_the_case_manager_in_app_and_by_email(env: Env, smtp: SmtpSink) -> None:
+    cm = env.creds["case_managers"][0]
+    await env.db.execute("UPDATE staff SET email_notifications = true WHERE id = $1", cm["id"])
+    rid = await env.referral("engaged")
+    await env.db.execute("UPDATE referrals SET do_not_contact = true WHERE id = $1", rid)
+    await env.db.execute(
+        "INSERT INTO assignments (id, referral_id, case_manager_id, state, respond_by, responded_at)"
+        " VALUES ($1, $2, $3, 'accepted', now(), now())",
+        str(uuid.uuid4()),
+        rid,
+        cm["id"],
+    )
+    due_on = local_date(datetime.now(UTC))
+    await env.db.execute(
+        "INSERT INTO followups (referral_id, point, due_on) VALUES ($1, 'intake', $2)", rid, due_on
+    )
+    # Intake's sweep writes the in-app reminder and the event, as in production.
+    assert await remind_followups(env.pool) == 1
+    rows = await env.db.fetch("SELECT payload FROM outbox WHERE subject = 'refnet.case.followup_due'")
+    (event,) = [decode_event(bytes(r["payload"])) for r in rows]
+    assert isinstance(event, FollowupDue)
+    assert (event.case_manager_id, event.do_not_contact) == (cm["id"], True)
+    handle = make_handler(env.pool, env.settings)
+    await handle(event)
+    await handle(event)  # redelivered: nothing doubles
+
+    notes = await env.db.fetch(
+        "SELECT recipient_id, kind, data FROM notifications WHERE event_id = $1", event.event_id
+    )
+    assert [(str(n["recipient_id"]), n["kind"]) for n in notes] == [(cm["id"], "followup_due")]
+    assert notes[0]["data"]["do_not_contact"] is True  # shown in the app, where it is acted on
+    outbound = await env.db.fetch(
+        "SELECT channel, staff_id, payload FROM deliveries WHERE event_id = $1", event.event_id
+    )
+    assert [(d["channel"], str(d["staff_id"])) for d in outbound] == [("email", cm["id"])]
+    # The referral id and the due date: nothing else leaves, not even the contact preference.
+    assert outbound[0]["payload"] == {"referral_id": rid, "due_on": due_on.isoformat()}
+
+    env.start()
+    (mail,) = await wait_for(lambda: _mails(smtp, cm["email"]), timeout=10)
+    text = mail.get_content()
+    assert f"https://refnet.example/app/cases/{rid}" in text
+    assert due_on.strftime("%b %Y") in text
+    assert "contact preference" in text
+    for word in ("do_not_contact", "not to be contacted", "south_la", "housing"):
+        assert word not in text
+
+    # Someone who did not ask for email gets the in-app reminder only.
+    other = env.creds["case_managers"][1]
+    await env.db.execute("UPDATE staff SET email_notifications = false WHERE id = $1", other["id"])
+    quiet = FollowupDue(
+        referral_id=rid, followup="m3", due_on=due_on, case_manager_id=other["id"], do_not_contact=False
+    )
+    await handle(quiet)
+    assert (
+        await env.db.fetchval("SELECT count(*) FROM notifications WHERE event_id = $1", quiet.event_id) == 1
+    )
+    assert await env.db.fetchval("SELECT count(*) FROM deliveries WHERE event_id = $1", quiet.event_id) == 0
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
+from shared import config as config_module
 from shared.config import ConfigError, Settings, load_settings
 
 
@@ -170,3 +171,18 @@ def test_bad_values_name_the_variable(var: str, value: str) -> None:
 def test_out_of_range_port_is_refused(var: str, value: str) -> None:
     with pytest.raises(ConfigError):
         load_settings({var: value})
+
+
+def test_readme_documents_every_variable() -> None:
+    """The README's configuration table names every REFNET_* variable load_settings reads (in full,
+    so it can be grepped for), and says which secrets may come from a file."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("\n## Configuration\n", 1)[1].split("\n## ", 1)[0]
+    # The first column of each row: the variables it documents.
+    names = [line.split("|")[1] for line in section.splitlines() if line.startswith("| `REFNET_")]
+    for field in msgspec.structs.fields(Settings):
+        var = f"REFNET_{field.name.upper()}"
+        rows = [cell for cell in names if f"`{var}`" in cell]
+        assert len(rows) == 1, f"{var} is not in the README's configuration table (or twice)"
+        if field.name in config_module._SECRETS:
+            assert "`_FILE`" in rows[0], f"{var}_FILE is not documented"

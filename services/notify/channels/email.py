@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from datetime import datetime
+import uuid
+from datetime import date, datetime
 from email.message import EmailMessage
 from email.utils import formatdate
 from typing import Any
@@ -24,7 +25,7 @@ _FOOTER = (
 )
 
 # kind -> (subject, opening text, path in the web app). The text is fixed: what varies is only
-# a deadline and an endpoint id, never anything from the referral.
+# a deadline or due date and an opaque referral or endpoint id, never anything about the youth.
 _TEMPLATES: dict[str, tuple[str, str, str]] = {
     "offer": ("New referral offer in refnet", "A new referral has been offered to you.", "/app/inbox"),
     "offer_reminder": (
@@ -36,6 +37,11 @@ _TEMPLATES: dict[str, tuple[str, str, str]] = {
         "A referral is waiting in the supervisor queue",
         "A referral could not be routed automatically and is waiting in the supervisor queue.",
         "/app/queue",
+    ),
+    "followup_due": (
+        "An outcome follow-up is due in refnet",
+        "An outcome follow-up for one of your cases is due.",
+        "/app/cases/",
     ),
     "webhook_disabled": (
         "Your refnet webhook endpoint was disabled",
@@ -56,6 +62,22 @@ def _deadline(value: Any) -> str | None:
     return when.strftime("%a %d %b, %I:%M %p %Z").replace(" 0", " ")
 
 
+def _due_on(value: Any) -> str | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return date.fromisoformat(value).strftime("%a %d %b %Y").replace(" 0", " ")
+    except ValueError:
+        return None
+
+
+def _uuid(value: Any) -> str | None:
+    try:
+        return str(uuid.UUID(str(value)))
+    except ValueError:
+        return None
+
+
 def render(
     kind: str,
     payload: dict[str, Any],
@@ -71,6 +93,14 @@ def render(
     deadline = _deadline(payload.get("respond_by"))
     if deadline:
         lines.append(f"Please respond by {deadline}.")
+    if kind == "followup_due":
+        due_on = _due_on(payload.get("due_on"))
+        if due_on:
+            lines.append(f"Due on {due_on}.")
+        # The youth may have asked not to be contacted; the email does not say, refnet does.
+        lines.append("Check the case's contact preference in refnet before reaching out to the young person.")
+        referral_id = _uuid(payload.get("referral_id"))
+        path = f"{path}{referral_id}" if referral_id else "/app/inbox"
     if kind == "webhook_disabled":
         endpoint = str(payload.get("endpoint_id", ""))
         lines.append(f"Endpoint: {endpoint}")
