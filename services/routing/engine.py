@@ -155,11 +155,14 @@ async def _walk(
             return _Walk(best, len(rows), True, size == page)
         last = rows[-1]
         if len(best) >= limit:
-            # Anyone unread scores at most `bound`, and one with exactly the last one's load has a
-            # higher id (the index order), so on an equal score the tie-break already goes our way.
+            # Anyone unread scores at most `bound`. With a balance weight, only an unread one with exactly
+            # the last one's load can reach it, and that one has a higher id (the index order), so on an
+            # equal score the tie-break already goes our way. Without one, anyone unread (any load, any
+            # id) can reach it: then only a strictly higher score may stop the walk.
             score, cid = -best[limit - 1][0], best[limit - 1][1]
             bound = ceiling + balance * (1.0 - last["active_count"] / last["capacity"])
-            if score > bound or (score == bound and cid <= str(last["staff_id"])):
+            tie_ok = balance > 0 and cid <= str(last["staff_id"])
+            if score > bound or (score == bound and tie_ok):
                 return _Walk(best, len(rows), False, False)
         size *= 4
         rows = await conn.fetch(load_sql(_SQL, sql), *args, size)

@@ -199,7 +199,8 @@ def _walk_top(
             last = read[-1]
             if len(top) == limit:
                 bound = ceiling + bal * (1.0 - last.active_count / last.capacity)
-                if score(top[-1]) > bound or (score(top[-1]) == bound and top[-1].id <= last.id):
+                tie_ok = bal > 0 and top[-1].id <= last.id
+                if score(top[-1]) > bound or (score(top[-1]) == bound and tie_ok):
                     return top
             size *= 4
 
