@@ -90,17 +90,25 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--quick", action="store_true", help="short steps (about two minutes in all)")
     parser.add_argument("--json", metavar="FILE", help="write the results as JSON to FILE")
-    parser.add_argument("--duration", type=float, metavar="S", help="measured seconds per rate (default 15, quick 5)")
     parser.add_argument(
-        "--rates", metavar="R,R,...", help=f"fixed offered rates, referrals/s (default {','.join(map(str, FIXED_RATES))})"
+        "--duration", type=float, metavar="S", help="measured seconds per rate (default 15, quick 5)"
     )
-    parser.add_argument("--no-search", action="store_true", help="skip the search for the highest sustained rate")
+    parser.add_argument(
+        "--rates",
+        metavar="R,R,...",
+        help=f"fixed offered rates, referrals/s (default {','.join(map(str, FIXED_RATES))})",
+    )
+    parser.add_argument(
+        "--no-search", action="store_true", help="skip the search for the highest sustained rate"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs, data, pgbench script)")
     args = parser.parse_args(argv)
     if args.duration is not None and args.duration <= 0:
         parser.error("--duration must be positive")
     try:
-        args.rate_list = [float(r) for r in args.rates.split(",")] if args.rates else [float(r) for r in FIXED_RATES]
+        args.rate_list = (
+            [float(r) for r in args.rates.split(",")] if args.rates else [float(r) for r in FIXED_RATES]
+        )
     except ValueError:
         parser.error("--rates takes comma-separated numbers")
     if any(r <= 0 for r in args.rate_list):
@@ -180,7 +188,9 @@ def _cpu_snapshot(plat: BenchPlatform) -> dict[str, float]:
     return snap
 
 
-def _step(plat: BenchPlatform, rate: float, warmup: float, duration: float, drain_limit: float) -> dict[str, Any]:
+def _step(
+    plat: BenchPlatform, rate: float, warmup: float, duration: float, drain_limit: float
+) -> dict[str, Any]:
     """One fixed offered rate: load, drain, and what it cost."""
     cpu_before = _cpu_snapshot(plat)
     busy0, total0 = machine_cpu_seconds()
@@ -222,7 +232,9 @@ def _step(plat: BenchPlatform, rate: float, warmup: float, duration: float, drai
 def _finish_steps(plat: BenchPlatform, steps: list[dict[str, Any]]) -> None:
     """Pipeline latencies per step (one stream replay for all of them), and the sustained verdict."""
     assert plat.nats is not None
-    published = asyncio.run(stream_times(plat.nats.url, ("refnet.referral.received", "refnet.referral.assigned")))
+    published = asyncio.run(
+        stream_times(plat.nats.url, ("refnet.referral.received", "refnet.referral.assigned"))
+    )
     for step in steps:
         start, end = (datetime.fromtimestamp(t, UTC) for t in step.pop("window"))
         stats = asyncio.run(pipeline_stats(plat.dsn, start, end, published))
@@ -267,7 +279,10 @@ def _post_sequentially(plat: BenchPlatform, bodies: list[bytes], count: int, off
             resp = client.post(
                 "/v1/referrals",
                 content=bodies[(offset + i) % len(bodies)],
-                headers={"Authorization": f"Bearer {keys[i % len(keys)]}", "Content-Type": "application/json"},
+                headers={
+                    "Authorization": f"Bearer {keys[i % len(keys)]}",
+                    "Content-Type": "application/json",
+                },
             )
             if resp.status_code != 201:
                 raise BenchError(f"warm-up referral refused: HTTP {resp.status_code}: {resp.text[:200]}")
@@ -371,8 +386,11 @@ def _run(args: argparse.Namespace, plat: BenchPlatform) -> dict[str, Any]:
     script.write_text(script_text)
     # With --keep, enough to rerun it by hand (pgbench -D name=value for each entry).
     (plat.workdir / "pgbench_defines.json").write_text(json.dumps(defines))
-    _progress(f"pgbench: replaying the recorded SQL, -c {PGBENCH_CLIENTS} -j {PGBENCH_THREADS} -T {pgbench_seconds}")
+    _progress(
+        f"pgbench: replaying the recorded SQL, -c {PGBENCH_CLIENTS} -j {PGBENCH_THREADS} -T {pgbench_seconds}"
+    )
     asyncio.run(checkpoint(plat.dsn))
+
     def pgbench(seconds: int) -> PgbenchResult:
         assert plat.pg is not None
         return run_pgbench(

@@ -175,6 +175,15 @@ def parse_log(text: str) -> Capture:
             last[pid].params = _parse_params(message[len("Parameters: ") :])
         elif level == "ERROR" and pid in last:
             last[pid].failed = True
+    # A transaction still open when the capture stopped has no end to replay: leave it out whole.
+    unfinished = {id(u) for u in open_units.values()}
+    units = [u for u in units if id(u) not in unfinished]
+    # A COMMIT or ROLLBACK whose BEGIN came before the capture began ends nothing here.
+    units = [
+        u
+        for u in units
+        if not (len(u) == 1 and u[0].sql.rstrip(";").upper() in ("COMMIT", "ROLLBACK", "END"))
+    ]
     return Capture(units=units, statements=count)
 
 
@@ -200,7 +209,8 @@ def _strip_comments(sql: str) -> str:
 # background work, one transaction per second or so for all the rows written meanwhile.
 _UNREPLAYABLE = (re.compile(r"(?is)\bUPDATE\s+audit_log\s+SET\s+seq\b"),)
 
-_BARE_VARIABLE = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
+# pgbench takes any ":" followed by letters, digits or "_" for a variable (whatever precedes it); "::" is a cast.
+_BARE_VARIABLE = re.compile(r"(?<!:):(\w+)")
 
 
 @dataclass

@@ -50,7 +50,9 @@ def markdown_report(result: dict[str, Any]) -> str:
     for step in result["steps"]:
         cpu = step["cpu_ms_per_referral"]
         lag = step["max_consumer_lag"]
-        cpu_text = ", ".join(f"{cpu.get(k, 0):.2f}" for k in ("intake", "routing", "notify", "postgres", "nats"))
+        cpu_text = ", ".join(
+            f"{cpu.get(k, 0):.2f}" for k in ("intake", "routing", "notify", "postgres", "nats")
+        )
         lag_text = f"{step['max_outbox_rows']} / {max(lag.values()) if lag else 0}"
         offered = _fmt(step["offered_rps"]) + (" (search)" if step.get("search") else "")
         lines.append(

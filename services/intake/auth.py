@@ -101,14 +101,22 @@ async def _oidc_caller(connection: ASGIConnection[Any, Any, Any, Any], token: st
     settings = connection.app.state.settings
     client = _jwks_clients.get(settings.oidc_jwks_url)
     if client is None:
-        client = _jwks_clients[settings.oidc_jwks_url] = jwt.PyJWKClient(settings.oidc_jwks_url, cache_keys=True)
-    unauthorized = Problem(401, "The access token is invalid or has expired.", headers={"WWW-Authenticate": "Bearer"})
+        client = _jwks_clients[settings.oidc_jwks_url] = jwt.PyJWKClient(
+            settings.oidc_jwks_url, cache_keys=True
+        )
+    unauthorized = Problem(
+        401, "The access token is invalid or has expired.", headers={"WWW-Authenticate": "Bearer"}
+    )
     try:
         # PyJWKClient fetches with urllib (blocking); keys are cached, so this rarely leaves the process.
         key = await asyncio.to_thread(client.get_signing_key_from_jwt, token)
         claims: dict[str, Any] = jwt.decode(
-            token, key.key, algorithms=["RS256", "ES256", "PS256"], issuer=settings.oidc_issuer or None,
-            audience=settings.oidc_audience or None, options={"require": ["exp", "iat", "sub"]},
+            token,
+            key.key,
+            algorithms=["RS256", "ES256", "PS256"],
+            issuer=settings.oidc_issuer or None,
+            audience=settings.oidc_audience or None,
+            options={"require": ["exp", "iat", "sub"]},
         )
     except (jwt.PyJWTError, OSError):
         raise unauthorized from None
@@ -143,17 +151,11 @@ async def resolve_caller(connection: ASGIConnection[Any, Any, Any, Any]) -> Call
     state = connection.app.state
     if token.startswith(API_KEY_PREFIX):
         pool: asyncpg.Pool = state.pool
-        # Authentication runs before there is a caller: it acts as the system.
-        # Touch last_used_at at most once a minute so authentication does not write on every call.
-        async with transaction(pool, SYSTEM) as conn:
-            row = await conn.fetchrow(
-                "WITH k AS (SELECT id, partner_id FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL"
-                " AND (expires_at IS NULL OR expires_at > now())),"
-                " t AS (UPDATE api_keys SET last_used_at = now() WHERE id = (SELECT id FROM k)"
-                "       AND (last_used_at IS NULL OR last_used_at < now() - interval '1 minute'))"
-                " SELECT id, partner_id FROM k",
-                hash_api_key(token),
-            )
+        # One autocommit statement (migration 0009): the function acts as the system for the lookup
+        # alone and touches last_used_at at most once a minute, so authentication rarely writes.
+        row = await pool.fetchrow(
+            "SELECT key_id, partner_id FROM refnet_authenticate_api_key($1)", hash_api_key(token)
+        )
         if row is None:
             raise Problem(401, "The API key is not valid.", headers={"WWW-Authenticate": "Bearer"})
         caller = Caller("partner", str(row["partner_id"]), "partner", partner_id=str(row["partner_id"]))

@@ -243,6 +243,19 @@ async def fan_out(conn: asyncpg.Connection, event: AnyEvent, settings: Settings)
     return out
 
 
+async def _has_subscriber(pool: asyncpg.Pool, partner_id: str) -> bool:
+    """Whether the partner has an active webhook endpoint subscribed to status changes."""
+    async with transaction(pool) as conn:
+        return bool(
+            await conn.fetchval(
+                "SELECT EXISTS (SELECT 1 FROM webhook_endpoints"
+                " WHERE partner_id = $1 AND state = 'active' AND $2 = ANY (events))",
+                partner_id,
+                "referral.status_changed",
+            )
+        )
+
+
 def make_handler(pool: asyncpg.Pool, settings: Settings) -> Handler:
     async def handle(event: AnyEvent) -> None:
         if not isinstance(
@@ -256,6 +269,11 @@ def make_handler(pool: asyncpg.Pool, settings: Settings) -> Handler:
             | FollowupDue,
         ):
             return  # not ours (filtered subjects make this rare); ack and move on
+
+        if isinstance(event, ReferralStatusChanged) and not await _has_subscriber(pool, event.partner_id):
+            # Nothing to send, so nothing to record either: a read-only check instead of a claim
+            # (an insert and a commit flushed to disk) for every status change of every referral.
+            return
 
         async def once() -> _Fanout | None:
             async with transaction(pool) as conn:
