@@ -379,6 +379,8 @@ def _run(args: argparse.Namespace, plat: BenchPlatform) -> dict[str, Any]:
     finally:
         sampler.stop()
     plat.check_services()
+    # Counted now: pgbench's replayed referrals would be counted too afterwards.
+    events = _events_per_referral(plat)
     # The services would relay pgbench's outbox rows and compete for the CPU: stop them first.
     plat.stop_services()
 
@@ -413,7 +415,6 @@ def _run(args: argparse.Namespace, plat: BenchPlatform) -> dict[str, Any]:
     sustained = [s for s in steps if s["sustained"]]
     best = max(sustained, key=lambda s: s["achieved_rps"]) if sustained else None
     best_rps = best["achieved_rps"] if best else 0.0
-    events = _events_per_referral(plat)
     js_ceiling = 1.0 / (events[0] / js.publish_per_s + events[1] / js.consume_per_s) if all(events) else None
     mb = 1024.0
     return {

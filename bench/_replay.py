@@ -44,6 +44,7 @@ _PREFIX = re.compile(
 )
 _EXECUTE = re.compile(r"^execute [^:]+: ", re.DOTALL)
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+_DIGEST = re.compile(r"^\\x[0-9a-f]{64}$")
 _PARAM = re.compile(r"\$(\d+)")
 
 
@@ -227,6 +228,7 @@ def build_script(capture: Capture, existing: set[str]) -> Script:
     """One pgbench script replaying the capture; raise if a statement cannot be expressed."""
     consts: dict[str, str] = {}
     fresh: dict[str, str] = {}
+    fresh_keys: dict[str, str] = {}
     body: list[str] = []
     statements = transactions = skipped = 0
 
@@ -261,6 +263,7 @@ def build_script(capture: Capture, existing: set[str]) -> Script:
                         body.append(part + ";")
                         statements += 1
                 continue
+            is_insert = bool(re.search(r"(?i)\bINSERT\s+INTO\b", sql))
             is_claim = bool(re.search(r"\bFROM\s+outbox\b", sql)) and "SKIP LOCKED" in sql.upper()
             is_outbox_delete = bool(re.match(r"(?is)\s*DELETE\s+FROM\s+outbox\b", sql))
 
@@ -269,6 +272,7 @@ def build_script(capture: Capture, existing: set[str]) -> Script:
                 stmt: Statement = stmt,
                 is_outbox_delete: bool = is_outbox_delete,
                 claimed: bool = claimed,
+                is_insert: bool = is_insert,
             ) -> str:
                 n = int(m.group(1))
                 if n not in stmt.params:
@@ -282,6 +286,13 @@ def build_script(capture: Capture, existing: set[str]) -> Script:
                     if value not in fresh:
                         fresh[value] = f"u{len(fresh)}"
                     return ":" + fresh[value]
+                if _DIGEST.match(value) and (value in fresh_keys or is_insert):
+                    # A 32-byte digest a referral insert introduces is the youth key: a constant would
+                    # make every replayed referral the same youth, and routing's continuity lookup would
+                    # read all of them. Drawn fresh per run, as a new youth.
+                    if value not in fresh_keys:
+                        fresh_keys[value] = f"y{len(fresh_keys)}"
+                    return ":" + fresh_keys[value]
                 return const(value)
 
             bound = _PARAM.sub(bind, sql)
@@ -298,6 +309,10 @@ def build_script(capture: Capture, existing: set[str]) -> Script:
         for i in range(0, len(names), 100):
             cols = ", ".join(f"gen_random_uuid() AS {n}" for n in names[i : i + 100])
             head.append(f"SELECT {cols}\n\\gset")
+    keys = list(fresh_keys.values())
+    for i in range(0, len(keys), 100):
+        cols = ", ".join(f"sha256(gen_random_uuid()::text::bytea) AS {n}" for n in keys[i : i + 100])
+        head.append(f"SELECT {cols}\n\\gset")
     text = "\n".join(head + body) + "\n"
     return Script(
         text=text,
