@@ -28,6 +28,8 @@ from bench._load import make_bodies
 
 __all__ = ["Job", "Result", "run_job"]
 
+_MAX_IDLE_S = 2.0
+
 
 class Job(msgspec.Struct, forbid_unknown_fields=True):
     host: str
@@ -104,7 +106,8 @@ async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bool]:
 class _Client:
     def __init__(self, job: Job) -> None:
         self.job = job
-        self.idle: deque[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = deque()
+        # (reader, writer, idle since): the most recently used first, so a few stay hot.
+        self.idle: deque[tuple[asyncio.StreamReader, asyncio.StreamWriter, float]] = deque()
         self.open = 0
         self.opened = 0
         self.free = asyncio.Condition()
@@ -112,8 +115,14 @@ class _Client:
 
     async def _acquire(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         while True:
-            if self.idle:
-                return self.idle.pop()
+            while self.idle:
+                reader, writer, since = self.idle.pop()
+                if time.monotonic() - since < _MAX_IDLE_S:
+                    return reader, writer
+                # The server may be closing it right now (uvicorn's keep-alive timeout is 5 s): a
+                # request written into that race fails without having been read. Never reuse one.
+                writer.close()
+                self.open -= 1
             if self.open < self.job.max_connections:
                 self.open += 1
                 self.opened += 1
@@ -129,7 +138,7 @@ class _Client:
         if conn is None:
             self.open -= 1
         else:
-            self.idle.append(conn)
+            self.idle.append((conn[0], conn[1], time.monotonic()))
         async with self.free:
             self.free.notify()
 
@@ -155,7 +164,7 @@ class _Client:
 
     async def close(self) -> None:
         while self.idle:
-            _, writer = self.idle.pop()
+            _, writer, _since = self.idle.pop()
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
