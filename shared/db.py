@@ -22,6 +22,8 @@ __all__ = [
     "Identity",
     "create_pool",
     "load_sql",
+    "local_setup_applied",
+    "mark_local_setup",
     "mark_outbox_written",
     "on_outbox_commit",
     "retrying",
@@ -107,6 +109,8 @@ async def create_pool(
 # Set by anything that inserts outbox rows inside `transaction()`; after the commit the relays of this
 # process are woken directly, without waiting for a NOTIFY round trip or the next poll.
 _outbox_written: ContextVar[bool] = ContextVar("refnet_outbox_written", default=False)
+# Transaction-local settings (SET LOCAL ...) already applied in the current `transaction()`.
+_local_setup: ContextVar[frozenset[str]] = ContextVar("refnet_local_setup", default=frozenset())
 _outbox_hooks: list[Callable[[], None]] = []
 
 
@@ -121,6 +125,16 @@ def on_outbox_commit(hook: Callable[[], None]) -> Callable[[], None]:
     return lambda: _outbox_hooks.remove(hook) if hook in _outbox_hooks else None
 
 
+def local_setup_applied(statement: str) -> bool:
+    """Whether `statement` (a SET LOCAL ...) already ran in the current transaction."""
+    return statement in _local_setup.get()
+
+
+def mark_local_setup(statement: str) -> None:
+    """Record that `statement` ran in the current transaction (it lasts until the transaction ends)."""
+    _local_setup.set(_local_setup.get() | {statement})
+
+
 def _literal(value: str) -> str:
     # standard_conforming_strings is checked on (see _init_connection): only quotes need doubling.
     if "\x00" in value:
@@ -129,20 +143,26 @@ def _literal(value: str) -> str:
 
 
 @asynccontextmanager
-async def transaction(pool: asyncpg.Pool, identity: Identity = SYSTEM) -> AsyncIterator[asyncpg.Connection]:
+async def transaction(
+    pool: asyncpg.Pool, identity: Identity = SYSTEM, *, setup: str = ""
+) -> AsyncIterator[asyncpg.Connection]:
     """A transaction whose ``app.*`` settings name the caller; they vanish at commit (set_config local).
 
     BEGIN and the identity go to the server as one simple query: one round trip instead of two, on
     every transaction the services run. (Connection.transaction() inside it raises rather than nest.)
+    `setup` (trusted SQL such as SET LOCAL statements, never input) rides on the same round trip; see
+    `local_setup_applied`.
     """
     async with pool.acquire() as conn:
         token = _outbox_written.set(False)
+        setup_token = _local_setup.set(frozenset({setup}) if setup else frozenset())
         try:
             role, actor = _literal(identity.role), _literal(identity.actor_id)
             partner, region = _literal(identity.partner_id), _literal(identity.region)
             await conn.execute(
                 f"BEGIN; SELECT set_config('app.role', {role}, true), set_config('app.actor_id', {actor}, true),"
                 f" set_config('app.partner_id', {partner}, true), set_config('app.region', {region}, true)"
+                + (f"; {setup}" if setup else "")
             )
             try:
                 # A pool proxy behaves as a Connection; callers are typed against Connection.
@@ -158,6 +178,7 @@ async def transaction(pool: asyncpg.Pool, identity: Identity = SYSTEM) -> AsyncI
                 for hook in list(_outbox_hooks):
                     hook()
         finally:
+            _local_setup.reset(setup_token)
             _outbox_written.reset(token)
 
 

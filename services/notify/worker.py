@@ -244,16 +244,13 @@ async def fan_out(conn: asyncpg.Connection, event: AnyEvent, settings: Settings)
 
 
 async def _has_subscriber(pool: asyncpg.Pool, partner_id: str) -> bool:
-    """Whether the partner has an active webhook endpoint subscribed to status changes."""
-    async with transaction(pool) as conn:
-        return bool(
-            await conn.fetchval(
-                "SELECT EXISTS (SELECT 1 FROM webhook_endpoints"
-                " WHERE partner_id = $1 AND state = 'active' AND $2 = ANY (events))",
-                partner_id,
-                "referral.status_changed",
-            )
+    """Whether the partner has an active webhook endpoint subscribed to status changes (migration 0010:
+    one autocommit statement, not a transaction)."""
+    return bool(
+        await pool.fetchval(
+            "SELECT refnet_has_webhook_subscriber($1, $2)", partner_id, "referral.status_changed"
         )
+    )
 
 
 def make_handler(pool: asyncpg.Pool, settings: Settings) -> Handler:

@@ -27,7 +27,7 @@ from services.routing.policy import (
 from services.routing.record import Census, DecisionRecord, Inputs
 from services.routing.rules import Rules
 from shared import metrics
-from shared.db import load_sql
+from shared.db import load_sql, local_setup_applied, mark_local_setup
 from shared.events import Event, ReferralAssigned, ReferralStatusChanged, ReferralUnroutable
 from shared.outbox import enqueue
 
@@ -40,7 +40,7 @@ _SQL = "services.routing"
 _TAKE_ROUNDS = 10
 # Candidates kept per decision beyond the exact ones: the runners-up a supervisor reads about.
 _KEEP = 4
-_WALK_PLAN = (
+WALK_PLAN = (
     "SET LOCAL plan_cache_mode = force_generic_plan; SET LOCAL enable_seqscan = off;"
     " SET LOCAL enable_bitmapscan = off; SET LOCAL enable_sort = off"
 )
@@ -202,8 +202,11 @@ async def gather(
     # Row-level security's policy expressions make the planner expect almost no matching rows, so it
     # reads the whole region and sorts rather than walk an index in order and stop at the limit; and
     # it re-plans these statements every time (milliseconds under RLS). Steer it. SET LOCAL lasts until
-    # the routing transaction ends; what follows in it are primary-key lookups and inserts.
-    await conn.execute(_WALK_PLAN)
+    # the routing transaction ends; what follows in it are primary-key lookups and inserts. The worker
+    # passes it to transaction(setup=...), which saves this round trip.
+    if not local_setup_applied(WALK_PLAN):
+        await conn.execute(WALK_PLAN)
+        mark_local_setup(WALK_PLAN)
     # First pages: the main walk's, and a smaller one for the two walks over few people.
     page, small_page = max(4 * limit, 64), max(4 * limit, 16)
     first = await conn.fetch(load_sql(_SQL, "walk_first"), *filters, page, small_page)

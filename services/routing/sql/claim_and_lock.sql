@@ -1,0 +1,11 @@
+-- The processed-message claim ($1 consumer, $2 event id) and the referral's row lock ($3) in one round
+-- trip. `claimed` is false when an earlier delivery of this event already committed its effect (skip
+-- and ack); no row means there is no such referral (and the claim is rolled back with the rest).
+WITH claim AS (
+    INSERT INTO processed_messages (consumer, event_id) VALUES ($1, $2)
+    ON CONFLICT DO NOTHING RETURNING 1
+)
+SELECT r.*, EXISTS (SELECT 1 FROM claim) AS claimed
+FROM referrals r
+WHERE r.id = $3
+FOR UPDATE OF r
