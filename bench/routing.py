@@ -27,6 +27,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -124,12 +125,24 @@ async def _add_case_managers(conn: asyncpg.Connection, roster: Roster, start: in
     await conn.copy_records_to_table("case_managers", records=roster.rows[start:stop], columns=_CM_COLUMNS)
 
 
-async def _past(conn: asyncpg.Connection, rng: random.Random, count: int, roster: Roster) -> list[bytes]:
-    """COPY ``count`` closed referrals with accepted offers; return the youth keys they carry."""
-    partners = [uuid.uuid4() for _ in range(PARTNERS)]
-    await conn.copy_records_to_table(
-        "partners", records=[(p, f"Partner {i}") for i, p in enumerate(partners)], columns=["id", "name"]
-    )
+async def _past(
+    conn: asyncpg.Connection,
+    rng: random.Random,
+    count: int,
+    roster: Roster,
+    *,
+    partners: list[uuid.UUID] | None = None,
+    progress: Callable[[str], None] = _progress,
+) -> list[bytes]:
+    """COPY ``count`` closed referrals with accepted offers; return the youth keys they carry.
+
+    They belong to ``partners`` (existing rows), or to PARTNERS new partners when none are given.
+    """
+    if partners is None:
+        partners = [uuid.uuid4() for _ in range(PARTNERS)]
+        await conn.copy_records_to_table(
+            "partners", records=[(p, f"Partner {i}") for i, p in enumerate(partners)], columns=["id", "name"]
+        )
     youths = [rng.randbytes(32) for _ in range(max(1, int(count * YOUTH_SHARE)))]
     start = datetime.now(UTC) - timedelta(days=5 * 365)
     batch = 100_000
@@ -205,7 +218,7 @@ async def _past(conn: asyncpg.Connection, rng: random.Random, count: int, roster
             ],
         )
         done += n
-        _progress(f"  {done:,} past referrals")
+        progress(f"  {done:,} past referrals")
     return youths
 
 
@@ -326,7 +339,7 @@ async def _reset(conn: asyncpg.Connection, roster: Roster, size: int) -> None:
 async def _plan(pool: asyncpg.Pool) -> list[str]:
     """How the walk is executed, as the service role under row-level security (the point of its design)."""
     async with transaction(pool) as conn:
-        await conn.execute(engine._WALK_PLAN)  # as gather() runs it
+        await conn.execute(engine.WALK_PLAN)  # as gather() runs it
         rows = await conn.fetch(
             "EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF) " + load_sql("services.routing", "walk"),
             "south_la",
