@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 from pathlib import Path
 
 import asyncpg
@@ -296,3 +297,20 @@ async def test_pii_table_holds_only_ciphertext(db: asyncpg.Connection) -> None:
         assert data_type in {"bytea", "uuid", "text", "timestamp with time zone", "integer", "smallint"}, name
         if data_type == "text":
             assert name.endswith(("_id", "key_id")), f"referral_pii.{name} is text"
+
+
+async def test_policies_read_the_identity_once_per_statement(db: asyncpg.Connection) -> None:
+    """Every policy calls the identity functions as ``(SELECT refnet_role())`` (0012).
+
+    A bare call is inlined into current_setting() and re-evaluated for every row the policy looks at,
+    which made a full count of referrals twice as slow; a policy added later must keep the wrapper.
+    """
+    bare = [
+        f"{r['tablename']}.{r['policyname']}"
+        for r in await db.fetch(
+            "SELECT tablename, policyname, coalesce(qual, '') || ' ' || coalesce(with_check, '') AS expr"
+            " FROM pg_policies WHERE schemaname = 'public' ORDER BY 1, 2"
+        )
+        if re.search(r"(?<!SELECT )refnet_(role|actor|partner|region|break_glass)\(\)", r["expr"])
+    ]
+    assert bare == [], f"policies calling an identity function per row: {bare}"
