@@ -12,8 +12,9 @@ To make the script re-runnable:
 - every UUID that did not exist before the capture (referral, event, assignment, decision ids) becomes
   a variable drawn fresh per run with `gen_random_uuid()`, so primary keys and processed-message
   claims never collide;
-- the outbox relay's claim (`FOR UPDATE SKIP LOCKED`) keeps its shape, and its DELETE removes what
-  that claim returned (via `\\gset`), as the relay does;
+- the outbox relay's claim (`FOR UPDATE SKIP LOCKED`) keeps its shape: the relay deletes what it
+  claims in the same statement (`DELETE ... WHERE id IN (SELECT ... SKIP LOCKED) RETURNING`), replayed
+  as is; a separate claim and DELETE (an older relay) are tied together with `\\gset`;
 - other bound values become constants passed with `-D`, and the statements keep their `$n` shape
   (`-M prepared`), as asyncpg sends them.
 """
@@ -296,7 +297,7 @@ def build_script(capture: Capture, existing: set[str]) -> Script:
                 return const(value)
 
             bound = _PARAM.sub(bind, sql)
-            if is_claim:
+            if is_claim and not is_outbox_delete:
                 body.append(f"SELECT coalesce(array_agg(id), '{{}}') AS oids FROM (\n{bound}\n) s\n\\gset")
                 claimed = True
             else:

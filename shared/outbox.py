@@ -19,6 +19,17 @@ log = structlog.get_logger("refnet.outbox")
 
 _CHANNEL = "refnet_outbox"
 
+_CLAIM = """
+DELETE FROM outbox
+WHERE id IN (SELECT id FROM outbox ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED)
+RETURNING id, event_id, subject, payload, created_at, attempts
+"""
+
+_PUT_BACK = """
+INSERT INTO outbox (id, event_id, subject, payload, created_at, attempts) OVERRIDING SYSTEM VALUE
+SELECT * FROM unnest($1::bigint[], $2::uuid[], $3::text[], $4::bytea[], $5::timestamptz[], $6::int[])
+"""
+
 
 async def enqueue(conn: asyncpg.Connection, *events: Event) -> None:
     """Write events into the outbox within the caller's open transaction."""
@@ -63,6 +74,9 @@ class OutboxRelay:
         unregister = on_outbox_commit(self._wake.set)
         try:
             while not stop.is_set():
+                # Cleared before the claim, not after: a commit that lands while a batch is being
+                # published must find the next sleep already woken, or its row waits for the poll.
+                self._wake.clear()
                 try:
                     sent = await self.relay_once()
                 except Exception as exc:
@@ -88,7 +102,6 @@ class OutboxRelay:
             self._wake.set()
 
     async def _sleep(self, stop: asyncio.Event, seconds: float) -> None:
-        self._wake.clear()
         waiters = [asyncio.create_task(self._wake.wait()), asyncio.create_task(stop.wait())]
         try:
             await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
@@ -99,15 +112,15 @@ class OutboxRelay:
     async def relay_once(self) -> int:
         """Publish one batch; return how many rows were published and removed."""
         async with transaction(self._pool, SYSTEM) as conn:
-            rows = await conn.fetch(
-                "SELECT id, event_id, subject, payload FROM outbox ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
-                self._batch,
-            )
+            # Claim and delete in one statement: the rows stay locked by this transaction, and only
+            # its commit (after every publish was acknowledged) makes the deletion real. A crash or an
+            # exception before then rolls it back and the rows are there for the next relay.
+            rows = sorted(await conn.fetch(_CLAIM, self._batch), key=lambda r: r["id"])
             if not rows:
                 return 0
             started = time.monotonic()
             # Publish concurrently (pipelined on one connection); all must be acknowledged by the
-            # stream before the rows go, otherwise the transaction rolls back and they are retried.
+            # stream before the rows go, otherwise they are put back (or the transaction rolls back).
             acks = await asyncio.gather(
                 *(
                     self._js.publish(
@@ -120,23 +133,28 @@ class OutboxRelay:
                 ),
                 return_exceptions=True,
             )
-            done = [r["id"] for r, ack in zip(rows, acks, strict=True) if not isinstance(ack, BaseException)]
-            failed = len(rows) - len(done)
-            if done:
-                await conn.execute("DELETE FROM outbox WHERE id = any($1::bigint[])", done)
+            failed = [r for r, ack in zip(rows, acks, strict=True) if isinstance(ack, BaseException)]
+            done = len(rows) - len(failed)
             if failed:
                 first = next(a for a in acks if isinstance(a, BaseException))
-                await conn.execute(
-                    "UPDATE outbox SET attempts = attempts + 1 WHERE id = any($1::bigint[])",
-                    [r["id"] for r, a in zip(rows, acks, strict=True) if isinstance(a, BaseException)],
-                )
                 self.last_error = type(first).__name__
-                log.warning("outbox.publish_failed", failed=failed, error=type(first).__name__)
-            self.published += len(done)
-            log.debug("outbox.relayed", count=len(done), ms=round((time.monotonic() - started) * 1000, 2))
-            if failed and not done:
-                raise ConnectionError(f"could not publish {failed} outbox events")
-            return len(done)
+                log.warning("outbox.publish_failed", failed=len(failed), error=type(first).__name__)
+                if not done:
+                    raise ConnectionError(f"could not publish {len(failed)} outbox events")
+                # Some went out: keep those deleted, put the rest back as they were (same id, so
+                # the order holds), counting the attempt.
+                await conn.execute(
+                    _PUT_BACK,
+                    [r["id"] for r in failed],
+                    [r["event_id"] for r in failed],
+                    [r["subject"] for r in failed],
+                    [r["payload"] for r in failed],
+                    [r["created_at"] for r in failed],
+                    [r["attempts"] + 1 for r in failed],
+                )
+            self.published += done
+            log.debug("outbox.relayed", count=done, ms=round((time.monotonic() - started) * 1000, 2))
+            return done
 
     async def _listen(self, stop: asyncio.Event) -> None:
         # LISTEN needs its own connection: pool release runs UNLISTEN *.

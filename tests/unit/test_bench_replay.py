@@ -60,3 +60,20 @@ def test_a_colon_word_in_sql_text_is_refused() -> None:
     log = "@@|1||LOG:  statement: SELECT 'a:b'\n"
     with pytest.raises(ValueError, match="variable"):
         build_script(parse_log(log), existing=set())
+
+
+def test_a_claim_that_deletes_in_the_same_statement_is_replayed_as_is() -> None:
+    log = (
+        "@@|11||LOG:  statement: BEGIN\n"
+        "@@|11||LOG:  execute <unnamed>: DELETE FROM outbox WHERE id IN"
+        " (SELECT id FROM outbox ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED) RETURNING id, payload\n"
+        "@@|11||DETAIL:  Parameters: $1 = '200'\n"
+        "@@|11||LOG:  statement: COMMIT\n"
+    )
+    script = build_script(parse_log(log), existing=set())
+    assert (
+        "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox ORDER BY id LIMIT :k0 FOR UPDATE SKIP LOCKED)"
+        " RETURNING id, payload;" in script.text
+    )
+    assert "gset" not in script.text and "oids" not in script.text
+    assert script.statements == 3

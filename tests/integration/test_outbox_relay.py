@@ -1,0 +1,159 @@
+"""The outbox relay on real PostgreSQL (as the service role) and a real nats-server: publish, put back, wake."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+from nats.js import JetStreamContext
+
+from shared.bus import STREAM, connect, ensure_stream
+from shared.db import SYSTEM, create_pool, service_dsn, transaction
+from shared.embedded import EmbeddedNats
+from shared.events import ReferralReceived
+from shared.outbox import OutboxRelay, enqueue
+
+
+@pytest.fixture
+async def pool(db_dsn: str) -> AsyncIterator[asyncpg.Pool]:
+    # As refnet_app: row-level security applies to the relay as it does in the services.
+    p = await create_pool(service_dsn(db_dsn), max_size=4)
+    yield p
+    await p.close()
+
+
+@pytest.fixture
+async def js(tmp_path: Path) -> AsyncIterator[JetStreamContext]:
+    server = EmbeddedNats(tmp_path / "nats")
+    url = server.start()
+    nc = await connect(url, "test-outbox")
+    try:
+        ctx = nc.jetstream()
+        await ensure_stream(ctx)
+        yield ctx
+    finally:
+        await nc.close()
+        server.stop()
+
+
+async def _commit(pool: asyncpg.Pool, n: int = 1) -> list[str]:
+    events = [ReferralReceived(referral_id=str(uuid.uuid4()), partner_id=str(uuid.uuid4())) for _ in range(n)]
+    async with transaction(pool, SYSTEM) as conn:
+        await enqueue(conn, *events)
+    return [e.event_id for e in events]
+
+
+async def _fetch(pool: asyncpg.Pool, sql: str, *args: object) -> list[asyncpg.Record]:
+    """Read as the system identity: under row-level security nobody else sees the outbox."""
+    async with transaction(pool, SYSTEM) as conn:
+        return await conn.fetch(sql, *args)
+
+
+async def _outbox_count(pool: asyncpg.Pool) -> int:
+    return len(await _fetch(pool, "SELECT id FROM outbox"))
+
+
+async def _stream_ids(js: JetStreamContext) -> list[str]:
+    """The Nats-Msg-Id of every message in the stream, in stream order."""
+    info = await js.stream_info(STREAM)
+    ids = []
+    for seq in range(info.state.first_seq, info.state.last_seq + 1):
+        msg = await js.get_msg(STREAM, seq)
+        ids.append((msg.headers or {})["Nats-Msg-Id"])
+    return ids
+
+
+async def _unpublishable(pool: asyncpg.Pool, n: int) -> list[int]:
+    """Rows whose subject no stream takes: JetStream refuses them (no responders)."""
+    async with transaction(pool, SYSTEM) as conn:
+        rows = await conn.fetch(
+            "INSERT INTO outbox (event_id, subject, payload)"
+            " SELECT gen_random_uuid(), 'elsewhere.nobody', '\\x00'::bytea FROM generate_series(1, $1)"
+            " RETURNING id",
+            n,
+        )
+    return [r["id"] for r in rows]
+
+
+async def test_relay_publishes_in_order_with_the_event_id_and_empties_the_outbox(
+    pool: asyncpg.Pool, js: JetStreamContext
+) -> None:
+    ids = await _commit(pool, 5)
+    relay = OutboxRelay(pool, js, "unused")
+    assert await relay.relay_once() == 5
+    assert await relay.relay_once() == 0
+    assert await _outbox_count(pool) == 0
+    assert await _stream_ids(js) == ids
+    # Published twice (a crash between publish and commit): the stream's duplicate window drops it.
+    await _commit_again(pool, ids[0])
+    assert await relay.relay_once() == 1
+    assert await _stream_ids(js) == ids
+
+
+async def _commit_again(pool: asyncpg.Pool, event_id: str) -> None:
+    async with transaction(pool, SYSTEM) as conn:
+        await enqueue(conn, ReferralReceived(event_id=event_id, referral_id="r", partner_id="p"))
+
+
+async def test_rows_that_fail_to_publish_are_put_back_as_they_were(
+    pool: asyncpg.Pool, js: JetStreamContext
+) -> None:
+    good = await _commit(pool, 2)
+    bad = await _unpublishable(pool, 2)
+    assert await _outbox_count(pool) == 4
+    before = {
+        r["id"]: (r["event_id"], r["created_at"])
+        for r in await _fetch(pool, "SELECT * FROM outbox WHERE id = any($1)", bad)
+    }
+    relay = OutboxRelay(pool, js, "unused")
+    assert await relay.relay_once() == 2
+    assert relay.last_error is not None
+    rows = await _fetch(pool, "SELECT id, event_id, created_at, attempts FROM outbox ORDER BY id")
+    # Same ids (so the order holds), same events and times, one attempt counted; the good ones gone.
+    assert [r["id"] for r in rows] == bad
+    assert {r["id"]: (r["event_id"], r["created_at"]) for r in rows} == before
+    assert [r["attempts"] for r in rows] == [1, 1]
+    assert await _stream_ids(js) == good
+
+
+async def test_a_batch_that_fails_entirely_changes_nothing(pool: asyncpg.Pool, js: JetStreamContext) -> None:
+    bad = await _unpublishable(pool, 3)
+    relay = OutboxRelay(pool, js, "unused")
+    with pytest.raises(ConnectionError):
+        await relay.relay_once()
+    rows = await _fetch(pool, "SELECT id, attempts FROM outbox ORDER BY id")
+    assert [(r["id"], r["attempts"]) for r in rows] == [(i, 0) for i in bad]
+
+
+async def test_a_commit_during_a_batch_is_relayed_without_waiting_for_the_poll(
+    pool: asyncpg.Pool, js: JetStreamContext
+) -> None:
+    """The wake-up of a commit that lands while a batch is out must not be lost (poll here: 1 hour)."""
+    late: list[str] = []
+
+    class Racing(OutboxRelay):
+        async def relay_once(self) -> int:
+            sent = await super().relay_once()
+            if not late:
+                # This process commits while the relay is busy: its in-process hook sets the wake.
+                late.extend(await _commit(pool))
+            return sent
+
+    relay = Racing(pool, js, "unused", poll_interval=3600)
+    first = await _commit(pool)
+    stop = asyncio.Event()
+    task = asyncio.create_task(relay.run(stop))
+    try:
+        async with asyncio.timeout(30):
+            while await _outbox_count(pool) or not late:
+                await asyncio.sleep(0.02)
+        assert await _stream_ids(js) == first + late
+    finally:
+        stop.set()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
