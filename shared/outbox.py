@@ -82,8 +82,10 @@ class OutboxRelay:
                 except Exception as exc:
                     self.last_error = type(exc).__name__
                     log.warning("outbox.relay_failed", error=type(exc).__name__, detail=str(exc)[:200])
-                    sent = 0
-                    await self._sleep(stop, min(5.0, self._poll * 2))
+                    # A real back-off, deaf to wake-ups: commits keep arriving while NATS is away, and
+                    # retrying at their pace would only hammer it. The next claim takes every row anyway.
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), min(5.0, self._poll * 2))
                     continue
                 if sent >= self._batch:
                     continue  # more waiting: keep draining without sleeping

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -13,7 +14,7 @@ import pytest
 from nats.js import JetStreamContext
 
 from shared.bus import STREAM, connect, ensure_stream
-from shared.db import SYSTEM, create_pool, service_dsn, transaction
+from shared.db import SYSTEM, create_pool, mark_outbox_written, service_dsn, transaction
 from shared.embedded import EmbeddedNats
 from shared.events import ReferralReceived
 from shared.outbox import OutboxRelay, enqueue
@@ -157,3 +158,35 @@ async def test_a_commit_during_a_batch_is_relayed_without_waiting_for_the_poll(
         stop.set()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+async def test_a_failing_relay_backs_off_even_while_commits_keep_waking_it(
+    pool: asyncpg.Pool, js: JetStreamContext
+) -> None:
+    """NATS refusing everything while intake keeps committing: the relay retries on its back-off
+    (here twice the 0.5 s poll), not once per commit."""
+    await _unpublishable(pool, 1)
+    calls = 0
+
+    class Counting(OutboxRelay):
+        async def relay_once(self) -> int:
+            nonlocal calls
+            calls += 1
+            return await super().relay_once()
+
+    relay = Counting(pool, js, "unused", poll_interval=0.5)
+    stop = asyncio.Event()
+    task = asyncio.create_task(relay.run(stop))
+    started = time.monotonic()
+    try:
+        for _ in range(150):  # about 1.5 s of commits that wake the relay in-process
+            async with transaction(pool, SYSTEM):
+                mark_outbox_written()
+            await asyncio.sleep(0.01)
+    finally:
+        stop.set()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    # One try at the start, then one per second of back-off (however long the commits took here).
+    assert 1 <= calls <= 2 + (time.monotonic() - started) / 1.0, calls
+    assert relay.last_error is not None
