@@ -71,6 +71,7 @@ CONSUMERS: dict[str, ConsumerSpec] = {
             "refnet.referral.withdrawn",
             "refnet.assignment.expired",
             "refnet.assignment.reminder",
+            "refnet.assignment.cancelled",
             "refnet.case.followup_due",
         ),
     ),

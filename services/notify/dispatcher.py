@@ -174,6 +174,7 @@ class Dispatcher:
                 referral_status=row["referral_status"],
                 assignment_state=row["assignment_state"],
                 endpoint_state=row["endpoint_state"],
+                followup_recorded=row["followup_recorded"],
             )
             if sup is not None:
                 await retrying(lambda: self._suppress(row, sup))

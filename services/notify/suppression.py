@@ -25,11 +25,12 @@ def suppression(
     referral_status: str | None,
     assignment_state: str | None,
     endpoint_state: str | None,
+    followup_recorded: bool = False,
 ) -> Suppressed | None:
     """Why this delivery must not go out now, or None to send it.
 
-    Checked at delivery time, not only at fan-out: consent can be withdrawn, an endpoint deleted or
-    an offer answered while a delivery waits for its retry.
+    Checked at delivery time, not only at fan-out: consent can be withdrawn, an endpoint deleted, an
+    offer answered or a follow-up recorded while a delivery waits for its retry.
     """
     if referral_status == "withdrawn":
         # Consent withdrawn: nothing more about this youth leaves the platform, ever.
@@ -41,4 +42,7 @@ def suppression(
             return Suppressed("dead", "endpoint_disabled")
     if kind in _OFFER_KINDS and assignment_state is not None and assignment_state != "offered":
         return Suppressed("cancelled", "offer_answered")
+    if kind == "followup_due" and followup_recorded:
+        # The case manager recorded the follow-up while the reminder waited for a retry.
+        return Suppressed("cancelled", "followup_recorded")
     return None

@@ -19,6 +19,7 @@ from shared.config import Settings
 from shared.db import load_sql, retrying, transaction
 from shared.events import (
     AnyEvent,
+    AssignmentCancelled,
     AssignmentExpired,
     AssignmentReminder,
     FollowupDue,
@@ -152,6 +153,16 @@ async def fan_out(conn: asyncpg.Connection, event: AnyEvent, settings: Settings)
             referral_id=event.referral_id,
             assignment_id=event.assignment_id,
         )
+    elif isinstance(event, AssignmentCancelled):
+        # A supervisor gave the referral to someone else: the offer leaves this case manager's inbox
+        # (live, the page listens for this kind) with a note of why, instead of a 409 on Accept.
+        out.notify(
+            [event.case_manager_id],
+            "offer_cancelled",
+            {"reason": event.reason},
+            referral_id=event.referral_id,
+            assignment_id=event.assignment_id,
+        )
     elif isinstance(event, ReferralUnroutable):
         # The region's supervisors work its queue; a referral with no region (out of area) is everyone's.
         rows = await conn.fetch(
@@ -260,6 +271,7 @@ def make_handler(pool: asyncpg.Pool, settings: Settings) -> Handler:
             ReferralAssigned
             | AssignmentReminder
             | AssignmentExpired
+            | AssignmentCancelled
             | ReferralUnroutable
             | ReferralStatusChanged
             | ReferralWithdrawn

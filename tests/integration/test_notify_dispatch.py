@@ -619,6 +619,40 @@ async def test_followup_due_reaches_the_case_manager_in_app_and_by_email(env: En
     assert await env.db.fetchval("SELECT count(*) FROM deliveries WHERE event_id = $1", quiet.event_id) == 0
 
 
+async def test_a_followup_recorded_before_its_reminder_went_out_cancels_the_email(
+    env: Env, smtp: SmtpSink
+) -> None:
+    cm = env.creds["case_managers"][0]
+    await env.db.execute("UPDATE staff SET email_notifications = true WHERE id = $1", cm["id"])
+    rid = await env.referral("engaged")
+    await env.db.execute(
+        "INSERT INTO assignments (id, referral_id, case_manager_id, state, respond_by, responded_at)"
+        " VALUES ($1, $2, $3, 'accepted', now(), now())",
+        str(uuid.uuid4()),
+        rid,
+        cm["id"],
+    )
+    await env.db.execute(
+        "INSERT INTO followups (referral_id, point, due_on) VALUES ($1, 'intake', $2)",
+        rid,
+        local_date(datetime.now(UTC)),
+    )
+    assert await remind_followups(env.pool) == 1
+    (row,) = await env.db.fetch("SELECT payload FROM outbox WHERE subject = 'refnet.case.followup_due'")
+    event = decode_event(bytes(row["payload"]))
+    await make_handler(env.pool, env.settings)(event)
+    (delivery,) = await env.db.fetch("SELECT id FROM deliveries WHERE event_id = $1", event.event_id)
+    # The case manager records the follow-up while the reminder email still waits (e.g. SMTP was down).
+    await env.db.execute(
+        "UPDATE followups SET completed_at = now() WHERE referral_id = $1 AND point = 'intake'", rid
+    )
+
+    env.start()
+    done = await env.settled(delivery["id"], "cancelled", "delivered", "failed", "dead")
+    assert (done["state"], done["last_error"]) == ("cancelled", "followup_recorded")
+    assert smtp.to(cm["email"]) == []
+
+
 @pytest.fixture
 def nats_url(tmp_path: Any) -> Iterator[str]:
     from shared.embedded import EmbeddedNats
@@ -724,3 +758,45 @@ async def test_master_key_rotation_rewraps_webhook_secrets(env: Env) -> None:
         assert await store.secret_key_ids(conn) == {"k2"}
     sealed = await env.db.fetchval("SELECT secret_sealed FROM webhook_endpoints WHERE id = $1", eid)
     assert open_secret(KeyRing({"k2": k2}, "k2"), eid, bytes(sealed)) == secret
+
+
+async def test_an_offer_reassigned_by_hand_tells_its_first_case_manager(env: Env) -> None:
+    """Routing's manual assignment cancels the open offer and outboxes assignment.cancelled: the case
+    manager who held it learns in-app (ids and a reason code; their inbox page listens for this kind)."""
+    from services.routing.manual import assign_manually
+    from services.routing.rules import load_rules
+    from shared.db import Identity
+    from shared.events import AssignmentCancelled
+
+    south = [c for c in env.creds["case_managers"] if "south_la" in c["regions"]]
+    first, second = south[0]["id"], south[1]["id"]
+    rid = await env.referral("assigned")
+    await env.db.execute(
+        "INSERT INTO assignments (id, referral_id, case_manager_id, state, respond_by)"
+        " VALUES ($1, $2, $3, 'offered', now() + interval '4 hours')",
+        str(uuid.uuid4()),
+        rid,
+        first,
+    )
+    sup = next(s for s in env.creds["supervisors"] if s["region"] == "south_la")
+    supervisor = Identity(role="supervisor", actor_id=sup["id"], region="south_la")
+    async with transaction(env.pool, supervisor) as conn:
+        await assign_manually(conn, supervisor, uuid.UUID(rid), uuid.UUID(second), "Speaks Tagalog.", load_rules())
+    rows = await env.db.fetch("SELECT payload FROM outbox WHERE subject = 'refnet.assignment.cancelled'")
+    (event,) = [decode_event(bytes(r["payload"])) for r in rows]
+    assert isinstance(event, AssignmentCancelled)
+
+    handle = make_handler(env.pool, env.settings)
+    await handle(event)
+    await handle(event)  # redelivered: nothing doubles
+    notes = await env.db.fetch(
+        "SELECT recipient_id, kind, referral_id, assignment_id, data FROM notifications WHERE event_id = $1",
+        event.event_id,
+    )
+    assert [(str(n["recipient_id"]), n["kind"], str(n["referral_id"])) for n in notes] == [
+        (first, "offer_cancelled", rid)
+    ]
+    assert str(notes[0]["assignment_id"]) == event.assignment_id
+    assert notes[0]["data"] == {"reason": "reassigned_by_hand"}
+    # Nothing leaves the platform for it: no email, no webhook.
+    assert await env.db.fetchval("SELECT count(*) FROM deliveries WHERE event_id = $1", event.event_id) == 0

@@ -26,10 +26,13 @@ SELECT c.id, c.event_id, c.kind, c.channel, c.recipient_id, c.endpoint_id, c.sta
        CASE WHEN e.previous_secret_expires_at > now() THEN e.previous_secret_sealed END AS previous_secret_sealed,
        r.status AS referral_status,
        a.state AS assignment_state,
+       coalesce(f.completed_at IS NOT NULL, false) AS followup_recorded,
        CASE c.channel WHEN 'email' THEN coalesce(s.email, p.contact_email) END AS email
 FROM claimed c
 LEFT JOIN webhook_endpoints e ON e.id = c.endpoint_id
 LEFT JOIN referrals r ON r.id = c.referral_id
 LEFT JOIN assignments a ON a.id = c.assignment_id
+-- A follow-up reminder's event is the one intake's sweep stamped on the follow-up.
+LEFT JOIN followups f ON c.kind = 'followup_due' AND f.reminder_event_id = c.event_id
 LEFT JOIN staff s ON s.id = c.staff_id
 LEFT JOIN partners p ON p.id = c.partner_id

@@ -89,8 +89,8 @@
       var isOffer = e.type === "offer";
       refresh(data.liveFragment, data.liveTarget, function () { if (isOffer) announce(data.msgNew); });
     };
-    ["offer", "offer_reminder", "offer_expired", "offer_withdrawn", "offer_cancelled", "unroutable",
-     "status_changed", "message"].forEach(function (kind) { source.addEventListener(kind, onEvent); });
+    ["offer", "offer_reminder", "offer_expired", "offer_cancelled", "referral_withdrawn", "followup_due",
+     "unroutable", "status_changed", "message"].forEach(function (kind) { source.addEventListener(kind, onEvent); });
     source.addEventListener("error", function () {
       setLive(false);
       // The browser reconnects by itself (resuming with Last-Event-ID); if the session ended, sign in.
