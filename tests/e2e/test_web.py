@@ -243,6 +243,43 @@ async def test_supervisor_queue_explanation_manual_assignment(web: Platform, bro
     await ctx.close()
 
 
+async def test_an_offer_reassigned_by_a_supervisor_leaves_the_inbox_live(web: Platform, browser: Any) -> None:
+    jin = _person(web, "case_managers", name="Jin Park")
+    ctx = await _context(browser, web)
+    cm = await ctx.new_page()
+    await _login(cm, jin)
+    await cm.wait_for_selector('#live-status[data-state="on"]', timeout=10_000)
+    await cm.evaluate("window.__sameDocument = true")
+    rid = await _post_referral(web, location={"zip": _zip("san_fernando_valley")}, language="ko")
+    card = cm.locator(f'li.offer[data-referral="{rid}"]')
+    await card.wait_for(timeout=15_000)
+
+    # The region's supervisor gives it to someone else (API, as the queue page does).
+    sup = _person(web, "supervisors", region="san_fernando_valley")
+    other = next(
+        c for c in web.creds["case_managers"] if "san_fernando_valley" in c["regions"] and c["id"] != jin["id"]
+    )
+    async with httpx.AsyncClient(base_url=web.base_url, timeout=10) as client:
+        token = (
+            await client.post("/v1/auth/token", json={"email": sup["email"], "password": sup["password"]})
+        ).json()["access_token"]
+        r = await client.post(
+            f"/v1/admin/referrals/{rid}/assign",
+            json={"case_manager_id": other["id"], "reason": "Interpreter arranged; closer to the family."},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+    assert r.status_code == 201, r.text
+
+    await card.wait_for(state="detached", timeout=15_000)
+    assert await cm.evaluate("window.__sameDocument === true"), "the inbox reloaded instead of updating live"
+    await cm.wait_for_function(
+        "(text) => document.getElementById('announcer').textContent === text",
+        arg="An offer was withdrawn or given to someone else.",
+        timeout=5_000,
+    )
+    await ctx.close()
+
+
 async def test_admin_pages_keys_and_map(web: Platform, browser: Any) -> None:
     ctx = await _context(browser, web)
     page = await ctx.new_page()

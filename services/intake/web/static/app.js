@@ -86,8 +86,9 @@
     var source = new EventSource(data.liveSrc);
     source.addEventListener("open", function () { setLive(true); });
     var onEvent = function (e) {
-      var isOffer = e.type === "offer";
-      refresh(data.liveFragment, data.liveTarget, function () { if (isOffer) announce(data.msgNew); });
+      var message = e.type === "offer" ? data.msgNew
+        : (e.type === "offer_cancelled" || e.type === "referral_withdrawn") ? data.msgGone : null;
+      refresh(data.liveFragment, data.liveTarget, function () { if (message) announce(message); });
     };
     ["offer", "offer_reminder", "offer_expired", "offer_cancelled", "referral_withdrawn", "followup_due",
      "unroutable", "status_changed", "message"].forEach(function (kind) { source.addEventListener(kind, onEvent); });
