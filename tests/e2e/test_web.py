@@ -274,7 +274,7 @@ async def test_an_offer_reassigned_by_a_supervisor_leaves_the_inbox_live(web: Pl
     assert await cm.evaluate("window.__sameDocument === true"), "the inbox reloaded instead of updating live"
     await cm.wait_for_function(
         "(text) => document.getElementById('announcer').textContent === text",
-        arg="An offer was withdrawn or given to someone else.",
+        arg="An offer was given to someone else.",
         timeout=5_000,
     )
     await ctx.close()

@@ -86,8 +86,7 @@
     var source = new EventSource(data.liveSrc);
     source.addEventListener("open", function () { setLive(true); });
     var onEvent = function (e) {
-      var message = e.type === "offer" ? data.msgNew
-        : (e.type === "offer_cancelled" || e.type === "referral_withdrawn") ? data.msgGone : null;
+      var message = { offer: data.msgNew, offer_cancelled: data.msgGone, referral_withdrawn: data.msgWithdrawn }[e.type];
       refresh(data.liveFragment, data.liveTarget, function () { if (message) announce(message); });
     };
     ["offer", "offer_reminder", "offer_expired", "offer_cancelled", "referral_withdrawn", "followup_due",
