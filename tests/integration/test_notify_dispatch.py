@@ -8,7 +8,7 @@ import contextlib
 import json
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -122,6 +122,40 @@ class Env:
             status,
         )
         return rid
+
+    async def offer(self, rid: str, case_manager_id: str) -> str:
+        """An open offer of ``rid`` to the case manager, answerable for four hours; its id."""
+        aid = str(uuid.uuid4())
+        await self.db.execute(
+            "INSERT INTO assignments (id, referral_id, case_manager_id, state, respond_by)"
+            " VALUES ($1, $2, $3, 'offered', now() + interval '4 hours')",
+            aid,
+            rid,
+            case_manager_id,
+        )
+        return aid
+
+    async def due_followup(self, case_manager_id: str, *, do_not_contact: bool = False) -> tuple[str, date, Any]:
+        """An engaged case the case manager accepted, its intake follow-up due today, and the
+        ``case.followup_due`` event intake's sweep wrote for it (as in production): rid, due date, event."""
+        rid = await self.referral("engaged")
+        if do_not_contact:
+            await self.db.execute("UPDATE referrals SET do_not_contact = true WHERE id = $1", rid)
+        await self.db.execute(
+            "INSERT INTO assignments (id, referral_id, case_manager_id, state, respond_by, responded_at)"
+            " VALUES ($1, $2, $3, 'accepted', now(), now())",
+            str(uuid.uuid4()),
+            rid,
+            case_manager_id,
+        )
+        due_on = local_date(datetime.now(UTC))
+        await self.db.execute(
+            "INSERT INTO followups (referral_id, point, due_on) VALUES ($1, 'intake', $2)", rid, due_on
+        )
+        assert await remind_followups(self.pool) == 1
+        rows = await self.db.fetch("SELECT payload FROM outbox WHERE subject = 'refnet.case.followup_due'")
+        (event,) = [decode_event(bytes(r["payload"])) for r in rows]
+        return rid, due_on, event
 
     async def status_changed(self, rid: str, status: str = "assigned") -> ReferralStatusChanged:
         event = ReferralStatusChanged(
@@ -562,23 +596,8 @@ async def test_reminder_before_respond_by_once(env: Env, smtp: SmtpSink) -> None
 async def test_followup_due_reaches_the_case_manager_in_app_and_by_email(env: Env, smtp: SmtpSink) -> None:
     cm = env.creds["case_managers"][0]
     await env.db.execute("UPDATE staff SET email_notifications = true WHERE id = $1", cm["id"])
-    rid = await env.referral("engaged")
-    await env.db.execute("UPDATE referrals SET do_not_contact = true WHERE id = $1", rid)
-    await env.db.execute(
-        "INSERT INTO assignments (id, referral_id, case_manager_id, state, respond_by, responded_at)"
-        " VALUES ($1, $2, $3, 'accepted', now(), now())",
-        str(uuid.uuid4()),
-        rid,
-        cm["id"],
-    )
-    due_on = local_date(datetime.now(UTC))
-    await env.db.execute(
-        "INSERT INTO followups (referral_id, point, due_on) VALUES ($1, 'intake', $2)", rid, due_on
-    )
     # Intake's sweep writes the in-app reminder and the event, as in production.
-    assert await remind_followups(env.pool) == 1
-    rows = await env.db.fetch("SELECT payload FROM outbox WHERE subject = 'refnet.case.followup_due'")
-    (event,) = [decode_event(bytes(r["payload"])) for r in rows]
+    rid, due_on, event = await env.due_followup(cm["id"], do_not_contact=True)
     assert isinstance(event, FollowupDue)
     assert (event.case_manager_id, event.do_not_contact) == (cm["id"], True)
     handle = make_handler(env.pool, env.settings)
@@ -624,22 +643,7 @@ async def test_a_followup_recorded_before_its_reminder_went_out_cancels_the_emai
 ) -> None:
     cm = env.creds["case_managers"][0]
     await env.db.execute("UPDATE staff SET email_notifications = true WHERE id = $1", cm["id"])
-    rid = await env.referral("engaged")
-    await env.db.execute(
-        "INSERT INTO assignments (id, referral_id, case_manager_id, state, respond_by, responded_at)"
-        " VALUES ($1, $2, $3, 'accepted', now(), now())",
-        str(uuid.uuid4()),
-        rid,
-        cm["id"],
-    )
-    await env.db.execute(
-        "INSERT INTO followups (referral_id, point, due_on) VALUES ($1, 'intake', $2)",
-        rid,
-        local_date(datetime.now(UTC)),
-    )
-    assert await remind_followups(env.pool) == 1
-    (row,) = await env.db.fetch("SELECT payload FROM outbox WHERE subject = 'refnet.case.followup_due'")
-    event = decode_event(bytes(row["payload"]))
+    rid, _, event = await env.due_followup(cm["id"])
     await make_handler(env.pool, env.settings)(event)
     (delivery,) = await env.db.fetch("SELECT id FROM deliveries WHERE event_id = $1", event.event_id)
     # The case manager records the follow-up while the reminder email still waits (e.g. SMTP was down).
@@ -675,14 +679,7 @@ async def test_redelivered_jetstream_message_does_not_duplicate(
     _, secret = await env.endpoint(receiver.script("/once"))
     rid = await env.referral()
     cm = env.creds["case_managers"][0]["id"]
-    aid = str(uuid.uuid4())
-    await env.db.execute(
-        "INSERT INTO assignments (id, referral_id, case_manager_id, state, respond_by)"
-        " VALUES ($1, $2, $3, 'offered', now() + interval '4 hours')",
-        aid,
-        rid,
-        cm,
-    )
+    aid = await env.offer(rid, cm)
     events = [
         ReferralAssigned(
             referral_id=rid,
@@ -771,13 +768,7 @@ async def test_an_offer_reassigned_by_hand_tells_its_first_case_manager(env: Env
     south = [c for c in env.creds["case_managers"] if "south_la" in c["regions"]]
     first, second = south[0]["id"], south[1]["id"]
     rid = await env.referral("assigned")
-    await env.db.execute(
-        "INSERT INTO assignments (id, referral_id, case_manager_id, state, respond_by)"
-        " VALUES ($1, $2, $3, 'offered', now() + interval '4 hours')",
-        str(uuid.uuid4()),
-        rid,
-        first,
-    )
+    await env.offer(rid, first)
     sup = next(s for s in env.creds["supervisors"] if s["region"] == "south_la")
     supervisor = Identity(role="supervisor", actor_id=sup["id"], region="south_la")
     async with transaction(env.pool, supervisor) as conn:
