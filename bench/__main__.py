@@ -38,6 +38,7 @@ from bench._platform import ROOT, SERVICES, BenchError, BenchPlatform
 from bench._replay import BENCH_APP, build_script, parse_log, snapshot_uuids, start_capture, stop_capture
 from bench._report import markdown_report, percentile
 from bench._sampler import ResourceSampler, cpu_seconds, machine_cpu_seconds, postgres_cpu_seconds
+from bench._scratch import commit_id, progress_to_stderr
 from shared.bus import STREAM
 from shared.db import SERVICE_ROLE
 from shared.logging import configure_logging
@@ -53,33 +54,7 @@ E2E_P99_LIMIT_MS = 1000.0
 CAPTURE_REFERRALS = 10
 
 
-def _progress(message: str) -> None:
-    # Progress goes to stderr so stdout carries only the results table.
-    print(f"bench: {message}", file=sys.stderr, flush=True)
-
-
-def _commit(root: Path = ROOT) -> str:
-    """HEAD's commit id, read from .git directly (same answer as `git rev-parse HEAD`), else "unknown"."""
-    try:
-        git = root / ".git"
-        if git.is_file():  # worktree or submodule: "gitdir: <path>"
-            git = (root / git.read_text().split(":", 1)[1].strip()).resolve()
-        common = git
-        if (git / "commondir").exists():
-            common = (git / (git / "commondir").read_text().strip()).resolve()
-        head = (git / "HEAD").read_text().strip()
-        if not head.startswith("ref:"):
-            return head
-        ref = head.split(":", 1)[1].strip()
-        for base in (git, common):
-            if (base / ref).is_file():
-                return (base / ref).read_text().strip()
-        for line in (common / "packed-refs").read_text().splitlines():
-            if line.endswith(" " + ref):
-                return line.split()[0]
-    except OSError:
-        pass
-    return "unknown"
+_progress = progress_to_stderr("bench")
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -418,7 +393,7 @@ def _run(args: argparse.Namespace, plat: BenchPlatform) -> dict[str, Any]:
     js_ceiling = 1.0 / (events[0] / js.publish_per_s + events[1] / js.consume_per_s) if all(events) else None
     mb = 1024.0
     return {
-        "commit": _commit(),
+        "commit": commit_id(),
         "started_at": started_at.isoformat(timespec="seconds"),
         "quick": quick,
         "max_sustained_rps": best_rps,

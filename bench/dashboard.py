@@ -25,15 +25,12 @@ and email deliveries.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import json
 import os
 import random
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -44,6 +41,7 @@ from typing import Any, cast
 
 import asyncpg
 
+from bench._scratch import commit_id, progress_to_stderr, run_main, scratch_database
 from bench.routing import PAST_CASE_MANAGERS, REGIONS, Roster, _add_case_managers, _past, _pct, _roster
 from services.intake import admin_metrics
 from services.intake.auth import Caller
@@ -51,7 +49,6 @@ from services.intake.referrals import _visibility_args
 from shared import roster as roster_mod
 from shared.codes import NEED_CODES
 from shared.db import create_pool, load_sql, service_dsn, transaction
-from shared.embedded import EmbeddedPostgres
 from shared.logging import configure_logging
 from shared.migrate import apply_migrations, available_migrations
 
@@ -83,8 +80,7 @@ BIG_SCAN = 10_000  # the table lists sequential scans reading at least this many
 QUICK_REPEAT, QUICK_WARMUP = 20, 5
 
 
-def _progress(message: str) -> None:
-    print(f"bench.dashboard: {message}", file=sys.stderr, flush=True)
+_progress = progress_to_stderr("bench.dashboard")
 
 
 # ---- timing the services' own code ---------------------------------------------------------------
@@ -638,13 +634,7 @@ def _migrations(workdir: Path, skip: list[int]) -> Path | None:
 async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     rng = random.Random(args.seed)
     steps: list[tuple[int, int]] = args.steps
-    pg = EmbeddedPostgres(workdir / "pg", fast=False)
-    pg.start()
-    try:
-        conn = await asyncpg.connect(pg.uri())
-        await conn.execute("CREATE DATABASE bench_dashboard")
-        await conn.close()
-        dsn = pg.uri("bench_dashboard")
+    async with scratch_database(workdir, "bench_dashboard") as dsn:
         applied = await apply_migrations(dsn, _migrations(workdir, args.skip_migration))
         roster = _roster(rng, max(c for _, c in steps))
         partners = [uuid.uuid4() for _ in range(PARTNERS)]
@@ -685,8 +675,6 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         finally:
             await pool.close()
             await conn.close()
-    finally:
-        pg.stop()
     return {
         "benchmark": "dashboard",
         "commit": _commit(),
@@ -702,10 +690,8 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
 
 
 def _commit() -> str:
+    """HEAD's id, "-dirty" when tracked files differ from it (the run measured uncommitted code)."""
     try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, timeout=10
-        ).stdout.strip()
         dirty = subprocess.run(
             ["git", "status", "--porcelain", "--untracked-files=no"],
             capture_output=True,
@@ -715,7 +701,7 @@ def _commit() -> str:
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
-    return out + ("-dirty" if dirty else "")
+    return commit_id() + ("-dirty" if dirty else "")
 
 
 def _size(n: int) -> str:
@@ -815,20 +801,7 @@ def main(argv: list[str] | None = None) -> int:
     args.repeat = args.repeat or (QUICK_REPEAT if args.quick else REPEAT)
     args.warmup = WARMUP if args.warmup is None else args.warmup
     configure_logging("console", "WARNING", service="bench")
-    workdir = Path(tempfile.mkdtemp(prefix="refnet-dashboard-"))
-    try:
-        doc = asyncio.run(run(args, workdir))
-    except KeyboardInterrupt:
-        return 130
-    finally:
-        if args.keep:
-            _progress(f"kept {workdir}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
-    print(_table(doc))
-    if args.json:
-        Path(args.json).write_text(json.dumps(doc, indent=2, default=str) + "\n")
-    return 0
+    return run_main(args, run, _table, prefix="refnet-dashboard-", progress=_progress)
 
 
 if __name__ == "__main__":

@@ -22,9 +22,7 @@ import asyncio
 import json
 import os
 import random
-import shutil
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Callable
@@ -35,13 +33,13 @@ from typing import Any
 import asyncpg
 import msgspec
 
+from bench._scratch import progress_to_stderr, run_main, scratch_database
 from services.routing import engine
 from services.routing.engine import decide, facts_for, previous_offers, route_referral
 from services.routing.policy import SPECIALISMS
 from services.routing.rules import load_rules
 from shared.codes import NEED_CODES, REFERRAL_SETTINGS
 from shared.db import create_pool, load_sql, service_dsn, transaction
-from shared.embedded import EmbeddedPostgres
 from shared.logging import configure_logging
 from shared.migrate import apply_migrations
 
@@ -56,8 +54,7 @@ YOUTH_SHARE = 0.8
 PAST_CASE_MANAGERS = 10
 
 
-def _progress(message: str) -> None:
-    print(f"bench.routing: {message}", file=sys.stderr, flush=True)
+_progress = progress_to_stderr("bench.routing")
 
 
 def _pct(values: list[float], p: float) -> float:
@@ -356,13 +353,7 @@ async def _plan(pool: asyncpg.Pool) -> list[str]:
 
 async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     rng = random.Random(args.seed)
-    pg = EmbeddedPostgres(workdir / "pg", fast=False)
-    pg.start()
-    try:
-        conn = await asyncpg.connect(pg.uri())
-        await conn.execute("CREATE DATABASE bench_routing")
-        await conn.close()
-        dsn = pg.uri("bench_routing")
+    async with scratch_database(workdir, "bench_routing") as dsn:
         await apply_migrations(dsn)
         roster = _roster(rng, max(args.sizes))
         conn = await asyncpg.connect(dsn)
@@ -410,8 +401,6 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             past = await conn.fetchval("SELECT count(*) FROM referrals WHERE status = 'closed'")
         finally:
             await conn.close()
-    finally:
-        pg.stop()
     return {
         "benchmark": "routing",
         "past_referrals": past,
@@ -466,20 +455,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.past, args.referrals = min(args.past, 100_000), min(args.referrals, 500)
     configure_logging("console", "WARNING", service="bench")
-    workdir = Path(tempfile.mkdtemp(prefix="refnet-bench-routing-"))
-    try:
-        doc = asyncio.run(run(args, workdir))
-    except KeyboardInterrupt:
-        return 130
-    finally:
-        if args.keep:
-            _progress(f"kept {workdir}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
-    print(_table(doc))
-    if args.json:
-        Path(args.json).write_text(json.dumps(doc, indent=2, default=str) + "\n")
-    return 0
+    return run_main(args, run, _table, prefix="refnet-bench-routing-", progress=_progress)
 
 
 if __name__ == "__main__":
