@@ -25,13 +25,13 @@ import httpx
 from bench._load import make_bodies
 from bench._platform import ROOT, BenchError, BenchPlatform
 from bench._report import percentile
+from bench._scratch import progress_to_stderr
 from shared.logging import configure_logging
 
 __all__ = ["main"]
 
 
-def _progress(message: str) -> None:
-    print(f"bench.notify: {message}", file=sys.stderr, flush=True)
+_progress = progress_to_stderr("bench.notify")
 
 
 @dataclass
