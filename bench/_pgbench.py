@@ -9,7 +9,7 @@ from pathlib import Path
 
 import asyncpg
 
-from shared.embedded import EmbeddedPostgres
+from refnet_dev.embedded import EmbeddedPostgres
 
 __all__ = ["PgbenchResult", "checkpoint", "run_pgbench"]
 

@@ -21,9 +21,9 @@ from typing import Any
 import asyncpg
 
 from bench._replay import LOG_SETTINGS
+from refnet_dev.demo import seed_demo
+from refnet_dev.embedded import EmbeddedNats, EmbeddedPostgres, free_port
 from shared.db import service_dsn
-from shared.demo import seed_demo
-from shared.embedded import EmbeddedNats, EmbeddedPostgres, free_port
 from shared.migrate import apply_migrations
 
 __all__ = ["SERVICES", "BenchError", "BenchPlatform"]
@@ -134,7 +134,7 @@ class BenchPlatform:
             with (self.workdir / f"{name}.log").open("ab") as log:
                 # Own session: a Ctrl-C reaches the benchmark only, which then stops them in order.
                 self.procs[name] = subprocess.Popen(
-                    [sys.executable, "-m", "shared.cli", "serve", name],
+                    [sys.executable, "-m", "refnet.cli", "serve", name],
                     env=env,
                     stdin=subprocess.DEVNULL,
                     stdout=log,

@@ -16,7 +16,7 @@ from typing import Any
 import asyncpg
 
 from bench._platform import ROOT
-from shared.embedded import EmbeddedPostgres
+from refnet_dev.embedded import EmbeddedPostgres
 
 __all__ = ["commit_id", "progress_to_stderr", "run_main", "scratch_database"]
 

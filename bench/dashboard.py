@@ -9,7 +9,7 @@ on) with the identity each endpoint uses:
   admin; every statement it runs is timed on its own, and the whole call;
 - `GET /v1/admin/queue` (the supervisor queue page asks for 200): `services/routing/sql/queue.sql`, as the
   supervisor of a region and as an admin;
-- `GET /v1/admin/case-managers` (the team page): `shared.roster.list_profiles`, as an admin and as a
+- `GET /v1/admin/case-managers` (the team page): `services.intake.roster.list_profiles`, as an admin and as a
   supervisor;
 - `GET /v1/referrals` (first page of 20, and the next page through the cursor):
   `services/intake/sql/visible_referrals.sql`, as a partner, a supervisor and an admin.
@@ -44,9 +44,9 @@ import asyncpg
 from bench._scratch import commit_id, progress_to_stderr, run_main, scratch_database
 from bench.routing import PAST_CASE_MANAGERS, REGIONS, Roster, _add_case_managers, _past, _pct, _roster
 from services.intake import admin_metrics
+from services.intake import roster as roster_mod
 from services.intake.auth import Caller
 from services.intake.referrals import _visibility_args
-from shared import roster as roster_mod
 from shared.codes import NEED_CODES
 from shared.db import create_pool, load_sql, service_dsn, transaction
 from shared.logging import configure_logging

@@ -104,7 +104,7 @@ class NotifyBenchPlatform(BenchPlatform):
     def start_service(self, name: str) -> None:
         with (self.workdir / f"{name}.log").open("ab") as log:
             self.procs[name] = subprocess.Popen(
-                [sys.executable, "-m", "shared.cli", "serve", name],
+                [sys.executable, "-m", "refnet.cli", "serve", name],
                 env=self.service_env(),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
@@ -427,7 +427,7 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 from aiosmtpd.controller import Controller
 
-                from shared.embedded import free_port
+                from refnet_dev.embedded import free_port
 
                 plat.smtp_port = free_port()
                 smtp = Controller(_SmtpHandler(arrivals), hostname="127.0.0.1", port=plat.smtp_port)

@@ -14,8 +14,8 @@ from typing import Any
 import asyncpg
 import pytest
 
-from shared.demo import seed_demo
-from shared.embedded import EmbeddedPostgres
+from refnet_dev.demo import seed_demo
+from refnet_dev.embedded import EmbeddedPostgres
 from shared.migrate import apply_migrations
 
 os.environ.setdefault("XDG_RUNTIME_DIR", "/tmp")

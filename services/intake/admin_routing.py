@@ -14,6 +14,7 @@ from litestar import Controller, Request, get, patch, post
 from litestar.params import Parameter
 from msgspec import Meta
 
+from services.intake import roster
 from services.intake.auth import Caller, hash_password, require_staff, resolve_caller
 from services.intake.problems import Problem, invalid_body
 from services.intake.schemas import Input
@@ -21,7 +22,7 @@ from services.routing.explain import Explained, display_name, explain_automatic,
 from services.routing.manual import ManualAssignError, ManualAssignment, assign_manually
 from services.routing.record import DecisionRecord, ManualRecord
 from services.routing.rules import effective_rules
-from shared import audit, roster
+from shared import audit
 from shared.codes import NeedCode, UnroutableReason
 from shared.db import load_sql, transaction
 from shared.regions import Catalogue

@@ -10,10 +10,10 @@ from litestar import Controller, Request, get, post
 from litestar.params import Parameter
 from msgspec import Meta
 
+from services.intake import apikeys
 from services.intake.auth import require_staff, resolve_caller
 from services.intake.problems import Problem
 from services.intake.schemas import Input
-from shared import apikeys
 from shared.db import transaction
 
 __all__ = ["AdminKeysController"]

@@ -26,7 +26,7 @@ from services.intake.admin_security import AdminKeysController
 from services.intake.assignments import AssignmentController
 from services.intake.cases import CaseController
 from services.intake.consent import withdraw_consent
-from services.intake.evaluation import EvaluationController
+from services.intake.evaluation.controller import EvaluationController
 from services.intake.health import healthz, readyz
 from services.intake.maintenance import run_maintenance
 from services.intake.metrics import IntakeMetrics, metrics_endpoint, metrics_middleware

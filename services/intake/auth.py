@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import secrets
 import time
 import uuid
 from typing import Any, Literal
 
-import argon2
 import asyncpg
 import jwt
 import msgspec
@@ -16,7 +14,7 @@ from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
 
 from services.intake.problems import Problem
-from shared.apikeys import API_KEY_PREFIX, hash_api_key, new_api_key
+from shared.credentials import API_KEY_PREFIX, hash_api_key, hash_password, new_api_key, verify_password
 from shared.db import SYSTEM, Identity, transaction
 
 __all__ = [
@@ -31,9 +29,6 @@ __all__ = [
     "verify_password",
 ]
 
-_hasher = argon2.PasswordHasher()
-# Verifying against a real hash when the email is unknown keeps timing from revealing accounts.
-_DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
 _ISSUER = "refnet"
 
 
@@ -47,17 +42,6 @@ class Caller(msgspec.Struct, frozen=True):
     @property
     def identity(self) -> Identity:
         return Identity(role=self.role, actor_id=self.id, partner_id=self.partner_id, region=self.region)
-
-
-def hash_password(password: str) -> str:
-    return _hasher.hash(password)
-
-
-def verify_password(stored: str | None, password: str) -> bool:
-    try:
-        return _hasher.verify(stored or _DUMMY_HASH, password) and stored is not None
-    except (argon2.exceptions.VerificationError, argon2.exceptions.InvalidHashError):
-        return False
 
 
 def issue_token(secret: str, staff_id: str, role: str, region: str | None, ttl: int) -> str:

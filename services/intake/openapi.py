@@ -36,7 +36,10 @@ _PROBLEM = Schema(
             type=OpenAPIType.ARRAY,
             items=Schema(
                 type=OpenAPIType.OBJECT,
-                properties={"field": Schema(type=OpenAPIType.STRING), "message": Schema(type=OpenAPIType.STRING)},
+                properties={
+                    "field": Schema(type=OpenAPIType.STRING),
+                    "message": Schema(type=OpenAPIType.STRING),
+                },
             ),
         ),
     },
@@ -66,7 +69,9 @@ def refine_openapi(app: Litestar) -> None:
     for name, schema in doc.components.schemas.items():
         if isinstance(schema, Schema) and name.rsplit(".", 1)[-1].rsplit("_", 1)[-1] in inputs:
             schema.additional_properties = False
-    problem = {"application/problem+json": OpenAPIMediaType(schema=Reference(ref="#/components/schemas/Problem"))}
+    problem = {
+        "application/problem+json": OpenAPIMediaType(schema=Reference(ref="#/components/schemas/Problem"))
+    }
     for item in (doc.paths or {}).values():
         for op in (item.get, item.put, item.post, item.delete, item.patch):
             if op is None:

@@ -208,8 +208,11 @@ def _unhandled(request: Request[Any, Any, Any], exc: Exception) -> Response[byte
         # from the client; the transaction rolled back, so nothing was written.
         log.warning("request.unstorable_value", error=type(exc).__name__, path=request.url.path)
         return problem_response(
-            request, 422, "The request contains a value that cannot be stored (e.g. a NUL character or an"
-            " out-of-range number).", slug="validation-error",
+            request,
+            422,
+            "The request contains a value that cannot be stored (e.g. a NUL character or an"
+            " out-of-range number).",
+            slug="validation-error",
         )
     if isinstance(exc, asyncpg.DeadlockDetectedError | asyncpg.SerializationError):
         # Two writers crossed; nothing was committed and the same request will succeed when retried.

@@ -20,10 +20,10 @@ from services.intake.auth import Caller, any_caller, require_partner, resolve_ca
 from services.intake.problems import Problem, invalid_body
 from services.intake.schemas import ReferralIn, ReferralPage, ReferralView
 from services.intake.validation import age_on, check_referral
-from services.routing.continuity import youth_key, youth_key_secret
 from shared.codes import REFERRAL_STATUSES
 from shared.db import load_sql, mark_outbox_written, transaction
 from shared.events import ReferralReceived, encode_event, subject_for
+from shared.youthkey import youth_key, youth_key_secret
 
 __all__ = ["ReferralController", "referral_view"]
 
@@ -191,7 +191,9 @@ class ReferralController(Controller):
                 mark_outbox_written()  # the statement above wrote referral.received into the outbox
                 if data.youth.do_not_contact is True:
                     # Rare, so a second statement rather than another parameter on the hot insert.
-                    await conn.execute("UPDATE referrals SET do_not_contact = true WHERE id = $1", referral_id)
+                    await conn.execute(
+                        "UPDATE referrals SET do_not_contact = true WHERE id = $1", referral_id
+                    )
         except asyncpg.UniqueViolationError:
             # A concurrent request with the same Idempotency-Key won the race.
             if idempotency_key is not None:

@@ -16,13 +16,12 @@ from msgspec import Meta
 from services.intake.auth import require_partner, resolve_caller
 from services.intake.problems import Problem
 from services.intake.schemas import Input
-from services.notify.channels.webhook import checked_addresses, system_resolver
-from services.notify.signing import new_secret, seal_secret
-from services.notify.ssrf import MAX_URL_LENGTH, UrlRefused, check_url
 from services.notify.store import enqueue_test, webhook_id
 from shared import audit
 from shared.crypto import KeyRing
 from shared.db import transaction
+from shared.webhook_signing import new_secret, seal_secret
+from shared.webhook_urls import MAX_URL_LENGTH, UrlRefused, check_url, checked_addresses, system_resolver
 
 __all__ = ["WebhookController"]
 

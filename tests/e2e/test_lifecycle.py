@@ -14,10 +14,10 @@ import asyncpg
 import httpx
 import pytest
 
-from shared.cohort import report_from_database
+from refnet_dev.simulate import simulate
+from services.intake.evaluation.cohort import report_from_database
+from services.intake.evaluation.html import render_html
 from shared.db import service_dsn
-from shared.report import render_html
-from shared.simulate import simulate
 from tests.support.platform import Platform, referral_body, wait_for
 
 PROBLEM = "application/problem+json"

@@ -13,7 +13,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from shared.embedded import EmbeddedPostgres, free_port
+from refnet_dev.embedded import EmbeddedPostgres, free_port
 from tests.conftest import SEEDED_TEMPLATE, clone_database
 from tests.support.platform import Platform, referral_body, running_platform
 

@@ -289,7 +289,7 @@ async def test_roster_cli_imports_and_lists(platform: Platform, tmp_path: Path) 
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "shared.cli", "roster", *args],
+            [sys.executable, "-m", "refnet.cli", "roster", *args],
             env=env,
             cwd=ROOT,
             capture_output=True,

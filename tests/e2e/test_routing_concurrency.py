@@ -19,11 +19,11 @@ from typing import Any
 import asyncpg
 import pytest
 
+from refnet_dev.embedded import EmbeddedPostgres
 from services.routing.engine import facts_for
 from services.routing.policy import SPECIALISMS, Candidate, choose
 from services.routing.rules import load_rules
 from shared.codes import NEED_CODES
-from shared.embedded import EmbeddedPostgres
 from shared.events import ReferralReceived, encode_event, subject_for
 from tests.conftest import SEEDED_TEMPLATE, clone_database
 from tests.support.platform import ROOT, running_platform, wait_for
@@ -44,7 +44,7 @@ def _workers(
                 procs.append(
                     (
                         subprocess.Popen(
-                            [sys.executable, "-m", "shared.cli", "serve", "routing"],
+                            [sys.executable, "-m", "refnet.cli", "serve", "routing"],
                             env=env,
                             stdout=fh,
                             stderr=fh,

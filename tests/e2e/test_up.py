@@ -17,8 +17,8 @@ import httpx
 import psutil
 import pytest
 
+from refnet_dev.embedded import free_port
 from shared.codes import NEED_CODES
-from shared.embedded import free_port
 from tests.support.platform import ROOT, referral_body
 
 
@@ -45,7 +45,7 @@ def _start(data_dir: Path, port: int) -> subprocess.Popen[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("REFNET_")}
     env["REFNET_LOG_FORMAT"] = "json"
     return subprocess.Popen(
-        [sys.executable, "-m", "shared.cli", "up", "--data-dir", str(data_dir), "--port", str(port)],
+        [sys.executable, "-m", "refnet.cli", "up", "--data-dir", str(data_dir), "--port", str(port)],
         env=env,
         cwd=ROOT,
         stdout=subprocess.PIPE,

@@ -11,7 +11,7 @@ import asyncpg
 import httpx
 import pytest
 
-from shared.embedded import EmbeddedPostgres, free_port
+from refnet_dev.embedded import EmbeddedPostgres, free_port
 from shared.regions import default_catalogue
 from tests.conftest import SEEDED_TEMPLATE, clone_database
 from tests.e2e.browser import CHROMIUM, CHROMIUM_ARGS, browser_missing, check_a11y, snap

@@ -12,7 +12,7 @@ import asyncpg
 import httpx
 import pytest
 
-from shared.embedded import EmbeddedPostgres
+from refnet_dev.embedded import EmbeddedPostgres
 from tests.conftest import SEEDED_TEMPLATE, clone_database
 from tests.support.platform import Platform, referral_body, running_platform, wait_for
 from tests.support.receivers import Reply, SmtpSink, WebhookReceiver, verify_standard_webhook

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from shared.chaos import ChaosPlatform, ChaosReport
+from refnet_dev.chaos import ChaosPlatform, ChaosReport
 
 
 @contextlib.contextmanager

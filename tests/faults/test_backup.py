@@ -19,9 +19,9 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from refnet_dev.demo import seed_demo
+from refnet_dev.embedded import EmbeddedPostgres
 from shared.db import service_dsn
-from shared.demo import seed_demo
-from shared.embedded import EmbeddedPostgres
 from shared.migrate import apply_migrations
 from tests.conftest import clone_database
 
@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def refnet(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     base = {k: v for k, v in os.environ.items() if not k.startswith("REFNET_")}
     return subprocess.run(
-        [sys.executable, "-m", "shared.cli", *args],
+        [sys.executable, "-m", "refnet.cli", *args],
         env={**base, **(env or {})},
         cwd=ROOT,
         capture_output=True,

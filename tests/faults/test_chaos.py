@@ -1,6 +1,6 @@
 """Crash, pause and restart everything under load from nine partners; then every invariant must hold.
 
-Faults, in order, with the load running throughout (see shared.chaos.default_schedule): kill -9 and
+Faults, in order, with the load running throughout (see refnet_dev.chaos.default_schedule): kill -9 and
 restart intake, each of two routing workers and notify; restart nats-server gracefully and after
 kill -9; kill -9 PostgreSQL (probing intake for 503 + Retry-After meanwhile); SIGSTOP a routing worker
 and notify past the ack wait; SIGTERM routing, notify and intake mid-batch (exit 0 within a bound).
@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from shared.chaos import ChaosPlatform, default_schedule, run_chaos
+from refnet_dev.chaos import ChaosPlatform, default_schedule, run_chaos
 from tests.faults._support import chaos_platform, explain, show
 
 pytestmark = pytest.mark.faults

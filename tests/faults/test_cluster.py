@@ -1,4 +1,4 @@
-"""A three-node NATS JetStream cluster on loopback (configs from shared.chaos, as in deploy/nats/cluster-local):
+"""A three-node NATS JetStream cluster on loopback (configs from refnet_dev.chaos, as in deploy/nats/cluster-local):
 the stream replicated R3, the services given all three URLs; kill -9 the stream leader during load,
 then a follower: no loss, no doubles, the services reconnect."""
 
@@ -11,8 +11,8 @@ from collections.abc import Iterator
 import nats
 import pytest
 
+from refnet_dev.chaos import ChaosPlatform, kill_nats_node, run_chaos
 from shared.bus import STREAM
-from shared.chaos import ChaosPlatform, kill_nats_node, run_chaos
 from tests.faults._support import chaos_platform, explain, show
 
 pytestmark = pytest.mark.faults

@@ -25,6 +25,7 @@ import pytest
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
+from refnet_dev.embedded import EmbeddedNats
 from shared.bus import (
     STREAM,
     ConsumerSpec,
@@ -38,7 +39,6 @@ from shared.bus import (
     run_consumer,
     safe_error_text,
 )
-from shared.embedded import EmbeddedNats
 from shared.events import AnyEvent, ReferralReceived, encode_event
 from tests.support.platform import Platform, referral_body, wait_for
 

@@ -21,8 +21,8 @@ import httpx
 import nats
 import pytest
 
+from refnet_dev.chaos import ChaosPlatform, PartnerLoad, check_invariants, referral_body, wait_converged
 from shared.bus import STREAM
-from shared.chaos import ChaosPlatform, PartnerLoad, check_invariants, referral_body, wait_converged
 from tests.faults._support import chaos_platform
 
 pytestmark = pytest.mark.faults
@@ -171,14 +171,14 @@ def test_healthcheck_probes(platform: ChaosPlatform) -> None:
     env = platform.service_env()
     for service in ("intake", "routing", "notify"):
         done = subprocess.run(
-            [sys.executable, "-m", "shared.cli", "healthcheck", service],
+            [sys.executable, "-m", "refnet.cli", "healthcheck", service],
             env=env, capture_output=True, text=True, timeout=60, check=False,
         )
         assert done.returncode == 0, done.stderr
         assert done.stdout.strip() == f"{service} ok"
     broken = {**env, "REFNET_DATABASE_URL": "postgresql://refnet_app@/nowhere?host=/nonexistent"}
     done = subprocess.run(
-        [sys.executable, "-m", "shared.cli", "healthcheck", "routing"],
+        [sys.executable, "-m", "refnet.cli", "healthcheck", "routing"],
         env=broken, capture_output=True, text=True, timeout=60, check=False,
     )
     assert done.returncode == 1

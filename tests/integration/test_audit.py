@@ -35,7 +35,7 @@ def _cli_verify(dsn: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("REFNET_")}
     env["REFNET_DATABASE_URL"] = dsn
     return subprocess.run(
-        [sys.executable, "-m", "shared.cli", "audit", "verify"],
+        [sys.executable, "-m", "refnet.cli", "audit", "verify"],
         env=env,
         cwd=ROOT,
         capture_output=True,

@@ -14,7 +14,7 @@ import nats
 import pytest
 from nats.js.api import StorageType, StreamConfig
 
-from shared.embedded import EmbeddedNats, EmbeddedPostgres, free_port, nats_server_binary
+from refnet_dev.embedded import EmbeddedNats, EmbeddedPostgres, free_port, nats_server_binary
 
 
 async def _fetchval(uri: str, sql: str) -> object:

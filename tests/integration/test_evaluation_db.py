@@ -16,11 +16,11 @@ import msgspec
 import pytest
 
 from services.intake.consent import shred
+from services.intake.evaluation.cohort import load_cohort
+from services.intake.evaluation.report import build_report, csv_header, export_csv, export_rows
 from shared import lifecycle
 from shared.codes import REFERRAL_STATUSES
-from shared.cohort import load_cohort
 from shared.db import SYSTEM, Identity, create_pool, service_dsn, transaction
-from shared.evaluation import build_report, csv_header, export_csv, export_rows
 
 PAIRS = list(itertools.product(REFERRAL_STATUSES, REFERRAL_STATUSES))
 CASE_TABLES = ("referral_transitions", "interventions", "followups", "outcomes")

@@ -20,7 +20,7 @@ def _cli(dsn: str, *args: str, **env_extra: str) -> subprocess.CompletedProcess[
     env = {k: v for k, v in os.environ.items() if not k.startswith("REFNET_")}
     env.update({"REFNET_DATABASE_URL": dsn, **env_extra})
     return subprocess.run(
-        [sys.executable, "-m", "shared.cli", *args],
+        [sys.executable, "-m", "refnet.cli", *args],
         env=env,
         cwd=ROOT,
         capture_output=True,

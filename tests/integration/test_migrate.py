@@ -10,7 +10,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from shared.embedded import EmbeddedPostgres
+from refnet_dev.embedded import EmbeddedPostgres
 from shared.migrate import MigrationError, apply_migrations, available_migrations
 
 _counter = itertools.count()

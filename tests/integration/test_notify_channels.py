@@ -9,6 +9,7 @@ import pytest
 from services.notify.channels import email as email_channel
 from services.notify.channels import webhook as webhook_channel
 from shared.config import load_settings
+from shared.webhook_urls import Resolver
 from tests.support.receivers import Reply, SmtpSink, WebhookReceiver
 
 PII = ("Zyxwandra", "Quellmorrow", "323-555-0199", "90011", "2009-04-01", "housing", "mental_health")
@@ -28,7 +29,7 @@ def smtp() -> Iterator[SmtpSink]:
     sink.stop()
 
 
-def _resolver(table: dict[str, str]) -> webhook_channel.Resolver:
+def _resolver(table: dict[str, str]) -> Resolver:
     async def resolve(host: str, port: int) -> list[str]:
         return [table.get(host, host)]
 

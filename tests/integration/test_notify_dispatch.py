@@ -19,7 +19,6 @@ from services.notify import store
 from services.notify.dispatcher import Dispatcher
 from services.notify.metrics import delivery_counts
 from services.notify.reminders import remind_offers
-from services.notify.signing import new_secret, seal_secret
 from services.notify.worker import make_handler
 from shared.casework import local_date
 from shared.config import Settings, load_settings
@@ -33,6 +32,7 @@ from shared.events import (
     ReferralWithdrawn,
     decode_event,
 )
+from shared.webhook_signing import new_secret, seal_secret
 from tests.support.platform import wait_for
 from tests.support.receivers import Reply, SmtpSink, WebhookReceiver, verify_standard_webhook
 
@@ -659,7 +659,7 @@ async def test_a_followup_recorded_before_its_reminder_went_out_cancels_the_emai
 
 @pytest.fixture
 def nats_url(tmp_path: Any) -> Iterator[str]:
-    from shared.embedded import EmbeddedNats
+    from refnet_dev.embedded import EmbeddedNats
 
     server = EmbeddedNats(tmp_path / "nats")
     url = server.start()
@@ -744,8 +744,8 @@ async def test_redelivered_jetstream_message_does_not_duplicate(
 async def test_master_key_rotation_rewraps_webhook_secrets(env: Env) -> None:
     """Webhook secrets are sealed with the PII master key: rotation must re-wrap them before the old
     key is retired; `refnet keys rotate` must call these."""
-    from services.notify.signing import open_secret
     from shared.crypto import generate_master_key
+    from shared.webhook_signing import open_secret
 
     eid, secret = await env.endpoint("http://127.0.0.1:9/x")
     k2 = generate_master_key()

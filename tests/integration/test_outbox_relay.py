@@ -13,9 +13,9 @@ import asyncpg
 import pytest
 from nats.js import JetStreamContext
 
+from refnet_dev.embedded import EmbeddedNats
 from shared.bus import STREAM, connect, ensure_stream
 from shared.db import SYSTEM, create_pool, mark_outbox_written, service_dsn, transaction
-from shared.embedded import EmbeddedNats
 from shared.events import ReferralReceived
 from shared.outbox import OutboxRelay, enqueue
 

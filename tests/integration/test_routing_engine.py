@@ -14,6 +14,7 @@ import asyncpg
 import msgspec
 import pytest
 
+from services.intake import roster
 from services.routing.engine import decide, facts_for
 from services.routing.explain import explain_automatic
 from services.routing.manual import ManualAssignError, assign_manually
@@ -21,7 +22,6 @@ from services.routing.policy import SPECIALISMS, Candidate, choose, need_mask, s
 from services.routing.record import DecisionRecord
 from services.routing.rules import Candidates, load_rules
 from services.routing.worker import drain_queue, expire_offers, make_handler, return_from_away
-from shared import roster
 from shared.codes import NEED_CODES
 from shared.config import load_settings
 from shared.db import Identity, create_pool, service_dsn, transaction

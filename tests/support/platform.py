@@ -18,8 +18,8 @@ from typing import Any
 
 import httpx
 
+from refnet_dev.embedded import EmbeddedNats, free_port
 from shared.db import service_dsn
-from shared.embedded import EmbeddedNats, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -87,7 +87,7 @@ class Platform:
         log_path = self.workdir / f"{name}.log"
         fh = open(log_path, "ab")  # noqa: SIM115 - the child owns it for its lifetime
         proc = subprocess.Popen(
-            [sys.executable, "-m", "shared.cli", "serve", name], env=self.env, stdout=fh, stderr=fh, cwd=ROOT
+            [sys.executable, "-m", "refnet.cli", "serve", name], env=self.env, stdout=fh, stderr=fh, cwd=ROOT
         )
         fh.close()
         svc = Service(name, proc, log_path)

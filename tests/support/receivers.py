@@ -17,7 +17,7 @@ from typing import Any
 
 from aiosmtpd.controller import Controller
 
-from shared.embedded import free_port
+from refnet_dev.embedded import free_port
 
 __all__ = ["Reply", "SmtpSink", "WebhookReceiver", "verify_standard_webhook"]
 

@@ -18,8 +18,8 @@ import msgspec
 import pytest
 import yaml
 
-from shared.chaos import cluster_nodes, nats_node_config
-from shared.cli import build_parser
+from refnet.cli import build_parser
+from refnet_dev.chaos import cluster_nodes, nats_node_config
 from shared.config import _SECRETS, Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -240,12 +240,12 @@ def test_local_cluster_configs_match_their_generator() -> None:
     for node in nodes:
         path = DEPLOY / "nats" / "cluster-local" / f"{node.name}.conf"
         assert path.read_text() == nats_node_config(node, nodes, f"./data/{node.name}"), (
-            f"{path} drifted from shared.chaos.nats_node_config; regenerate it"
+            f"{path} drifted from refnet_dev.chaos.nats_node_config; regenerate it"
         )
 
 
 def test_local_cluster_configs_are_valid_for_nats_server() -> None:
-    from shared.embedded import nats_server_binary
+    from refnet_dev.embedded import nats_server_binary
 
     for name in ("n1", "n2", "n3"):
         conf = DEPLOY / "nats" / "cluster-local" / f"{name}.conf"

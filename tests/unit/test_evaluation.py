@@ -11,9 +11,16 @@ from typing import Any
 
 import msgspec
 
+from services.intake.evaluation.report import (
+    CohortRecord,
+    build_report,
+    csv_header,
+    export_csv,
+    export_rows,
+    pseudonym,
+)
+from services.intake.evaluation.suppression import SUPPRESSED
 from shared.casework import FOLLOWUPS, INTERVENTION_TYPES, MEASURES
-from shared.evaluation import CohortRecord, build_report, csv_header, export_csv, export_rows, pseudonym
-from shared.suppression import SUPPRESSED
 
 NOW = datetime(2026, 11, 23, 18, 0, tzinfo=UTC)
 

@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from services.notify.signing import new_secret, open_secret, seal_secret, sign, webhook_headers
 from shared.crypto import KeyRing, generate_master_key
+from shared.webhook_signing import new_secret, open_secret, seal_secret, sign, webhook_headers
 from tests.support.receivers import verify_standard_webhook
 
 # The vector published with the Standard Webhooks reference libraries.

@@ -6,8 +6,7 @@ import ipaddress
 
 import pytest
 
-from services.notify.channels.webhook import checked_addresses
-from services.notify.ssrf import UrlRefused, address_refusal, check_url
+from shared.webhook_urls import UrlRefused, address_refusal, check_url, checked_addresses
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.routing.continuity import normalise_name, youth_key, youth_key_secret
 from services.routing.explain import display_name, explain_automatic, explain_manual, language_name
 from services.routing.policy import (
     ADULT_AGE,
@@ -36,6 +35,7 @@ from services.routing.policy import (
 from services.routing.record import Census, DecisionRecord, Inputs, ManualRecord
 from services.routing.rules import RulesError, effective_rules, load_rules
 from shared.config import load_settings
+from shared.youthkey import normalise_name, youth_key, youth_key_secret
 
 REGIONS = ("south_la", "san_fernando_valley", "elsewhere")
 LANGUAGES = ("en", "es", "ko", "hy")

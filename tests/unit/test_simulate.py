@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
+from refnet_dev.simulate import plan_pilot
 from shared.casework import FOLLOWUPS, INTERVENTION_TYPES, MEASURE_VALUES, OUTCOME_SOURCES
-from shared.simulate import plan_pilot
 
 NOW = datetime(2026, 11, 23, 12, tzinfo=UTC)
 

@@ -8,7 +8,14 @@ from collections.abc import Sequence
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared.suppression import SUPPRESSED, Grid, exposed_cells, suppress, suppress_grid, suppress_list
+from services.intake.evaluation.suppression import (
+    SUPPRESSED,
+    Grid,
+    exposed_cells,
+    suppress,
+    suppress_grid,
+    suppress_list,
+)
 
 S = SUPPRESSED
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from shared.evaluation import wilson
+from services.intake.evaluation.report import wilson
 
 
 @pytest.mark.parametrize(

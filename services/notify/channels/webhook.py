@@ -3,47 +3,26 @@
 from __future__ import annotations
 
 import asyncio
-import ipaddress
-import socket
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Iterable
 from datetime import UTC, datetime
 
 import httpcore
 import httpx
 
 from services.notify.retry import AttemptResult, parse_retry_after
-from services.notify.ssrf import Environment, UrlRefused, address_refusal, check_url
+from shared.webhook_urls import (
+    Environment,
+    Resolver,
+    UrlRefused,
+    check_url,
+    checked_addresses,
+    system_resolver,
+)
 
-__all__ = ["Resolver", "checked_addresses", "make_client", "post", "system_resolver"]
+__all__ = ["make_client", "post"]
 
-# (host, port) -> the IP addresses it resolves to.
-Resolver = Callable[[str, int], Awaitable[list[str]]]
 USER_AGENT = "refnet-webhooks/1"
-
-
-async def system_resolver(host: str, port: int) -> list[str]:
-    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    seen: dict[str, None] = {}
-    for info in infos:
-        seen[str(info[4][0])] = None
-    return list(seen)
-
-
-async def checked_addresses(host: str, port: int, environment: Environment, resolver: Resolver) -> list[str]:
-    """Resolve ``host`` and refuse it if ANY address is not allowed: a name that also points inside the
-    network is refused outright rather than hoping the connection picks the public address."""
-    try:
-        addresses = await resolver(host, port)
-    except OSError:
-        raise UrlRefused("unresolvable", f"The host {host!r} cannot be resolved.") from None
-    if not addresses:
-        raise UrlRefused("unresolvable", f"The host {host!r} cannot be resolved.")
-    for addr in addresses:
-        reason = address_refusal(ipaddress.ip_address(addr.split("%", 1)[0]), environment)
-        if reason is not None:
-            raise UrlRefused(reason, f"The host resolves to a {reason.replace('_', '-')} address.")
-    return addresses
 
 
 class GuardedBackend(httpcore.AsyncNetworkBackend):

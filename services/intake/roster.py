@@ -371,7 +371,7 @@ async def run_import(
     dsn: str, text: str, region_codes: Collection[str], *, dry_run: bool = False
 ) -> tuple[ImportResult, list[ProfileError]]:
     """`refnet roster import`: validate the whole file, then write it in one transaction (or not at all)."""
-    from services.intake.auth import hash_password
+    from shared.credentials import hash_password
     from shared.db import create_pool, transaction
 
     today = datetime.now(_LOCAL_TZ).date()

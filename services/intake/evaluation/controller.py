@@ -11,10 +11,10 @@ from litestar import Controller, Request, Response, get
 from litestar.openapi.datastructures import ResponseSpec
 
 from services.intake.auth import require_staff, resolve_caller
+from services.intake.evaluation.cohort import load_cohort, load_provenance
+from services.intake.evaluation.report import ExportRow, Report, build_report, export_csv, export_rows
 from shared import audit
-from shared.cohort import load_cohort, load_provenance
 from shared.db import transaction
-from shared.evaluation import ExportRow, Report, build_report, export_csv, export_rows
 
 __all__ = ["EvaluationController"]
 

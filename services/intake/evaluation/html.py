@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from html import escape
 
-from shared.evaluation import REGION_LABELS, RateRow, Report
-from shared.suppression import SUPPRESSED, Grid, Shown
+from services.intake.evaluation.report import REGION_LABELS, RateRow, Report
+from services.intake.evaluation.suppression import SUPPRESSED, Grid, Shown
 
 __all__ = ["render_html"]
 

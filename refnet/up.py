@@ -22,10 +22,10 @@ import asyncpg
 import msgspec
 import structlog
 
+from refnet_dev.demo import seed_demo, write_credentials
 from shared.config import Settings, load_settings
 from shared.crypto import KeyringDoc, generate_master_key
 from shared.db import service_dsn
-from shared.demo import seed_demo, write_credentials
 from shared.migrate import apply_migrations
 
 __all__ = ["ensure_secrets", "run_up"]
@@ -123,7 +123,7 @@ def _wait_http(url: str, timeout: float) -> bool:
 
 def run_up(data_dir: Path, port: int | None, demo: bool | None, settings: Settings | None = None) -> int:
     """Run the platform in the foreground until SIGINT/SIGTERM; return the exit code."""
-    from shared.embedded import EmbeddedNats, EmbeddedPostgres
+    from refnet_dev.embedded import EmbeddedNats, EmbeddedPostgres
 
     settings = settings or load_settings()
     data_dir = data_dir.absolute()
@@ -170,7 +170,7 @@ def run_up(data_dir: Path, port: int | None, demo: bool | None, settings: Settin
         # Services started from a terminal log readable lines unless JSON was asked for.
         env.setdefault("REFNET_LOG_FORMAT", "console")
         for name in SERVICES:
-            child = _Child(name, [sys.executable, "-m", "shared.cli", "serve", name], env)
+            child = _Child(name, [sys.executable, "-m", "refnet.cli", "serve", name], env)
             child.start()
             children.append(child)
         if _wait_http(f"http://127.0.0.1:{port}/healthz", 30):

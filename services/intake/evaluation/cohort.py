@@ -9,9 +9,9 @@ from typing import Any
 import asyncpg
 import msgspec
 
+from services.intake.evaluation.report import CohortRecord, Report, build_report
 from shared import audit
 from shared.db import Identity, create_pool, load_sql, transaction
-from shared.evaluation import CohortRecord, Report, build_report
 
 __all__ = ["load_cohort", "load_provenance", "report_from_database"]
 
@@ -19,13 +19,13 @@ __all__ = ["load_cohort", "load_provenance", "report_from_database"]
 async def load_cohort(conn: asyncpg.Connection) -> list[CohortRecord]:
     """Every referral the caller may read, with its intervention counts and outcome observations."""
     counts: dict[str, dict[str, int]] = defaultdict(dict)
-    for r in await conn.fetch(load_sql("shared", "cohort_interventions")):
+    for r in await conn.fetch(load_sql("services.intake.evaluation", "cohort_interventions")):
         counts[str(r["referral_id"])][r["type"]] = r["n"]
     outcomes: dict[str, dict[str, dict[str, str]]] = defaultdict(lambda: defaultdict(dict))
-    for r in await conn.fetch(load_sql("shared", "cohort_outcomes")):
+    for r in await conn.fetch(load_sql("services.intake.evaluation", "cohort_outcomes")):
         outcomes[str(r["referral_id"])][r["point"]][r["measure"]] = r["value"]
     records = []
-    for r in await conn.fetch(load_sql("shared", "cohort_referrals")):
+    for r in await conn.fetch(load_sql("services.intake.evaluation", "cohort_referrals")):
         rid = str(r["id"])
         records.append(
             CohortRecord(

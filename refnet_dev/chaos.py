@@ -38,10 +38,10 @@ import httpx
 import nats
 import structlog
 
+from refnet_dev.demo import seed_demo
+from refnet_dev.embedded import EmbeddedNats, EmbeddedPostgres
 from shared.bus import STREAM
 from shared.db import service_dsn
-from shared.demo import seed_demo
-from shared.embedded import EmbeddedNats, EmbeddedPostgres
 from shared.migrate import apply_migrations
 
 __all__ = [
@@ -310,7 +310,7 @@ class ChaosPlatform:
         log_path = self.workdir / f"{key}.log"
         with log_path.open("ab") as fh:
             popen = subprocess.Popen(
-                [sys.executable, "-m", "shared.cli", "serve", service],
+                [sys.executable, "-m", "refnet.cli", "serve", service],
                 env=self.service_env(),
                 stdin=subprocess.DEVNULL,
                 stdout=fh,
@@ -623,7 +623,12 @@ def kill_service(key: str) -> Fault:
         back = plat.restart(key)
         down = time.monotonic() - t
         return FaultResult(
-            f"kill -9 {key}, restart", t - ctx.t0, down, f"back at work {back:.1f}s after restart", True, (t, t + down)
+            f"kill -9 {key}, restart",
+            t - ctx.t0,
+            down,
+            f"back at work {back:.1f}s after restart",
+            True,
+            (t, t + down),
         )
 
     return fault

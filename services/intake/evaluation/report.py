@@ -14,10 +14,17 @@ from typing import Any
 
 import msgspec
 
+from services.intake.evaluation.suppression import (
+    SUPPRESSED,
+    THRESHOLD,
+    Grid,
+    Shown,
+    suppress_grid,
+    suppress_list,
+)
 from shared.casework import FAMILIES, FOLLOWUPS, INTERVENTION_TYPES, MEASURES, family_of, favourable
 from shared.codes import NEED_CODES, REFERRAL_SETTINGS, REFERRAL_STATUSES
 from shared.lifecycle import CLOSE_REASONS
-from shared.suppression import SUPPRESSED, THRESHOLD, Grid, Shown, suppress_grid, suppress_list
 
 __all__ = [
     "REGIONS",

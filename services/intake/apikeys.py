@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import secrets
 import uuid
 from datetime import datetime
 
@@ -11,6 +9,7 @@ import asyncpg
 import msgspec
 
 from shared import audit
+from shared.credentials import API_KEY_PREFIX, hash_api_key, new_api_key
 from shared.db import Identity
 
 __all__ = [
@@ -24,17 +23,6 @@ __all__ = [
     "revoke_key",
     "rotate_key",
 ]
-
-API_KEY_PREFIX = "rnk_"
-
-
-def new_api_key() -> str:
-    return API_KEY_PREFIX + secrets.token_urlsafe(32)
-
-
-def hash_api_key(key: str) -> bytes:
-    # Keys carry 256 random bits: a fast hash is enough, and a slow one would tax every request.
-    return hashlib.sha256(key.encode()).digest()
 
 
 class ApiKeyInfo(msgspec.Struct, kw_only=True):

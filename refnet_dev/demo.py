@@ -11,9 +11,8 @@ from typing import Any
 
 import asyncpg
 
-from services.intake.auth import hash_password
-from shared.apikeys import hash_api_key, new_api_key
 from shared.codes import NEED_CODES
+from shared.credentials import hash_api_key, hash_password, new_api_key
 
 __all__ = ["PARTNERS", "seed_demo"]
 

@@ -1,14 +1,26 @@
-"""SSRF guard for webhook URLs: which URLs and which resolved addresses a delivery may reach (pure)."""
+"""SSRF guard for webhook URLs: which URLs and which resolved addresses a delivery may reach."""
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
+import socket
 import urllib.parse
+from collections.abc import Awaitable, Callable
 from typing import Literal
 
 import msgspec
 
-__all__ = ["MAX_URL_LENGTH", "Target", "UrlRefused", "address_refusal", "check_url"]
+__all__ = [
+    "MAX_URL_LENGTH",
+    "Resolver",
+    "Target",
+    "UrlRefused",
+    "address_refusal",
+    "check_url",
+    "checked_addresses",
+    "system_resolver",
+]
 
 MAX_URL_LENGTH = 2048
 Environment = Literal["development", "production"]
@@ -102,3 +114,31 @@ def check_url(url: str, environment: Environment) -> Target:
         if reason is not None:
             raise UrlRefused(reason, f"Webhook URLs may not point at {reason.replace('_', '-')} addresses.")
     return Target(scheme, host, port or (443 if scheme == "https" else 80))
+
+
+# (host, port) -> the IP addresses it resolves to.
+Resolver = Callable[[str, int], Awaitable[list[str]]]
+
+
+async def system_resolver(host: str, port: int) -> list[str]:
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    seen: dict[str, None] = {}
+    for info in infos:
+        seen[str(info[4][0])] = None
+    return list(seen)
+
+
+async def checked_addresses(host: str, port: int, environment: Environment, resolver: Resolver) -> list[str]:
+    """Resolve ``host`` and refuse it if ANY address is not allowed: a name that also points inside the
+    network is refused outright rather than hoping the connection picks the public address."""
+    try:
+        addresses = await resolver(host, port)
+    except OSError:
+        raise UrlRefused("unresolvable", f"The host {host!r} cannot be resolved.") from None
+    if not addresses:
+        raise UrlRefused("unresolvable", f"The host {host!r} cannot be resolved.")
+    for addr in addresses:
+        reason = address_refusal(ipaddress.ip_address(addr.split("%", 1)[0]), environment)
+        if reason is not None:
+            raise UrlRefused(reason, f"The host resolves to a {reason.replace('_', '-')} address.")
+    return addresses

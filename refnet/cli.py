@@ -15,9 +15,9 @@ __all__ = ["main"]
 
 
 def _cmd_up(args: argparse.Namespace) -> int:
+    from refnet.up import run_up
     from shared.config import load_settings
     from shared.logging import configure_logging
-    from shared.supervisor import run_up
 
     settings = load_settings()
     # A person runs `refnet up` in a terminal: readable lines unless JSON was asked for.
@@ -119,7 +119,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _cmd_backup(args: argparse.Namespace) -> int:
-    from shared.backup import backup, database_target
+    from refnet.backup import backup, database_target
     from shared.config import load_settings
 
     with database_target(load_settings(), _data_dir(args)) as dsn:
@@ -129,7 +129,7 @@ def _cmd_backup(args: argparse.Namespace) -> int:
 
 
 def _cmd_restore(args: argparse.Namespace) -> int:
-    from shared.backup import database_target, restore
+    from refnet.backup import database_target, restore
     from shared.config import load_settings
 
     with database_target(load_settings(), _data_dir(args), create=True) as dsn:
@@ -140,8 +140,8 @@ def _cmd_restore(args: argparse.Namespace) -> int:
 
 
 def _cmd_healthcheck(args: argparse.Namespace) -> int:
+    from refnet.healthcheck import check
     from shared.config import load_settings
-    from shared.healthcheck import check
 
     problems = asyncio.run(check(load_settings(), args.service))
     if problems:
@@ -152,7 +152,7 @@ def _cmd_healthcheck(args: argparse.Namespace) -> int:
 
 
 def _cmd_chaos(args: argparse.Namespace) -> int:
-    from shared.chaos import run_cli
+    from refnet_dev.chaos import run_cli
     from shared.logging import configure_logging
 
     configure_logging("console", "WARNING", service="chaos")  # stdout is for the report
@@ -166,7 +166,7 @@ def _data_dir(args: argparse.Namespace) -> Path:
 
 
 def _cmd_keys(args: argparse.Namespace) -> int:
-    from shared.admin_cli import admin_dsn, keyring_path, rotate_master_key
+    from refnet.operator import admin_dsn, keyring_path, rotate_master_key
     from shared.config import load_settings
 
     settings = load_settings()
@@ -184,7 +184,7 @@ def _cmd_keys(args: argparse.Namespace) -> int:
 
 
 def _cmd_audit(args: argparse.Namespace) -> int:
-    from shared.admin_cli import admin_dsn, audit_verify
+    from refnet.operator import admin_dsn, audit_verify
     from shared.config import load_settings
 
     result = asyncio.run(audit_verify(admin_dsn(load_settings(), _data_dir(args))))
@@ -198,7 +198,7 @@ def _cmd_audit(args: argparse.Namespace) -> int:
 
 
 def _cmd_apikeys(args: argparse.Namespace) -> int:
-    from shared.admin_cli import admin_dsn, apikey_command
+    from refnet.operator import admin_dsn, apikey_command
     from shared.config import load_settings
 
     dsn = admin_dsn(load_settings(), _data_dir(args))
@@ -221,7 +221,7 @@ def _cmd_apikeys(args: argparse.Namespace) -> int:
 def _service_dsn(data_dir: Path) -> str:
     """The service role's DSN (row-level security applies): the configured one, else the embedded
     server of `refnet up` logged into as refnet_app."""
-    from shared.admin_cli import admin_dsn
+    from refnet.operator import admin_dsn
     from shared.config import load_settings
     from shared.db import service_dsn
 
@@ -232,8 +232,8 @@ def _service_dsn(data_dir: Path) -> str:
 def _cmd_report(args: argparse.Namespace) -> int:
     import msgspec
 
-    from shared.cohort import report_from_database
-    from shared.report import render_html
+    from services.intake.evaluation.cohort import report_from_database
+    from services.intake.evaluation.html import render_html
 
     report = asyncio.run(report_from_database(_service_dsn(_data_dir(args))))
     out = Path(args.out)
@@ -247,9 +247,9 @@ def _cmd_report(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     import json
 
-    from shared.admin_cli import admin_dsn
+    from refnet.operator import admin_dsn
+    from refnet_dev.simulate import simulate
     from shared.config import load_settings
-    from shared.simulate import simulate
 
     data_dir = _data_dir(args)
     path = data_dir / "demo-credentials.json"
@@ -280,8 +280,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def _cmd_roster(args: argparse.Namespace) -> int:
     import msgspec
 
-    from shared import roster
-    from shared.admin_cli import admin_dsn
+    from refnet.operator import admin_dsn
+    from services.intake import roster
     from shared.config import load_settings
     from shared.regions import Catalogue
 
