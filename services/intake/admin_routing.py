@@ -16,15 +16,15 @@ from msgspec import Meta
 
 from services.intake import roster
 from services.intake.auth import Caller, hash_password, require_staff, resolve_caller
+from services.intake.explain import Explained, display_name, explain_automatic, explain_manual
 from services.intake.problems import Problem, invalid_body
 from services.intake.schemas import Input
-from services.routing.explain import Explained, display_name, explain_automatic, explain_manual
 from services.routing.manual import ManualAssignError, ManualAssignment, assign_manually
-from services.routing.record import DecisionRecord, ManualRecord
 from services.routing.rules import effective_rules
 from shared import audit
 from shared.codes import NeedCode, UnroutableReason
 from shared.db import load_sql, transaction
+from shared.decisions import DecisionRecord, ManualRecord
 from shared.regions import Catalogue
 
 __all__ = ["ROUTES", "RoutingAdminController", "RoutingExplanationController"]

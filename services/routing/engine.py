@@ -24,10 +24,10 @@ from services.routing.policy import (
     need_minimum,
     specialism_mask,
 )
-from services.routing.record import Census, DecisionRecord, Inputs
 from services.routing.rules import Rules
 from shared import metrics
 from shared.db import load_sql, local_setup_applied, mark_local_setup
+from shared.decisions import Census, DecisionRecord, Inputs
 from shared.events import Event, ReferralAssigned, ReferralStatusChanged, ReferralUnroutable
 from shared.outbox import enqueue
 

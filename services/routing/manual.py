@@ -8,10 +8,10 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import msgspec
 
-from services.routing.record import ManualRecord
 from services.routing.rules import Rules
 from shared import audit
 from shared.db import Identity
+from shared.decisions import ManualRecord
 from shared.events import AssignmentCancelled, Event, ReferralAssigned, ReferralStatusChanged
 from shared.outbox import enqueue
 

@@ -8,6 +8,7 @@ from typing import Annotated, Literal, get_args
 import msgspec
 
 from shared.codes import NEED_CODES
+from shared.decisions import Parts, Scored
 
 __all__ = [
     "ADULT_AGE",
@@ -84,27 +85,6 @@ class Candidate(msgspec.Struct, frozen=True):
     active_count: int
     status: str = "active"
     specialisms: tuple[str, ...] = ()
-
-
-class Parts(msgspec.Struct, frozen=True):
-    """The score's components, each already weighted; they add up to the score."""
-
-    need_coverage: float
-    specialism: float
-    balance: float
-    continuity: float
-
-
-class Scored(msgspec.Struct, frozen=True):
-    id: str
-    eligible: bool
-    score: float
-    # Plain-language reasons: why not eligible, or what counted for the score.
-    reasons: tuple[str, ...]
-    # Machine codes of the failed hard filters, in filter order (empty when eligible).
-    failed: tuple[str, ...] = ()
-    parts: Parts | None = None
-    covered: int = 0
 
 
 class Decision(msgspec.Struct, frozen=True):

@@ -15,16 +15,16 @@ import msgspec
 import pytest
 
 from services.intake import roster
+from services.intake.explain import explain_automatic
 from services.routing.engine import decide, facts_for
-from services.routing.explain import explain_automatic
 from services.routing.manual import ManualAssignError, assign_manually
 from services.routing.policy import SPECIALISMS, Candidate, choose, need_mask, specialism_mask
-from services.routing.record import DecisionRecord
 from services.routing.rules import Candidates, load_rules
 from services.routing.worker import drain_queue, expire_offers, make_handler, return_from_away
 from shared.codes import NEED_CODES
 from shared.config import load_settings
 from shared.db import Identity, create_pool, service_dsn, transaction
+from shared.decisions import DecisionRecord
 from shared.events import AssignmentDeclined, ReferralReceived, decode_event
 from shared.outbox import enqueue
 from shared.regions import default_catalogue

@@ -8,8 +8,9 @@ import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.routing.policy import Candidate, Decision, ReferralFacts, Scored, choose
+from services.routing.policy import Candidate, Decision, ReferralFacts, choose
 from shared.codes import NEED_CODES
+from shared.decisions import Scored
 
 REGIONS = ("south_la", "san_fernando_valley", "elsewhere")
 LANGUAGES = ("en", "es", "ko", "hy")

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.routing.explain import display_name, explain_automatic, explain_manual, language_name
+from services.intake.explain import display_name, explain_automatic, explain_manual, language_name
 from services.routing.policy import (
     ADULT_AGE,
     NEED_CODES,
@@ -32,9 +32,9 @@ from services.routing.policy import (
     need_minimum,
     specialism_mask,
 )
-from services.routing.record import Census, DecisionRecord, Inputs, ManualRecord
 from services.routing.rules import RulesError, effective_rules, load_rules
 from shared.config import load_settings
+from shared.decisions import Census, DecisionRecord, Inputs, ManualRecord
 from shared.youthkey import normalise_name, youth_key, youth_key_secret
 
 REGIONS = ("south_la", "san_fernando_valley", "elsewhere")

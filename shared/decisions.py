@@ -1,12 +1,31 @@
-"""What a routing decision stores (routing_decisions.detail): its inputs, candidates with scores, the choice."""
+"""What a routing decision stores (routing_decisions.detail): written by routing, read by whoever explains it."""
 
 from __future__ import annotations
 
 import msgspec
 
-from services.routing.policy import Scored
+__all__ = ["Census", "DecisionRecord", "Inputs", "ManualRecord", "Parts", "Scored"]
 
-__all__ = ["Census", "DecisionRecord", "Inputs", "ManualRecord"]
+
+class Parts(msgspec.Struct, frozen=True):
+    """The score's components, each already weighted; they add up to the score."""
+
+    need_coverage: float
+    specialism: float
+    balance: float
+    continuity: float
+
+
+class Scored(msgspec.Struct, frozen=True):
+    id: str
+    eligible: bool
+    score: float
+    # Plain-language reasons: why not eligible, or what counted for the score.
+    reasons: tuple[str, ...]
+    # Machine codes of the failed hard filters, in filter order (empty when eligible).
+    failed: tuple[str, ...] = ()
+    parts: Parts | None = None
+    covered: int = 0
 
 
 class Inputs(msgspec.Struct, frozen=True, kw_only=True):

@@ -6,8 +6,7 @@ from collections.abc import Mapping, Sequence
 
 import msgspec
 
-from services.routing.policy import Scored
-from services.routing.record import Census, DecisionRecord, ManualRecord
+from shared.decisions import Census, DecisionRecord, ManualRecord, Scored
 
 __all__ = ["Explained", "display_name", "explain_automatic", "explain_manual", "language_name", "need_label"]
 
