@@ -11,23 +11,33 @@ discovery works with the stock `nats micro` tooling.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 
 __all__ = [
     "ASSIGN_SUBJECT",
+    "NOTIFY_SERVICE",
+    "REPLAY_SUBJECT",
     "ROUTING_SERVICE",
     "AssignCommand",
     "AssignReply",
     "CommandUnavailable",
     "ManualAssignment",
+    "ReplayCommand",
+    "ReplayReply",
     "request_assignment",
+    "request_replay",
 ]
 
+# Command subjects stay outside the REFNET stream's "refnet.>": a request published on a stream subject
+# would be stored and answered by JetStream's own PubAck before the service could reply.
 # The routing micro-service and its endpoint for a supervisor's or admin's manual assignment.
 ROUTING_SERVICE = "refnet-routing"
-ASSIGN_SUBJECT = "refnet.cmd.routing.assign"
+ASSIGN_SUBJECT = "cmd.refnet.routing.assign"
+# The notify micro-service and its endpoint for an admin's replay of a dead-lettered delivery.
+NOTIFY_SERVICE = "refnet-notify"
+REPLAY_SUBJECT = "cmd.refnet.notify.replay"
 
 
 class CommandUnavailable(Exception):
@@ -72,19 +82,45 @@ class AssignReply(msgspec.Struct, kw_only=True):
     assignment: ManualAssignment | None = None
 
 
-_encode = msgspec.json.encode
+class ReplayCommand(msgspec.Struct, frozen=True, kw_only=True):
+    """Put a dead-lettered delivery back in notify's queue, as the named admin (audited by notify)."""
+
+    delivery_id: str
+    actor_id: str
+    actor_role: str
+    request_id: str = ""
 
 
-async def request_assignment(nc: Any, command: AssignCommand, timeout: float = 5.0) -> AssignReply:  # noqa: ASYNC109 - the NATS request's own deadline
-    """Send the command to routing and wait for its answer; `CommandUnavailable` if none comes."""
+class ReplayReply(msgspec.Struct, kw_only=True):
+    """`status`: 202 when the delivery is queued again, 404 when there is none, 409 (with a message safe
+    to show) when it cannot be replayed now."""
+
+    status: int
+    message: str = ""
+
+
+T = TypeVar("T")
+
+
+async def _request(nc: Any, subject: str, command: msgspec.Struct, reply: type[T], timeout: float) -> T:  # noqa: ASYNC109 - the NATS request's own deadline
     import nats.errors
 
     try:
-        msg = await nc.request(ASSIGN_SUBJECT, _encode(command), timeout=timeout)
+        msg = await nc.request(subject, msgspec.json.encode(command), timeout=timeout)
     except (nats.errors.NoRespondersError, nats.errors.TimeoutError) as exc:
         raise CommandUnavailable(type(exc).__name__) from None
     headers = msg.headers or {}
     # nats.micro answers a handler's error with Nats-Service-Error headers and an empty body.
     if "Nats-Service-Error-Code" in headers:
         raise CommandUnavailable(headers.get("Nats-Service-Error", "service error"))
-    return msgspec.json.decode(msg.data, type=AssignReply)
+    return msgspec.json.decode(msg.data, type=reply)
+
+
+async def request_assignment(nc: Any, command: AssignCommand, timeout: float = 5.0) -> AssignReply:  # noqa: ASYNC109
+    """Ask routing to make the manual assignment; `CommandUnavailable` if no answer comes."""
+    return await _request(nc, ASSIGN_SUBJECT, command, AssignReply, timeout)
+
+
+async def request_replay(nc: Any, command: ReplayCommand, timeout: float = 5.0) -> ReplayReply:  # noqa: ASYNC109
+    """Ask notify to replay a dead delivery; `CommandUnavailable` if no answer comes."""
+    return await _request(nc, REPLAY_SUBJECT, command, ReplayReply, timeout)

@@ -21,6 +21,7 @@ __all__ = [
     "ReferralStatusChanged",
     "ReferralUnroutable",
     "ReferralWithdrawn",
+    "WebhookTestRequested",
     "decode_event",
     "encode_event",
     "new_event_id",
@@ -140,6 +141,16 @@ class FollowupDue(Event, tag="case.followup_due"):
     do_not_contact: bool = False
 
 
+class WebhookTestRequested(Event, tag="webhook.test_requested"):
+    """A partner registered (or asked to re-test) a webhook endpoint: notify sends it a signed
+    ``webhook.test`` delivery with this ``delivery_id`` (intake chose it so the API can name it at once).
+    notify re-reads the endpoint and its partner from the database; the ids here are not trusted."""
+
+    endpoint_id: str
+    partner_id: str
+    delivery_id: str
+
+
 AnyEvent: TypeAlias = (
     ReferralReceived
     | ReferralAssigned
@@ -152,6 +163,7 @@ AnyEvent: TypeAlias = (
     | AssignmentReminder
     | AssignmentCancelled
     | FollowupDue
+    | WebhookTestRequested
 )
 
 _encoder = msgspec.json.Encoder()
