@@ -34,11 +34,12 @@ from bench._load import make_bodies
 from bench._measure import STAGES, pipeline_stats, stream_times, wait_drained
 from bench._openloop import Job, Result
 from bench._pgbench import PgbenchResult, checkpoint, run_pgbench
-from bench._platform import ROOT, SERVICES, BenchError, BenchPlatform
+from bench._platform import ROOT, SERVICES, BenchError, bench_platform, prepare_bench_database
 from bench._replay import BENCH_APP, build_script, parse_log, snapshot_uuids, start_capture, stop_capture
 from bench._report import markdown_report, percentile
 from bench._sampler import ResourceSampler, cpu_seconds, machine_cpu_seconds, postgres_cpu_seconds
 from bench._scratch import commit_id, progress_to_stderr
+from refnet_dev.platform import Platform, PlatformError
 from shared.bus import STREAM
 from shared.db import SERVICE_ROLE
 from shared.logging import configure_logging
@@ -121,9 +122,8 @@ class _Lag:
             await conn.close()
 
 
-async def _offer(plat: BenchPlatform, rate: float, warmup: float, duration: float) -> tuple[Result, _Lag]:
+async def _offer(plat: Platform, rate: float, warmup: float, duration: float) -> tuple[Result, _Lag]:
     """Run the open-loop generator as its own process for one rate, sampling lag meanwhile."""
-    assert plat.nats is not None
     job = Job(
         host="127.0.0.1",
         port=plat.port,
@@ -133,7 +133,7 @@ async def _offer(plat: BenchPlatform, rate: float, warmup: float, duration: floa
         duration_s=duration,
     )
     lag, stop = _Lag(), asyncio.Event()
-    sampler = asyncio.create_task(lag.sample(plat.dsn, plat.nats.url, stop))
+    sampler = asyncio.create_task(lag.sample(plat.admin_dsn, plat.nats.url, stop))
     try:
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
@@ -154,26 +154,23 @@ async def _offer(plat: BenchPlatform, rate: float, warmup: float, duration: floa
     return msgspec.json.decode(out, type=Result), lag
 
 
-def _cpu_snapshot(plat: BenchPlatform) -> dict[str, float]:
+def _cpu_snapshot(plat: Platform) -> dict[str, float]:
     assert plat.pg is not None
-    assert plat.nats is not None
-    snap = {name: cpu_seconds(proc.pid) for name, proc in plat.procs.items()}
+    snap = {name: cpu_seconds(pid) for name, pid in plat.pids().items()}
     snap["postgres"] = postgres_cpu_seconds(plat.pg.pid) if plat.pg.pid else 0.0
     snap["nats"] = cpu_seconds(plat.nats.pid) if plat.nats.pid else 0.0
     return snap
 
 
-def _step(
-    plat: BenchPlatform, rate: float, warmup: float, duration: float, drain_limit: float
-) -> dict[str, Any]:
+def _step(plat: Platform, rate: float, warmup: float, duration: float, drain_limit: float) -> dict[str, Any]:
     """One fixed offered rate: load, drain, and what it cost."""
     cpu_before = _cpu_snapshot(plat)
     busy0, total0 = machine_cpu_seconds()
     result, lag = asyncio.run(_offer(plat, rate, warmup, duration))
-    pending, drain_s = asyncio.run(wait_drained(plat.dsn, drain_limit))
+    pending, drain_s = asyncio.run(wait_drained(plat.admin_dsn, drain_limit))
     busy1, total1 = machine_cpu_seconds()
     cpu_after = _cpu_snapshot(plat)
-    plat.check_services()
+    plat.check_alive()
     ok = [lat * 1000 for _, lat, status in result.samples if status == 201]
     errors = len(result.samples) - len(ok)
     statuses: dict[str, int] = {}
@@ -204,15 +201,14 @@ def _step(
     }
 
 
-def _finish_steps(plat: BenchPlatform, steps: list[dict[str, Any]]) -> None:
+def _finish_steps(plat: Platform, steps: list[dict[str, Any]]) -> None:
     """Pipeline latencies per step (one stream replay for all of them), and the sustained verdict."""
-    assert plat.nats is not None
     published = asyncio.run(
         stream_times(plat.nats.url, ("refnet.referral.received", "refnet.referral.assigned"))
     )
     for step in steps:
         start, end = (datetime.fromtimestamp(t, UTC) for t in step.pop("window"))
-        stats = asyncio.run(pipeline_stats(plat.dsn, start, end, published))
+        stats = asyncio.run(pipeline_stats(plat.admin_dsn, start, end, published))
         step["assign_p50_ms"] = _ms(percentile(stats.assign_ms, 50))
         step["assign_p99_ms"] = _ms(percentile(stats.assign_ms, 99))
         step["e2e_p50_ms"] = _ms(percentile(stats.notify_ms, 50))
@@ -247,7 +243,7 @@ def _quick_verdict(step: dict[str, Any]) -> bool:
     )
 
 
-def _post_sequentially(plat: BenchPlatform, bodies: list[bytes], count: int, offset: int) -> None:
+def _post_sequentially(plat: Platform, bodies: list[bytes], count: int, offset: int) -> None:
     keys = [p["api_key"] for p in plat.creds["partners"]]
     with httpx.Client(base_url=plat.base_url, timeout=30) as client:
         for i in range(count):
@@ -264,23 +260,23 @@ def _post_sequentially(plat: BenchPlatform, bodies: list[bytes], count: int, off
             time.sleep(0.05)
 
 
-def _capture(plat: BenchPlatform) -> tuple[str, dict[str, str], dict[str, Any]]:
+def _capture(plat: Platform) -> tuple[str, dict[str, str], dict[str, Any]]:
     """Record the SQL of CAPTURE_REFERRALS referrals; return the pgbench script, its -D values and facts."""
     assert plat.pg is not None
     bodies = make_bodies(200, seed=7)
     # Warm-up first: prepared statements, type introspection and caches are not per-referral costs.
     _post_sequentially(plat, bodies, 30, 0)
-    asyncio.run(wait_drained(plat.dsn, 30))
+    asyncio.run(wait_drained(plat.admin_dsn, 30))
     time.sleep(1.0)
-    existing = asyncio.run(snapshot_uuids(plat.dsn))
+    existing = asyncio.run(snapshot_uuids(plat.admin_dsn))
     offset = plat.pg.log_path.stat().st_size
-    asyncio.run(start_capture(plat.dsn))
+    asyncio.run(start_capture(plat.admin_dsn))
     try:
         _post_sequentially(plat, bodies, CAPTURE_REFERRALS, 30)
-        asyncio.run(wait_drained(plat.dsn, 30))
+        asyncio.run(wait_drained(plat.admin_dsn, 30))
         time.sleep(1.0)  # let the relays and the notify dispatcher finish their follow-up work
     finally:
-        asyncio.run(stop_capture(plat.dsn))
+        asyncio.run(stop_capture(plat.admin_dsn))
     with plat.pg.log_path.open("rb") as log:
         log.seek(offset)
         text = log.read().decode(errors="replace")
@@ -297,7 +293,7 @@ def _capture(plat: BenchPlatform) -> tuple[str, dict[str, str], dict[str, Any]]:
 
 
 def _search(
-    plat: BenchPlatform, steps: list[dict[str, Any]], duration: float, warmup: float, rounds: int
+    plat: Platform, steps: list[dict[str, Any]], duration: float, warmup: float, rounds: int
 ) -> list[dict[str, Any]]:
     """Bisect between the highest sustained and the lowest failed fixed rate (or double past the top)."""
     good = [s["offered_rps"] for s in steps if _quick_verdict(s)]
@@ -321,7 +317,7 @@ def _search(
     return tried
 
 
-def _run(args: argparse.Namespace, plat: BenchPlatform) -> dict[str, Any]:
+def _run(args: argparse.Namespace, plat: Platform) -> dict[str, Any]:
     quick: bool = args.quick
     duration = float(args.duration or (5 if quick else 15))
     warmup = 1.0 if quick else 3.0
@@ -332,12 +328,11 @@ def _run(args: argparse.Namespace, plat: BenchPlatform) -> dict[str, Any]:
 
     _progress(f"starting PostgreSQL and NATS in {plat.workdir}")
     plat.start_servers()
-    asyncio.run(plat.prepare_database())
+    asyncio.run(prepare_bench_database(plat))
     assert plat.pg is not None
-    assert plat.nats is not None
     _progress("starting intake, routing and notify")
-    plat.start_services()
-    pids = {name: proc.pid for name, proc in plat.procs.items()}
+    plat.start_all(timeout=90)
+    pids = plat.pids()
     sampler = ResourceSampler({**pids, **({"nats": plat.nats.pid} if plat.nats.pid else {})}, plat.pg.pid)
     sampler.start()
     try:
@@ -353,11 +348,11 @@ def _run(args: argparse.Namespace, plat: BenchPlatform) -> dict[str, Any]:
         _finish_steps(plat, steps)
     finally:
         sampler.stop()
-    plat.check_services()
+    plat.check_alive()
     # Counted now: pgbench's replayed referrals would be counted too afterwards.
     events = _events_per_referral(plat)
     # The services would relay pgbench's outbox rows and compete for the CPU: stop them first.
-    plat.stop_services()
+    plat.stop_all()
 
     script = plat.workdir / "pgbench_referrals.sql"
     script.write_text(script_text)
@@ -366,7 +361,7 @@ def _run(args: argparse.Namespace, plat: BenchPlatform) -> dict[str, Any]:
     _progress(
         f"pgbench: replaying the recorded SQL, -c {PGBENCH_CLIENTS} -j {PGBENCH_THREADS} -T {pgbench_seconds}"
     )
-    asyncio.run(checkpoint(plat.dsn))
+    asyncio.run(checkpoint(plat.admin_dsn))
 
     def pgbench(seconds: int) -> PgbenchResult:
         assert plat.pg is not None
@@ -433,12 +428,11 @@ def _run(args: argparse.Namespace, plat: BenchPlatform) -> dict[str, Any]:
     }
 
 
-def _events_per_referral(plat: BenchPlatform) -> tuple[float, float]:
+def _events_per_referral(plat: Platform) -> tuple[float, float]:
     """(events stored in the stream, deliveries to the durable consumers) per referral, over the run."""
 
     async def count() -> tuple[float, float]:
-        assert plat.nats is not None
-        conn = await asyncpg.connect(plat.dsn, server_settings={"application_name": BENCH_APP})
+        conn = await asyncpg.connect(plat.admin_dsn, server_settings={"application_name": BENCH_APP})
         nc = await nats.connect(plat.nats.url, name="bench-count")
         try:
             referrals = int(await conn.fetchval("SELECT count(*) FROM referrals"))
@@ -469,7 +463,7 @@ def main(argv: list[str] | None = None) -> int:
     # SIGTERM takes the Ctrl-C path so every process is stopped and the temp dir removed.
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     workdir = Path(tempfile.mkdtemp(prefix="refnet-bench-"))
-    plat = BenchPlatform(workdir)
+    plat = bench_platform(workdir)
     code = 1
     try:
         result = _run(args, plat)
@@ -481,7 +475,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("bench: interrupted", file=sys.stderr)
         code = 130
-    except BenchError as exc:
+    except (BenchError, PlatformError) as exc:
         print(f"bench: {exc}".splitlines()[0], file=sys.stderr)
     except Exception as exc:
         print(f"bench: {type(exc).__name__}: {exc}".splitlines()[0], file=sys.stderr)

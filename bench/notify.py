@@ -8,7 +8,6 @@ import contextlib
 import json
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -23,9 +22,11 @@ import asyncpg
 import httpx
 
 from bench._load import make_bodies
-from bench._platform import ROOT, BenchError, BenchPlatform
+from bench._platform import BenchError, bench_platform, prepare_bench_database
 from bench._report import percentile
 from bench._scratch import progress_to_stderr
+from refnet_dev.embedded import free_port
+from refnet_dev.platform import Platform, PlatformError
 from shared.logging import configure_logging
 
 __all__ = ["main"]
@@ -91,52 +92,6 @@ class _SmtpHandler:
         # The Message-ID is the delivery id: emails carry nothing else that could identify the referral.
         self.arrivals.emails[str(msg["Message-ID"]).strip("<>").split("@")[0]] = time.time()
         return "250 OK"
-
-
-class NotifyBenchPlatform(BenchPlatform):
-    smtp_port: int = 0
-
-    def stop_service(self, name: str) -> None:
-        proc = self.procs.pop(name)
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(30)
-
-    def start_service(self, name: str) -> None:
-        with (self.workdir / f"{name}.log").open("ab") as log:
-            self.procs[name] = subprocess.Popen(
-                [sys.executable, "-m", "refnet.cli", "serve", name],
-                env=self.service_env(),
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=ROOT,
-                start_new_session=True,
-            )
-
-    _env: dict[str, str] | None = None
-
-    def service_env(self) -> dict[str, str]:
-        # Once: a restarted service must share the others' keys (webhook secrets are sealed with them).
-        if self._env is not None:
-            return self._env
-        env = super().service_env()
-        env.update(
-            {
-                # Measure notification, not the per-key rate limit of intake.
-                "REFNET_RATE_LIMIT_PER_MINUTE": "0",
-                "REFNET_DELIVERY_POLL_SECONDS": "0.5",
-            }
-        )
-        if self.smtp_port:
-            env.update(
-                {
-                    "REFNET_SMTP_HOST": "127.0.0.1",
-                    "REFNET_SMTP_PORT": str(self.smtp_port),
-                    "REFNET_SMTP_STARTTLS": "false",
-                }
-            )
-        self._env = env
-        return env
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -277,9 +232,9 @@ async def _latencies(conn: asyncpg.Connection, ids: list[str], arrivals: Arrival
         "SELECT id, referral_id FROM deliveries WHERE channel = 'email' AND referral_id = any($1::uuid[])",
         ids,
     ):
-        at = arrivals.emails.get(str(r["id"]))
-        if at is not None:
-            email.append((at - received[str(r["referral_id"])]) * 1000)
+        arrived = arrivals.emails.get(str(r["id"]))
+        if arrived is not None:
+            email.append((arrived - received[str(r["referral_id"])]) * 1000)
     return {"inapp": _stats(inapp), "webhook": _stats(list(webhook.values())), "email": _stats(email)}
 
 
@@ -311,12 +266,14 @@ async def _outputs(conn: asyncpg.Connection, ids: list[str], arrivals: Arrivals)
     }
 
 
-async def _measure(args: argparse.Namespace, plat: NotifyBenchPlatform, arrivals: Arrivals) -> dict[str, Any]:
+async def _measure(
+    args: argparse.Namespace, plat: Platform, arrivals: Arrivals, smtp_port: int
+) -> dict[str, Any]:
     receiver = Receiver(arrivals)
     await receiver.start()
-    conn = await asyncpg.connect(plat.dsn)
+    conn = await asyncpg.connect(plat.admin_dsn)
     try:
-        if plat.smtp_port:
+        if smtp_port:
             await conn.execute("UPDATE staff SET email_notifications = true")
         keys = [p["api_key"] for p in plat.creds["partners"]]
         async with httpx.AsyncClient(base_url=plat.base_url, timeout=10) as client:
@@ -344,13 +301,13 @@ async def _measure(args: argparse.Namespace, plat: NotifyBenchPlatform, arrivals
         # Throughput of notify alone: its events pile up in JetStream while it is stopped, then it
         # drains them; the clock runs from its first output to its last.
         _progress(f"throughput phase: {args.burst} referrals queued while notify is stopped")
-        await asyncio.to_thread(plat.stop_service, "notify")
+        await asyncio.to_thread(plat.terminate, "notify", 30.0)
         posted_at = time.perf_counter()
         burst = await _post_all(plat.base_url, keys, bodies[args.referrals :], None)
         post_s = time.perf_counter() - posted_at
         burst_ids = [rid for rid, _ in burst]
         await _routed(conn, burst_ids, 120)
-        plat.start_service("notify")
+        plat.start("notify")
         drain2 = await _drained(conn, burst_ids, 180)
         throughput = await _outputs(conn, burst_ids, arrivals)
         throughput["intake_accept_per_s"] = round(len(burst_ids) / post_s, 1)
@@ -366,7 +323,7 @@ async def _measure(args: argparse.Namespace, plat: NotifyBenchPlatform, arrivals
         await receiver.stop()
     return {
         "endpoints_per_partner": args.endpoints,
-        "email": bool(plat.smtp_port),
+        "email": bool(smtp_port),
         "latency_phase": {
             "referrals": len(steady_ids),
             "rate": args.rate,
@@ -418,33 +375,42 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging("console", "WARNING", service="bench")
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     workdir = Path(tempfile.mkdtemp(prefix="refnet-bench-notify-"))
-    plat = NotifyBenchPlatform(workdir)
+    plat: Platform | None = None
     arrivals = Arrivals()
     smtp: Any = None
+    smtp_port = 0
     code = 1
     try:
         if not args.no_email:
             try:
                 from aiosmtpd.controller import Controller
 
-                from refnet_dev.embedded import free_port
-
-                plat.smtp_port = free_port()
-                smtp = Controller(_SmtpHandler(arrivals), hostname="127.0.0.1", port=plat.smtp_port)
+                smtp_port = free_port()
+                smtp = Controller(_SmtpHandler(arrivals), hostname="127.0.0.1", port=smtp_port)
                 smtp.start()
             except ImportError:
                 _progress("aiosmtpd is not installed (test extra): email is left out")
-                plat.smtp_port = 0
+                smtp_port = 0
+        smtp_env = (
+            {
+                "REFNET_SMTP_HOST": "127.0.0.1",
+                "REFNET_SMTP_PORT": str(smtp_port),
+                "REFNET_SMTP_STARTTLS": "false",
+            }
+            if smtp_port
+            else {}
+        )
+        plat = bench_platform(workdir, {"REFNET_DELIVERY_POLL_SECONDS": "0.5", **smtp_env})
         _progress(f"starting PostgreSQL, NATS and the services in {workdir}")
         plat.start_servers()
-        asyncio.run(plat.prepare_database())
-        plat.start_services()
+        asyncio.run(prepare_bench_database(plat))
+        plat.start_all(timeout=90)
         result = {
             "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "quick": args.quick,
-            **asyncio.run(_measure(args, plat, arrivals)),
+            **asyncio.run(_measure(args, plat, arrivals, smtp_port)),
         }
-        plat.check_services()
+        plat.check_alive()
         print(_table(result))
         if args.json:
             Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
@@ -453,7 +419,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("bench.notify: interrupted", file=sys.stderr)
         code = 130
-    except BenchError as exc:
+    except (BenchError, PlatformError) as exc:
         print(f"bench.notify: {exc}".splitlines()[0], file=sys.stderr)
     except Exception as exc:
         print(f"bench.notify: {type(exc).__name__}: {exc}".splitlines()[0], file=sys.stderr)
@@ -461,7 +427,8 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         try:
-            plat.close()
+            if plat is not None:
+                plat.close()
             if smtp is not None:
                 with contextlib.suppress(Exception):
                     smtp.stop()

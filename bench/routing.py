@@ -28,7 +28,7 @@ import uuid
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import asyncpg
 import msgspec
@@ -268,11 +268,14 @@ async def _measure_decisions(pool: asyncpg.Pool, ids: list[uuid.UUID]) -> dict[s
     walked: list[int] = []
     outcomes: dict[str, int] = {}
     started = time.perf_counter()
-    async with pool.acquire() as conn:
+    async with pool.acquire() as proxy:
+        # The engine's functions take a Connection; the pool hands out a proxy that behaves as one.
+        conn = cast(asyncpg.Connection, proxy)
         for rid in ids:
             async with conn.transaction():
                 await conn.execute("SELECT set_config('app.role', 'system', true)")
                 ref = await conn.fetchrow("SELECT * FROM referrals WHERE id = $1", rid)
+                assert ref is not None
                 t0 = time.perf_counter()
                 excluded, _ = await previous_offers(conn, rid)
                 facts = facts_for(ref, rules, datetime.now(UTC))
@@ -305,6 +308,7 @@ async def _measure_routing(pool: asyncpg.Pool, ids: list[uuid.UUID], concurrency
             t0 = time.perf_counter()
             async with transaction(pool) as conn:
                 ref = await conn.fetchrow("SELECT * FROM referrals WHERE id = $1 FOR UPDATE", rid)
+                assert ref is not None
                 routed = await route_referral(conn, ref, rules)
             latencies.append((time.perf_counter() - t0) * 1000)
             outcomes[routed.status] = outcomes.get(routed.status, 0) + 1

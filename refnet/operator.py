@@ -7,6 +7,7 @@ from pathlib import Path
 import asyncpg
 import msgspec
 
+from refnet.devpart import INSTALL
 from services.intake import apikeys
 from shared import audit
 from shared.config import Settings
@@ -22,8 +23,12 @@ def admin_dsn(settings: Settings, data_dir: Path) -> str:
     """Where operator commands connect: the configured URL, else the embedded server of `refnet up`."""
     if settings.migrate_database_url or settings.database_url:
         return settings.migrate_database_url or settings.database_url
-    from refnet_dev.embedded import EmbeddedPostgres
-
+    try:
+        from refnet_dev.embedded import EmbeddedPostgres
+    except ImportError:
+        raise SystemExit(
+            f"no database: set REFNET_DATABASE_URL (or {INSTALL} to use the embedded server of `refnet up`)"
+        ) from None
     pg = EmbeddedPostgres(data_dir / "postgres")
     if not pg.is_running():
         raise SystemExit(f"no database: set REFNET_DATABASE_URL or start `refnet up --data-dir {data_dir}`")

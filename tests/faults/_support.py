@@ -1,9 +1,8 @@
-"""Helpers for the fault suite: a ChaosPlatform on its own PostgreSQL (in a tempfile.mkdtemp dir, so the
+"""Helpers for the fault suite: a chaos platform on its own PostgreSQL (in a tempfile.mkdtemp dir, so the
 embedded server's system user can enter it) and printing reports past pytest's capture."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import shutil
 import tempfile
@@ -13,22 +12,22 @@ from typing import Any
 
 import pytest
 
-from refnet_dev.chaos import ChaosPlatform, ChaosReport
+from refnet_dev.chaos import ChaosReport, started_chaos_platform
+from refnet_dev.platform import Platform
 
 
 @contextlib.contextmanager
-def chaos_platform(prefix: str, **kwargs: Any) -> Iterator[ChaosPlatform]:
+def chaos_platform(prefix: str, **kwargs: Any) -> Iterator[Platform]:
     workdir = Path(tempfile.mkdtemp(prefix=prefix))
-    plat = ChaosPlatform(workdir, **kwargs)
     ok = False
     try:
-        plat.start_servers()
-        asyncio.run(plat.prepare_database())
-        plat.start_all()
-        yield plat
-        ok = True
+        plat = started_chaos_platform(workdir, **kwargs)
+        try:
+            yield plat
+            ok = True
+        finally:
+            plat.close()
     finally:
-        plat.close()
         if ok:
             shutil.rmtree(workdir, ignore_errors=True)
         else:
@@ -41,6 +40,6 @@ def show(capsys: pytest.CaptureFixture[str], title: str, text: str) -> None:
         print(f"\n===== {title} =====\n{text}\n", flush=True)
 
 
-def explain(report: ChaosReport, plat: ChaosPlatform) -> str:
+def explain(report: ChaosReport, plat: Platform) -> str:
     tails = "\n".join(f"--- {key}: {plat.log_tail(key, 8)}" for key in plat.procs)
     return f"{report.table()}\n{tails}\nworkdir: {plat.workdir}"

@@ -177,7 +177,9 @@ async def test_external_database_backup_and_restore(pg_server: EmbeddedPostgres,
 def test_restore_refuses_a_broken_dump_and_changes_nothing(data_dir: Path) -> None:
     bogus = data_dir / "bogus.dump"
     bogus.write_bytes(b"PGDMP not really a dump")
-    done = refnet("restore", str(bogus), env={"REFNET_DATABASE_URL": "postgresql://nobody@/nowhere?host=/nonexistent"})
+    done = refnet(
+        "restore", str(bogus), env={"REFNET_DATABASE_URL": "postgresql://nobody@/nowhere?host=/nonexistent"}
+    )
     assert done.returncode != 0
     assert done.stderr.strip().startswith("refnet restore:")
     assert len(done.stderr.strip().splitlines()) == 1

@@ -13,20 +13,21 @@ from collections.abc import Iterator
 
 import pytest
 
-from refnet_dev.chaos import ChaosPlatform, default_schedule, run_chaos
+from refnet_dev.chaos import default_schedule, run_chaos
+from refnet_dev.platform import Platform
 from tests.faults._support import chaos_platform, explain, show
 
 pytestmark = pytest.mark.faults
 
 
 @pytest.fixture(scope="module")
-def platform() -> Iterator[ChaosPlatform]:
+def platform() -> Iterator[Platform]:
     with chaos_platform("refnet-faults-", routing_workers=2, ack_wait_s=3.0) as plat:
         yield plat
 
 
 async def test_faults_under_load_keep_every_invariant(
-    platform: ChaosPlatform, capsys: pytest.CaptureFixture[str]
+    platform: Platform, capsys: pytest.CaptureFixture[str]
 ) -> None:
     report = await run_chaos(
         platform,

@@ -1,4 +1,4 @@
-"""A three-node NATS JetStream cluster on loopback (configs from refnet_dev.chaos, as in deploy/nats/cluster-local):
+"""A three-node NATS JetStream cluster on loopback (configs from refnet_dev.embedded, as in deploy/nats/cluster-local):
 the stream replicated R3, the services given all three URLs; kill -9 the stream leader during load,
 then a follower: no loss, no doubles, the services reconnect."""
 
@@ -11,7 +11,8 @@ from collections.abc import Iterator
 import nats
 import pytest
 
-from refnet_dev.chaos import ChaosPlatform, kill_nats_node, run_chaos
+from refnet_dev.chaos import kill_nats_node, run_chaos
+from refnet_dev.platform import Platform
 from shared.bus import STREAM
 from tests.faults._support import chaos_platform, explain, show
 
@@ -19,12 +20,12 @@ pytestmark = pytest.mark.faults
 
 
 @pytest.fixture(scope="module")
-def cluster() -> Iterator[ChaosPlatform]:
+def cluster() -> Iterator[Platform]:
     with chaos_platform("refnet-cluster-", nats_nodes=3, routing_workers=2, ack_wait_s=3.0) as plat:
         yield plat
 
 
-async def test_stream_is_replicated_on_three_nodes(cluster: ChaosPlatform) -> None:
+async def test_stream_is_replicated_on_three_nodes(cluster: Platform) -> None:
     assert cluster.nats_url.count(",") == 2
     nc = await nats.connect(servers=cluster.nats_url.split(","))
     try:
@@ -54,7 +55,7 @@ async def test_stream_is_replicated_on_three_nodes(cluster: ChaosPlatform) -> No
 
 
 async def test_losing_a_node_under_load_loses_nothing(
-    cluster: ChaosPlatform, capsys: pytest.CaptureFixture[str]
+    cluster: Platform, capsys: pytest.CaptureFixture[str]
 ) -> None:
     report = await run_chaos(
         cluster,

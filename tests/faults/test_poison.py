@@ -212,8 +212,12 @@ async def test_services_dead_letter_poison_and_admins_see_it(platform: Platform)
         js = nc.jetstream(timeout=5)
         crafted_id = str(uuid.uuid4())
         await js.publish("refnet.referral.received", b"\x00garbage", headers={"Nats-Msg-Id": crafted_id})
-        ghost = ReferralReceived(referral_id=str(uuid.uuid4()), partner_id=platform.creds["partners"][0]["id"])
-        await js.publish("refnet.referral.received", encode_event(ghost), headers={"Nats-Msg-Id": ghost.event_id})
+        ghost = ReferralReceived(
+            referral_id=str(uuid.uuid4()), partner_id=platform.creds["partners"][0]["id"]
+        )
+        await js.publish(
+            "refnet.referral.received", encode_event(ghost), headers={"Nats-Msg-Id": ghost.event_id}
+        )
 
         async def both() -> bool:
             return bool(
@@ -252,7 +256,8 @@ async def test_services_dead_letter_poison_and_admins_see_it(platform: Platform)
             assert items[ghost.event_id]["reason"] == "poison"
             assert items[ghost.event_id]["error_class"] == "Poison"
             one = await client.get(
-                f"/v1/admin/dead-letters/{items[crafted_id]['id']}", headers={"Authorization": f"Bearer {admin}"}
+                f"/v1/admin/dead-letters/{items[crafted_id]['id']}",
+                headers={"Authorization": f"Bearer {admin}"},
             )
             assert one.status_code == 200
             assert one.json()["payload_size"] == len(b"\x00garbage")
@@ -336,7 +341,9 @@ def test_consumer_settings_reach_the_consumer_specs(monkeypatch: pytest.MonkeyPa
 
 
 def test_dead_letter_error_text_keeps_no_quoted_values() -> None:
-    exc = Exception('null value in column "x" violates not-null constraint\nDETAIL: Failing row contains (Ana, 2009).')
+    exc = Exception(
+        'null value in column "x" violates not-null constraint\nDETAIL: Failing row contains (Ana, 2009).'
+    )
     assert safe_error_text(exc) == "null value in column … violates not-null constraint"
     exc = Exception("Key (email)=(ana@example.org) already exists: 'Ana Lopez'")
     assert safe_error_text(exc) == "Key (email)=(…) already exists: …"

@@ -21,7 +21,8 @@ import httpx
 import nats
 import pytest
 
-from refnet_dev.chaos import ChaosPlatform, PartnerLoad, check_invariants, referral_body, wait_converged
+from refnet_dev.chaos import PartnerLoad, check_invariants, referral_body, wait_converged
+from refnet_dev.platform import Platform
 from shared.bus import STREAM
 from tests.faults._support import chaos_platform
 
@@ -31,12 +32,12 @@ BACKLOG = 400
 
 
 @pytest.fixture(scope="module")
-def platform() -> Iterator[ChaosPlatform]:
+def platform() -> Iterator[Platform]:
     with chaos_platform("refnet-shutdown-", routing_workers=1, ack_wait_s=3.0) as plat:
         yield plat
 
 
-async def _routing_state(plat: ChaosPlatform) -> tuple[int, int, int]:
+async def _routing_state(plat: Platform) -> tuple[int, int, int]:
     """(messages in the stream for routing, not yet delivered, delivered but unacked)."""
     nc = await nats.connect(servers=plat.nats_url.split(","))
     try:
@@ -53,14 +54,16 @@ async def _committed(conn: asyncpg.Connection) -> int:
     return int(await conn.fetchval("SELECT count(*) FROM processed_messages WHERE consumer = 'routing'"))
 
 
-async def _build_backlog(plat: ChaosPlatform, load: PartnerLoad) -> None:
+async def _build_backlog(plat: Platform, load: PartnerLoad) -> None:
     code, _ = await asyncio.to_thread(plat.terminate, "routing", 15.0)
     assert code == 0, plat.log_tail("routing")
     await load.run()
     assert sum(1 for s in load.submissions if s.referral_id) == load.max_referrals
 
 
-async def _stop_mid_batch(plat: ChaosPlatform, conn: asyncpg.Connection, how: str) -> tuple[int | None, float, int]:
+async def _stop_mid_batch(
+    plat: Platform, conn: asyncpg.Connection, how: str
+) -> tuple[int | None, float, int]:
     """Start routing on the backlog, stop it (SIGTERM or SIGKILL) once it is well into it."""
     before = await _committed(conn)
     plat.start("routing")
@@ -77,7 +80,7 @@ async def _stop_mid_batch(plat: ChaosPlatform, conn: asyncpg.Connection, how: st
     return code, took, await _committed(conn) - before
 
 
-async def test_sigterm_and_kill_mid_batch_never_ack_before_commit(platform: ChaosPlatform) -> None:
+async def test_sigterm_and_kill_mid_batch_never_ack_before_commit(platform: Platform) -> None:
     keys = [p["api_key"] for p in platform.creds["partners"]]
     conn = await asyncpg.connect(platform.admin_dsn)
     try:
@@ -107,7 +110,7 @@ async def test_sigterm_and_kill_mid_batch_never_ack_before_commit(platform: Chao
         await conn.close()
 
 
-async def test_intake_sigterm_drains_in_flight_requests(platform: ChaosPlatform) -> None:
+async def test_intake_sigterm_drains_in_flight_requests(platform: Platform) -> None:
     key = platform.creds["partners"][3]["api_key"]
     body = referral_body(random.Random(5), datetime.now(UTC))
     headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
@@ -166,20 +169,28 @@ async def test_intake_sigterm_drains_in_flight_requests(platform: ChaosPlatform)
         await conn.close()
 
 
-def test_healthcheck_probes(platform: ChaosPlatform) -> None:
+def test_healthcheck_probes(platform: Platform) -> None:
     """`refnet healthcheck`, the workers' exec probe: 0 when ready, 1 with a one-line reason when not."""
-    env = platform.service_env()
+    env = platform.env
     for service in ("intake", "routing", "notify"):
         done = subprocess.run(
             [sys.executable, "-m", "refnet.cli", "healthcheck", service],
-            env=env, capture_output=True, text=True, timeout=60, check=False,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
         )
         assert done.returncode == 0, done.stderr
         assert done.stdout.strip() == f"{service} ok"
     broken = {**env, "REFNET_DATABASE_URL": "postgresql://refnet_app@/nowhere?host=/nonexistent"}
     done = subprocess.run(
         [sys.executable, "-m", "refnet.cli", "healthcheck", "routing"],
-        env=broken, capture_output=True, text=True, timeout=60, check=False,
+        env=broken,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert done.returncode == 1
     assert done.stderr.strip().startswith("routing unhealthy: database:")

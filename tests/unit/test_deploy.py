@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from refnet.cli import build_parser
-from refnet_dev.chaos import cluster_nodes, nats_node_config
+from refnet_dev.embedded import cluster_nodes, nats_node_config
 from shared.config import _SECRETS, Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -240,7 +240,7 @@ def test_local_cluster_configs_match_their_generator() -> None:
     for node in nodes:
         path = DEPLOY / "nats" / "cluster-local" / f"{node.name}.conf"
         assert path.read_text() == nats_node_config(node, nodes, f"./data/{node.name}"), (
-            f"{path} drifted from refnet_dev.chaos.nats_node_config; regenerate it"
+            f"{path} drifted from refnet_dev.embedded.nats_node_config; regenerate it"
         )
 
 
