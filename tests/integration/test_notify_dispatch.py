@@ -135,7 +135,9 @@ class Env:
         )
         return aid
 
-    async def due_followup(self, case_manager_id: str, *, do_not_contact: bool = False) -> tuple[str, date, Any]:
+    async def due_followup(
+        self, case_manager_id: str, *, do_not_contact: bool = False
+    ) -> tuple[str, date, Any]:
         """An engaged case the case manager accepted, its intake follow-up due today, and the
         ``case.followup_due`` event intake's sweep wrote for it (as in production): rid, due date, event."""
         rid = await self.referral("engaged")
@@ -772,7 +774,9 @@ async def test_an_offer_reassigned_by_hand_tells_its_first_case_manager(env: Env
     sup = next(s for s in env.creds["supervisors"] if s["region"] == "south_la")
     supervisor = Identity(role="supervisor", actor_id=sup["id"], region="south_la")
     async with transaction(env.pool, supervisor) as conn:
-        await assign_manually(conn, supervisor, uuid.UUID(rid), uuid.UUID(second), "Speaks Tagalog.", load_rules())
+        await assign_manually(
+            conn, supervisor, uuid.UUID(rid), uuid.UUID(second), "Speaks Tagalog.", load_rules()
+        )
     rows = await env.db.fetch("SELECT payload FROM outbox WHERE subject = 'refnet.assignment.cancelled'")
     (event,) = [decode_event(bytes(r["payload"])) for r in rows]
     assert isinstance(event, AssignmentCancelled)
