@@ -75,7 +75,7 @@ def auth(token: str) -> dict[str, str]:
 def assert_problem(r: httpx.Response, status: int, field: str | None = None) -> dict[str, Any]:
     assert r.status_code == status, r.text
     assert r.headers["content-type"] == PROBLEM_JSON, r.headers
-    p = r.json()
+    p: dict[str, Any] = r.json()
     assert {"type", "title", "status", "detail"} <= p.keys(), p
     assert p["status"] == status
     for member in ("type", "title", "detail"):
@@ -128,7 +128,9 @@ async def _snapshot(db: asyncpg.Connection) -> dict[str, Any]:
     counts: dict[str, Any] = {t: await db.fetchval(f"SELECT count(*) FROM {t}") for t in _TABLES}
     # The relay deletes outbox rows once published, so count inserts by the identity sequence instead.
     seq = await db.fetchval("SELECT pg_get_serial_sequence('outbox', 'id')")
-    counts["outbox_inserts"] = tuple(await db.fetchrow(f"SELECT last_value, is_called FROM {seq}"))
+    row = await db.fetchrow(f"SELECT last_value, is_called FROM {seq}")
+    assert row is not None
+    counts["outbox_inserts"] = tuple(row)
     return counts
 
 
@@ -140,7 +142,7 @@ async def _settle(db: asyncpg.Connection) -> None:
             "SELECT (SELECT count(*) FROM referrals WHERE status = 'received')"
             " + (SELECT count(*) FROM outbox)"
         )
-        return pending == 0
+        return bool(pending == 0)
 
     await wait_for(idle, timeout=20)
 
@@ -272,7 +274,7 @@ async def test_bad_credentials_401(
                     "iat": int(time.time()),
                     "exp": int(time.time()) + 600,
                 },
-                None,
+                None,  # type: ignore[arg-type]  # an unsigned token is the point
                 algorithm="none",
             ),
             id="alg-none",

@@ -194,7 +194,7 @@ class World:
         return created
 
     async def new_webhook(self, *, disabled: bool = False) -> str:
-        return (await self._register_webhook(disabled=disabled))["id"]
+        return str((await self._register_webhook(disabled=disabled))["id"])
 
     async def new_dead_delivery(self) -> str:
         """A dead-lettered delivery: the test event of a fresh endpoint nobody listens at.
@@ -249,7 +249,7 @@ class World:
                 " AND (state = 'pending' OR next_attempt_at < now() + interval '2 seconds')",
                 uuid.UUID(eid),
             )
-            return busy == 0
+            return bool(busy == 0)
 
         await wait_for(idle, timeout=20, interval=0.1)
 
@@ -1354,7 +1354,7 @@ def _server_errors(w: World, r: httpx.Response) -> str:
 def _assert_problem(r: httpx.Response, status: int) -> dict[str, Any]:
     assert r.status_code == status, f"expected {status}, got {r.status_code}: {r.text[:500]}"
     assert r.headers["content-type"] == PROBLEM_JSON, r.headers
-    body = r.json()
+    body: dict[str, Any] = r.json()
     assert body["status"] == status, body
     assert {"type", "title", "detail"} <= body.keys(), body
     return body

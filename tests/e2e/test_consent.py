@@ -40,6 +40,7 @@ async def test_partner_withdrawal_shreds_pii_and_cancels_the_offer(
         rid = await _post(client, key)
         await wait_for(lambda: _is(conn, rid, "assigned"))
         offer = await conn.fetchrow("SELECT id, case_manager_id FROM assignments WHERE referral_id = $1", rid)
+        assert offer is not None
         load_before = await conn.fetchval(
             "SELECT active_count FROM case_managers WHERE staff_id = $1", offer["case_manager_id"]
         )
@@ -48,6 +49,7 @@ async def test_partner_withdrawal_shreds_pii_and_cancels_the_offer(
             " USING (referral_id) WHERE referral_id = $1",
             rid,
         )
+        assert sealed_row is not None
         # The keyed hash of name and date of birth that links a youth's referrals (routing continuity).
         assert await conn.fetchval("SELECT youth_key IS NOT NULL FROM referrals WHERE id = $1", rid)
 

@@ -158,6 +158,7 @@ async def test_no_pii_on_the_bus_in_logs_or_at_rest(platform: Platform) -> None:
             " JOIN referral_keys k USING (referral_id) WHERE p.referral_id = $1",
             rid,
         )
+        assert row is not None
         dump = "".join(
             str(v) for r in await conn.fetch("SELECT * FROM referrals WHERE id = $1", rid) for v in r.values()
         )

@@ -90,7 +90,7 @@ def _flow(p: Platform) -> str:
         headers={"Authorization": f"Bearer {tok}"},
     )
     assert r.status_code == 200, r.text
-    return ids[0]
+    return str(ids[0])
 
 
 def test_every_service_metrics_parse(plat: tuple[Platform, int, int]) -> None:

@@ -156,7 +156,7 @@ async def test_exhaustion_queue_manual_assignment_and_explanation(platform: Plat
             declined.append(cid)
 
         async def queued() -> bool:
-            return (await _status(client, platform, rid, partner))["status"] == "unroutable"
+            return bool((await _status(client, platform, rid, partner))["status"] == "unroutable")
 
         await wait_for(queued)
         view = await _status(client, platform, rid, partner)
@@ -249,7 +249,7 @@ async def test_a_profile_change_drains_the_queue(platform: Platform) -> None:
         rid = r.json()["id"]
 
         async def queued() -> bool:
-            return (await _status(client, platform, rid, partner))["status"] == "unroutable"
+            return bool((await _status(client, platform, rid, partner))["status"] == "unroutable")
 
         await wait_for(queued)
         assert (await _status(client, platform, rid, partner))[
@@ -265,7 +265,7 @@ async def test_a_profile_change_drains_the_queue(platform: Platform) -> None:
         assert r.status_code == 200, r.text
 
         async def assigned() -> bool:
-            return (await _status(client, platform, rid, partner))["status"] == "assigned"
+            return bool((await _status(client, platform, rid, partner))["status"] == "assigned")
 
         await wait_for(assigned, timeout=20)
         items = (

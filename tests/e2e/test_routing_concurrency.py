@@ -178,7 +178,10 @@ async def test_two_workers_route_500_referrals_once_each_within_capacity(
 
 
 async def _check(conn: asyncpg.Connection) -> None:
-    statuses = dict(await conn.fetch("SELECT status, count(*) FROM referrals GROUP BY status"))  # type: ignore[arg-type]
+    statuses = {
+        r["status"]: int(r["count"])
+        for r in await conn.fetch("SELECT status, count(*) FROM referrals GROUP BY status")
+    }
     assert set(statuses) <= {"assigned", "unroutable"}, statuses
     assert sum(statuses.values()) == REFERRALS
     assert statuses.get("unroutable", 0) > 0, "the scenario should overflow capacity"

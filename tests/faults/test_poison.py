@@ -112,6 +112,7 @@ async def test_failing_handler_is_dead_lettered_without_blocking_others(
 
         await _consume_until(js, handler, store, dead)
         row = await conn.fetchrow("SELECT * FROM dead_letters")
+        assert row is not None
     finally:
         await store.close()
         await conn.close()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, cast
 
 import asyncpg
 import pytest
@@ -75,6 +75,7 @@ async def test_redelivered_received_event_assigns_once(pool: asyncpg.Pool, creds
     decision = await pool.fetchrow(
         "SELECT outcome, chosen_id, detail FROM routing_decisions WHERE referral_id = $1", rid
     )
+    assert decision is not None
     assert decision["outcome"] == "assigned"
     assert decision["chosen_id"] == rows[0]["case_manager_id"]
 
@@ -98,6 +99,7 @@ async def test_out_of_area_becomes_unroutable(pool: asyncpg.Pool, creds: dict[st
         ReferralReceived(referral_id=rid, partner_id=creds["partners"][0]["id"])
     )
     row = await pool.fetchrow("SELECT status, unroutable_reason FROM referrals WHERE id = $1", rid)
+    assert row is not None
     assert (row["status"], row["unroutable_reason"]) == ("unroutable", "out_of_area")
     assert len(await _outbox(pool, "refnet.referral.unroutable")) == 1
     assert await pool.fetchval("SELECT count(*) FROM assignments") == 0
@@ -128,11 +130,12 @@ async def test_decline_reroutes_to_someone_else_then_exhausts(
             event = AssignmentDeclined(
                 referral_id=rid, assignment_id=str(a["id"]), case_manager_id=str(a["case_manager_id"])
             )
-            await enqueue(conn, event)
+            await enqueue(cast(asyncpg.Connection, conn), event)
         await route(event)
         await route(event)  # redelivery changes nothing
     assert len(set(seen)) == 3, "a case manager who declined was offered the referral again"
     row = await pool.fetchrow("SELECT status, unroutable_reason FROM referrals WHERE id = $1", rid)
+    assert row is not None
     assert (row["status"], row["unroutable_reason"]) == ("unroutable", "offers_exhausted")
     assert await pool.fetchval("SELECT sum(active_count) FROM case_managers") == 0
 

@@ -271,6 +271,7 @@ async def test_exports_never_carry_the_youth_key(world: dict[str, Any]) -> None:
         # Shredding the second referral's PII takes its youth key too: it no longer links to the first.
         async with transaction(pool, SYSTEM) as conn:
             ref = await conn.fetchrow("SELECT * FROM referrals WHERE id = $1 FOR UPDATE", second)
+            assert ref is not None
             await shred(conn, ref, SYSTEM, "retention", withdraw_status=False)
         assert await admin.fetchval("SELECT youth_key FROM referrals WHERE id = $1", second) is None
         async with transaction(pool, evaluator) as conn:

@@ -77,6 +77,7 @@ async def test_rotate_rewraps_every_data_key(seeded_db: tuple[str, dict[str, Any
                 " JOIN referral_pii p USING (referral_id) WHERE referral_id = $1",
                 rid,
             )
+            assert row is not None
             assert row["key_id"] == "k2"
             opened = new_ring.open(
                 Sealed(

@@ -25,6 +25,7 @@ from shared.config import Settings, load_settings
 from shared.crypto import KeyRing
 from shared.db import create_pool, service_dsn, transaction
 from shared.events import (
+    AnyEvent,
     AssignmentReminder,
     FollowupDue,
     ReferralStatusChanged,
@@ -252,6 +253,7 @@ async def test_failing_receiver_is_retried_until_it_succeeds(env: Env, receiver:
     assert all(a["latency_ms"] > 0 for a in log)
     assert [a["error"] for a in log] == ["http_500", "http_503", None]
     health = await env.db.fetchrow("SELECT * FROM webhook_endpoints WHERE id = $1", eid)
+    assert health is not None
     assert health["verified_at"] is not None
     assert (health["consecutive_failures"], health["failing_since"], health["state"]) == (0, None, "active")
     counts = (await env.counts())["webhook"]
@@ -356,6 +358,7 @@ async def test_gone_disables_the_endpoint_and_tells_the_partner(
     endpoint = await env.db.fetchrow(
         "SELECT state, disabled_reason FROM webhook_endpoints WHERE id = $1", eid
     )
+    assert endpoint is not None
     assert (endpoint["state"], endpoint["disabled_reason"]) == ("disabled", "gone")
     # Later events find no active endpoint: nothing is queued for it.
     later = await env.status_changed(rid, "accepted")
@@ -393,7 +396,9 @@ async def test_sustained_failure_disables_the_endpoint(
     )
 
     async def disabled() -> bool:
-        return await env.db.fetchval("SELECT state FROM webhook_endpoints WHERE id = $1", eid) == "disabled"
+        return bool(
+            await env.db.fetchval("SELECT state FROM webhook_endpoints WHERE id = $1", eid) == "disabled"
+        )
 
     await wait_for(disabled, timeout=10)
     for event in (e1, e2):
@@ -502,6 +507,7 @@ async def test_recording_an_attempt_never_deadlocks_with_deleting_its_endpoint(
     # The recorder goes on after the DELETE commits: the attempt is logged, the row stays cancelled.
     await wait_for(lambda: _count(env.db, delivery["id"]), timeout=10)
     row = await env.db.fetchrow("SELECT state, last_error FROM deliveries WHERE id = $1", delivery["id"])
+    assert row is not None
     assert (row["state"], row["last_error"]) == ("cancelled", "endpoint_deleted")
     assert len(receiver.received["/deleted"]) == 1
 
@@ -676,13 +682,13 @@ async def test_redelivered_jetstream_message_does_not_duplicate(
     message and the second run must change nothing — one in-app notification, one webhook."""
     from services.notify.worker import consumer_spec
     from shared.bus import connect, ensure_stream, run_consumer
-    from shared.events import AnyEvent, ReferralAssigned, encode_event, subject_for
+    from shared.events import ReferralAssigned, encode_event, subject_for
 
     _, secret = await env.endpoint(receiver.script("/once"))
     rid = await env.referral()
     cm = env.creds["case_managers"][0]["id"]
     aid = await env.offer(rid, cm)
-    events = [
+    events: list[AnyEvent] = [
         ReferralAssigned(
             referral_id=rid,
             assignment_id=aid,

@@ -8,7 +8,7 @@ import random
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import asyncpg
 import msgspec
@@ -104,6 +104,7 @@ async def _offer(pool: asyncpg.Pool, rid: str) -> asyncpg.Record | None:
 
 async def _status(pool: asyncpg.Pool, rid: str) -> tuple[str, str | None]:
     row = await pool.fetchrow("SELECT status, unroutable_reason FROM referrals WHERE id = $1", rid)
+    assert row is not None
     return row["status"], row["unroutable_reason"]
 
 
@@ -124,7 +125,7 @@ async def _decline(pool: asyncpg.Pool, rid: str) -> str:
         event = AssignmentDeclined(
             referral_id=rid, assignment_id=str(a["id"]), case_manager_id=str(a["case_manager_id"])
         )
-        await enqueue(conn, event)
+        await enqueue(cast(asyncpg.Connection, conn), event)
     await make_handler(pool, SETTINGS)(event)
     return str(a["case_manager_id"])
 
@@ -212,6 +213,7 @@ async def test_sql_candidates_give_exactly_the_policys_choice(
             age=rng.randint(10, 24),
         )
         ref = await pool.fetchrow("SELECT * FROM referrals WHERE id = $1", rid)
+        assert ref is not None
         facts = facts_for(ref, rules, datetime.now(UTC))
         facts = msgspec.structs.replace(facts, min_covered=rng.choice((0, 0, 1)))
         excluded = frozenset(rng.sample(ids, 3))
@@ -335,6 +337,7 @@ async def test_exhaustion_queues_then_a_supervisor_assigns_by_hand(
         "SELECT kind, actor_id, reason, chosen_id FROM routing_decisions WHERE referral_id = $1 AND kind = 'manual'",
         rid,
     )
+    assert manual is not None
     assert (str(manual["actor_id"]), manual["reason"], str(manual["chosen_id"])) == (
         south_sup["id"],
         "Knows the family from an earlier case.",
@@ -344,6 +347,7 @@ async def test_exhaustion_queues_then_a_supervisor_assigns_by_hand(
         "SELECT actor_role, actor_id, detail FROM audit_log WHERE action = 'routing.manual_assign' AND target_id = $1",
         rid,
     )
+    assert audited is not None
     assert audited["actor_role"] == "supervisor" and audited["detail"]["over_capacity"] is True
     assert "family" not in str(audited["detail"]), "the free-text reason stays out of the audit detail"
     events = [
@@ -471,6 +475,7 @@ async def test_roster_import_creates_updates_and_refuses_as_a_whole(
         "SELECT c.regions, c.capacity, c.active_count FROM case_managers c JOIN staff s ON s.id = c.staff_id"
         " WHERE s.email = 'ana.reyes@demo.refnet.local'"
     )
+    assert ana is not None
     assert (list(ana["regions"]), ana["capacity"]) == (["south_la", "san_fernando_valley"], 15)
     assert await pool.fetchval("SELECT count(*) FROM audit_log WHERE action LIKE 'roster.%'") == 2
 

@@ -97,7 +97,7 @@ def test_kustomization_references_existing_files(directory: Path) -> None:
 
 @pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl (with kustomize) not installed")
 @pytest.mark.parametrize("directory", ["base", "overlays/production"])
-def test_kustomize_builds(directory: Path) -> None:
+def test_kustomize_builds(directory: str) -> None:
     out = subprocess.run(
         ["kubectl", "kustomize", str(K8S / directory)],
         capture_output=True,

@@ -15,7 +15,6 @@ from hypothesis import strategies as st
 from services.intake.explain import display_name, explain_automatic, explain_manual, language_name
 from services.routing.policy import (
     ADULT_AGE,
-    NEED_CODES,
     SPECIALISMS,
     Candidate,
     Decision,
@@ -33,6 +32,7 @@ from services.routing.policy import (
     specialism_mask,
 )
 from services.routing.rules import RulesError, effective_rules, load_rules
+from shared.codes import NEED_CODES
 from shared.config import load_settings
 from shared.decisions import Census, DecisionRecord, Inputs, ManualRecord
 from shared.youthkey import normalise_name, youth_key, youth_key_secret

@@ -34,9 +34,9 @@ def attack(g: Grid, bound: int) -> dict[tuple[int, int], set[int]]:
     def domain(i: int, j: int) -> Sequence[int]:
         v = g.cells[i][j]
         if v != S:
-            return [int(v)]  # type: ignore[call-overload]
+            return [int(v)]
         # A cell is at most any published total it is part of.
-        caps = [int(t) for t in (g.column_totals[j], g.row_totals[i], g.total) if t != S]  # type: ignore[call-overload]
+        caps = [int(t) for t in (g.column_totals[j], g.row_totals[i], g.total) if t != S]
         return range(min([bound, *caps]) + 1)
 
     seen: dict[tuple[int, int], set[int]] = {cell: set() for cell in hidden_interior(g)}
@@ -46,7 +46,7 @@ def attack(g: Grid, bound: int) -> dict[tuple[int, int], set[int]]:
         options: list[Sequence[int]] = []
         for j in range(cols):
             if g.column_totals[j] != S:
-                v = int(g.column_totals[j]) - row0[j]  # type: ignore[call-overload]
+                v = int(g.column_totals[j]) - row0[j]
                 ok = v >= 0 and (g.cells[1][j] == S or g.cells[1][j] == v)
                 options.append([v] if ok else [])
             else:
