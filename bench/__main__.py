@@ -14,14 +14,9 @@ import contextlib
 import json
 import os
 import platform as platform_mod
-import shutil
-import signal
 import sys
-import tempfile
 import time
 from datetime import UTC, datetime
-from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import asyncpg
@@ -34,12 +29,12 @@ from bench._load import make_bodies
 from bench._measure import STAGES, pipeline_stats, stream_times, wait_drained
 from bench._openloop import Job, Result
 from bench._pgbench import PgbenchResult, checkpoint, run_pgbench
-from bench._platform import ROOT, SERVICES, BenchError, bench_platform, prepare_bench_database
+from bench._platform import ROOT, SERVICES, BenchError, prepare_bench_database, run_on_platform
 from bench._replay import BENCH_APP, build_script, parse_log, snapshot_uuids, start_capture, stop_capture
 from bench._report import markdown_report, percentile
 from bench._sampler import ResourceSampler, cpu_seconds, machine_cpu_seconds, postgres_cpu_seconds
 from bench._scratch import commit_id, progress_to_stderr
-from refnet_dev.platform import Platform, PlatformError
+from refnet_dev.platform import Platform
 from shared.bus import STREAM
 from shared.db import SERVICE_ROLE
 from shared.logging import configure_logging
@@ -451,50 +446,12 @@ def _events_per_referral(plat: Platform) -> tuple[float, float]:
     return asyncio.run(count())
 
 
-def _raise_interrupt(signum: int, _frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; 0 on success, non-zero with a one-line reason on stderr otherwise."""
     args = _parse(argv)
     # Only warnings, and on stderr: stdout is for the results table.
     configure_logging("console", "WARNING", service="bench")
-    # SIGTERM takes the Ctrl-C path so every process is stopped and the temp dir removed.
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
-    workdir = Path(tempfile.mkdtemp(prefix="refnet-bench-"))
-    plat = bench_platform(workdir)
-    code = 1
-    try:
-        result = _run(args, plat)
-        print(markdown_report(result))
-        if args.json:
-            Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
-            _progress(f"results written to {args.json}")
-        code = 0
-    except KeyboardInterrupt:
-        print("bench: interrupted", file=sys.stderr)
-        code = 130
-    except (BenchError, PlatformError) as exc:
-        print(f"bench: {exc}".splitlines()[0], file=sys.stderr)
-    except Exception as exc:
-        print(f"bench: {type(exc).__name__}: {exc}".splitlines()[0], file=sys.stderr)
-    finally:
-        # A second Ctrl-C must not cut the cleanup short and leave servers behind.
-        previous_int = signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        try:
-            plat.close()
-        except Exception as exc:
-            print(f"bench: cleanup failed: {type(exc).__name__}: {exc}".splitlines()[0], file=sys.stderr)
-            code = code or 1
-        if args.keep:
-            _progress(f"kept {workdir}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
-        signal.signal(signal.SIGINT, previous_int)
-        signal.signal(signal.SIGTERM, previous)
-    return code
+    return run_on_platform("bench", args, lambda plat: _run(args, plat), markdown_report, progress=_progress)
 
 
 if __name__ == "__main__":

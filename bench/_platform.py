@@ -1,14 +1,31 @@
-"""The benchmarks' platform: refnet_dev's launcher with durable PostgreSQL settings and the demo network."""
+"""The benchmarks' platform (refnet_dev's launcher with durable PostgreSQL settings and the demo network)
+and the main that runs a benchmark on it."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import argparse
+import json
+import shutil
+import signal
+import sys
+import tempfile
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from types import FrameType
+from typing import Any
 
 from bench._replay import LOG_SETTINGS
-from refnet_dev.platform import SERVICES, Platform
+from refnet_dev.platform import SERVICES, Platform, PlatformError
 
-__all__ = ["CAPACITY", "ROOT", "SERVICES", "BenchError", "bench_platform", "prepare_bench_database"]
+__all__ = [
+    "CAPACITY",
+    "ROOT",
+    "SERVICES",
+    "BenchError",
+    "bench_platform",
+    "prepare_bench_database",
+    "run_on_platform",
+]
 
 ROOT = Path(__file__).resolve().parents[1]
 # Enough that no referral goes unroutable for capacity: the benchmark measures throughput, not
@@ -41,3 +58,56 @@ def bench_platform(workdir: Path, env: Mapping[str, str] | None = None) -> Platf
 async def prepare_bench_database(plat: Platform) -> None:
     """Migrate and seed the demo network with room for every referral the benchmark offers."""
     await plat.prepare_database(capacity=CAPACITY)
+
+
+def _raise_interrupt(signum: int, _frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def run_on_platform(
+    name: str,
+    args: argparse.Namespace,
+    measure: Callable[[Platform], dict[str, Any]],
+    table: Callable[[dict[str, Any]], str],
+    *,
+    env: Mapping[str, str] | None = None,
+    progress: Callable[[str], None],
+) -> int:
+    """A benchmark's main: ``measure`` a fresh bench platform in a temp dir (removed unless
+    ``args.keep``), print ``table`` of the result and write it to ``args.json``; 0 on success, 130 on
+    Ctrl-C or SIGTERM, else 1 with a one-line reason on stderr. Every process is stopped either way."""
+    # SIGTERM takes the Ctrl-C path so every process is stopped and the temp dir removed.
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    workdir = Path(tempfile.mkdtemp(prefix=f"refnet-{name.replace('.', '-')}-"))
+    plat = bench_platform(workdir, env)
+    code = 1
+    try:
+        result = measure(plat)
+        print(table(result))
+        if args.json:
+            Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+            progress(f"results written to {args.json}")
+        code = 0
+    except KeyboardInterrupt:
+        print(f"{name}: interrupted", file=sys.stderr)
+        code = 130
+    except (BenchError, PlatformError) as exc:
+        print(f"{name}: {exc}".splitlines()[0], file=sys.stderr)
+    except Exception as exc:
+        print(f"{name}: {type(exc).__name__}: {exc}".splitlines()[0], file=sys.stderr)
+    finally:
+        # A second Ctrl-C must not cut the cleanup short and leave servers behind.
+        previous_int = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        try:
+            plat.close()
+        except Exception as exc:
+            print(f"{name}: cleanup failed: {type(exc).__name__}: {exc}".splitlines()[0], file=sys.stderr)
+            code = code or 1
+        if args.keep:
+            progress(f"kept {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+        signal.signal(signal.SIGINT, previous_int)
+        signal.signal(signal.SIGTERM, previous)
+    return code

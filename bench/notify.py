@@ -6,27 +6,22 @@ import argparse
 import asyncio
 import contextlib
 import json
-import shutil
-import signal
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email import message_from_bytes
-from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import asyncpg
 import httpx
 
 from bench._load import make_bodies
-from bench._platform import BenchError, bench_platform, prepare_bench_database
+from bench._platform import BenchError, prepare_bench_database, run_on_platform
 from bench._report import percentile
 from bench._scratch import progress_to_stderr
 from refnet_dev.embedded import free_port
-from refnet_dev.platform import Platform, PlatformError
+from refnet_dev.platform import Platform
 from shared.logging import configure_logging
 
 __all__ = ["main"]
@@ -366,80 +361,54 @@ def _table(result: dict[str, Any]) -> str:
     return "\n".join(["| metric | value |", "|---|---|"] + [f"| {k.ljust(width)} | {v} |" for k, v in rows])
 
 
-def _raise_interrupt(signum: int, _frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
-
-
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
     configure_logging("console", "WARNING", service="bench")
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
-    workdir = Path(tempfile.mkdtemp(prefix="refnet-bench-notify-"))
-    plat: Platform | None = None
-    arrivals = Arrivals()
-    smtp: Any = None
-    smtp_port = 0
-    code = 1
-    try:
+
+    def measure(plat: Platform) -> dict[str, Any]:
+        arrivals = Arrivals()
+        smtp: Any = None
+        smtp_port = 0
         if not args.no_email:
             try:
                 from aiosmtpd.controller import Controller
-
+            except ImportError:
+                _progress("aiosmtpd is not installed (test extra): email is left out")
+            else:
                 smtp_port = free_port()
                 smtp = Controller(_SmtpHandler(arrivals), hostname="127.0.0.1", port=smtp_port)
                 smtp.start()
-            except ImportError:
-                _progress("aiosmtpd is not installed (test extra): email is left out")
-                smtp_port = 0
-        smtp_env = (
-            {
-                "REFNET_SMTP_HOST": "127.0.0.1",
-                "REFNET_SMTP_PORT": str(smtp_port),
-                "REFNET_SMTP_STARTTLS": "false",
-            }
-            if smtp_port
-            else {}
-        )
-        plat = bench_platform(workdir, {"REFNET_DELIVERY_POLL_SECONDS": "0.5", **smtp_env})
-        _progress(f"starting PostgreSQL, NATS and the services in {workdir}")
-        plat.start_servers()
-        asyncio.run(prepare_bench_database(plat))
-        plat.start_all(timeout=90)
-        result = {
-            "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
-            "quick": args.quick,
-            **asyncio.run(_measure(args, plat, arrivals, smtp_port)),
-        }
-        plat.check_alive()
-        print(_table(result))
-        if args.json:
-            Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
-            _progress(f"results written to {args.json}")
-        code = 0
-    except KeyboardInterrupt:
-        print("bench.notify: interrupted", file=sys.stderr)
-        code = 130
-    except (BenchError, PlatformError) as exc:
-        print(f"bench.notify: {exc}".splitlines()[0], file=sys.stderr)
-    except Exception as exc:
-        print(f"bench.notify: {type(exc).__name__}: {exc}".splitlines()[0], file=sys.stderr)
-    finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+                # Before the first start: every service process shares one environment.
+                plat.overrides |= {
+                    "REFNET_SMTP_HOST": "127.0.0.1",
+                    "REFNET_SMTP_PORT": str(smtp_port),
+                    "REFNET_SMTP_STARTTLS": "false",
+                }
         try:
-            if plat is not None:
-                plat.close()
+            _progress(f"starting PostgreSQL, NATS and the services in {plat.workdir}")
+            plat.start_servers()
+            asyncio.run(prepare_bench_database(plat))
+            plat.start_all(timeout=90)
+            result = {
+                "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+                "quick": args.quick,
+                **asyncio.run(_measure(args, plat, arrivals, smtp_port)),
+            }
+            plat.check_alive()
+            return result
+        finally:
             if smtp is not None:
                 with contextlib.suppress(Exception):
                     smtp.stop()
-        finally:
-            signal.signal(signal.SIGTERM, previous)
-            signal.signal(signal.SIGINT, signal.default_int_handler)
-            if args.keep:
-                _progress(f"kept {workdir}")
-            else:
-                shutil.rmtree(workdir, ignore_errors=True)
-    return code
+
+    return run_on_platform(
+        "bench.notify",
+        args,
+        measure,
+        _table,
+        env={"REFNET_DELIVERY_POLL_SECONDS": "0.5"},
+        progress=_progress,
+    )
 
 
 if __name__ == "__main__":
