@@ -75,7 +75,8 @@ def _launcher(data_dir: Path, port: int, settings: Settings) -> Platform:
         pg_fast=False,  # a person's data: durable
         nats_url=settings.nats_url or None,
         port=port,
-        base_url=settings.base_url or None,
+        # Links in emails and the demo credentials point here (as the services are told).
+        base_url=settings.base_url or f"http://127.0.0.1:{port}",
         secret_env=ensure_secrets(data_dir),
         # Services started from a terminal log readable lines unless JSON was asked for.
         env={"REFNET_LOG_FORMAT": os.environ.get("REFNET_LOG_FORMAT", "console")},

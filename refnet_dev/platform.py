@@ -105,9 +105,12 @@ class Platform:
     ``workdir`` holds the embedded servers' data (``postgres/``, ``nats/``), the service logs
     (``KEY.log``) and is the services' REFNET_DATA_DIR. ``database_url`` (the services' login) with
     ``admin_url`` (migrations, seed, checks; default ``database_url``) use an external PostgreSQL;
-    ``nats_url`` an external NATS. ``isolated`` (tests, chaos, bench) drops inherited REFNET_*
-    variables and adds JSON logs and free metrics ports; otherwise (`refnet up`) the environment is
-    passed on as it is. ``env`` overrides anything.
+    ``nats_url`` an external NATS; else ``database`` names a database of its own in the embedded server
+    and ``nats_nodes`` (1 or 3) a single server or a cluster. ``workers``: processes per service.
+    ``secret_env``: the signing and PII keys (random ones by default). ``isolated`` (tests, chaos,
+    bench) drops inherited REFNET_* variables and adds JSON logs and free metrics ports; otherwise
+    (`refnet up`) the environment is passed on as it is. ``env`` overrides anything. ``command``
+    replaces ``python -m refnet.cli`` (``serve NAME`` is appended).
     """
 
     def __init__(
@@ -320,7 +323,8 @@ class Platform:
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT if out is not None else None,
-                cwd=self.workdir,
+                # Isolated: nothing relative to the caller's directory; `refnet up`: where the person is.
+                cwd=self.workdir if self.isolated else None,
                 # Own session: a Ctrl-C reaches the launcher only, which then stops them in order.
                 start_new_session=self.own_session,
                 preexec_fn=_die_with_parent,
