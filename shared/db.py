@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import inspect
 import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -19,6 +20,7 @@ __all__ = [
     "SERVICE_APPLICATION",
     "SERVICE_ROLE",
     "SYSTEM",
+    "ForeignSqlError",
     "Identity",
     "create_pool",
     "load_sql",
@@ -50,9 +52,37 @@ class Identity(msgspec.Struct, frozen=True):
 SYSTEM = Identity(role="system")
 
 
+# Packages that only inspect the services' statements and never ship in production (EXPLAIN in the
+# benchmarks, lock-order tests): they may read any package's SQL. Everything else reads its own.
+_INSPECTORS = ("tests", "bench")
+
+
+class ForeignSqlError(PermissionError):
+    """A module asked for SQL of a package it does not belong to: services meet through the database
+    and NATS, never through each other's statements."""
+
+
+def load_sql(package: str | None, name: str) -> str:
+    """Return the text of ``<package>/sql/<name>.sql``, read once; call it as ``load_sql(__package__, name)``.
+
+    Only modules of ``package`` itself (or of its subpackages) may read its SQL: the caller is taken
+    from the calling frame, not from an argument, so intake cannot read routing's queue query by
+    naming it (``ForeignSqlError``).
+    """
+    if not package:
+        raise ForeignSqlError("load_sql needs the calling package (__package__)")
+    frame = inspect.currentframe()
+    caller = str(frame.f_back.f_globals.get("__name__", "")) if frame and frame.f_back else ""
+    del frame  # a frame kept in a local makes a reference cycle
+    if caller != package and not caller.startswith(package + ".") and caller.split(".")[0] not in _INSPECTORS:
+        raise ForeignSqlError(f"{caller} may not read the SQL of {package}")
+    return _read_sql(package, name)
+
+
 @functools.cache
-def load_sql(package: str, name: str) -> str:
-    """Return the text of ``<package>/sql/<name>.sql``; SQL lives in files so it can be read and reviewed."""
+def _read_sql(package: str, name: str) -> str:
+    if not name.replace("_", "").isalnum():
+        raise ValueError(f"not an SQL file name: {name!r}")
     return resources.files(package).joinpath("sql", f"{name}.sql").read_text()
 
 

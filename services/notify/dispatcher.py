@@ -20,13 +20,13 @@ from services.notify.channels import email as email_channel
 from services.notify.channels import webhook as webhook_channel
 from services.notify.metrics import bump
 from services.notify.retry import AttemptResult, Verdict, decide, parse_schedule, should_disable
-from services.notify.store import WAKE_CHANNEL, disable_endpoint, webhook_id
+from services.notify.store import WAKE_CHANNEL, disable_endpoint
 from services.notify.suppression import Suppressed, suppression
 from shared import metrics
 from shared.config import Settings
 from shared.crypto import KeyRing, load_keyring
 from shared.db import load_sql, retrying, transaction
-from shared.webhook_signing import open_secret, webhook_headers
+from shared.webhook_signing import open_secret, webhook_headers, webhook_id
 from shared.webhook_urls import Resolver, system_resolver
 
 __all__ = ["Dispatcher"]

@@ -15,6 +15,9 @@ from services.notify.metrics import bump
 from shared.crypto import KeyRing, Sealed
 from shared.db import load_sql
 
+# Moved to shared.webhook_signing; re-exported only until intake imports it from there.
+from shared.webhook_signing import webhook_id as webhook_id
+
 __all__ = [
     "TEST_EVENT",
     "WAKE_CHANNEL",
@@ -30,7 +33,6 @@ __all__ = [
     "secret_key_ids",
     "wake_dispatcher",
     "webhook_body",
-    "webhook_id",
 ]
 
 log = structlog.get_logger("refnet.notify")
@@ -54,11 +56,6 @@ class NewDelivery(msgspec.Struct, frozen=True, kw_only=True):
     partner_id: str | None = None
     referral_id: str | None = None
     assignment_id: str | None = None
-
-
-def webhook_id(delivery_id: uuid.UUID | str) -> str:
-    """The ``webhook-id`` of a delivery: the same on every attempt and replay, so receivers can dedupe."""
-    return "msg_" + uuid.UUID(str(delivery_id)).hex
 
 
 def webhook_body(event_type: str, timestamp: datetime, data: dict[str, Any]) -> dict[str, Any]:
