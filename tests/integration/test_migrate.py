@@ -238,7 +238,10 @@ async def test_without_the_marker_a_migration_runs_in_a_transaction(empty_db: st
     """The marker is what lets CONCURRENTLY run: without it the same file is refused by PostgreSQL."""
     d = _write(
         tmp_path / "m",
-        {"0001_table.sql": _TABLE, "0002_index.sql": "CREATE INDEX CONCURRENTLY items_code ON items_t (code);"},
+        {
+            "0001_table.sql": _TABLE,
+            "0002_index.sql": "CREATE INDEX CONCURRENTLY items_code ON items_t (code);",
+        },
     )
     with pytest.raises(asyncpg.ActiveSQLTransactionError):
         await apply_migrations(empty_db, d)
@@ -246,7 +249,9 @@ async def test_without_the_marker_a_migration_runs_in_a_transaction(empty_db: st
     assert [r["version"] for r in rows] == [1]
 
 
-async def test_interrupted_no_transaction_migration_refuses_then_resumes(empty_db: str, tmp_path: Path) -> None:
+async def test_interrupted_no_transaction_migration_refuses_then_resumes(
+    empty_db: str, tmp_path: Path
+) -> None:
     """A unique index over duplicates fails half-way and leaves an invalid index: the runner says which
     statement failed, refuses while the invalid index is there, then resumes at that statement (the
     first one, which would fail if it ran twice, is not repeated)."""
