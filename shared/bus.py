@@ -73,6 +73,7 @@ CONSUMERS: dict[str, ConsumerSpec] = {
             "refnet.assignment.reminder",
             "refnet.assignment.cancelled",
             "refnet.case.followup_due",
+            "refnet.webhook.test_requested",
         ),
     ),
 }
