@@ -7,7 +7,7 @@ import contextlib
 import re
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import asyncpg
 import msgspec
@@ -373,22 +373,27 @@ async def _handle_one(
             log.warning("consumer.ack_failed", consumer=spec.durable, error=type(exc).__name__)
 
 
-async def _return_undelivered(sub: Any) -> None:
-    # nats-py keeps late pull responses in a private queue; read it defensively (best effort).
-    queue = getattr(getattr(sub, "_sub", None), "_pending_queue", None)
-    if queue is None:
-        return
+async def _return_undelivered(sub: JetStreamContext.PullSubscription) -> None:
+    """Nak what the server delivered into the subscription after the last fetch gave up, so another
+    worker gets it at once rather than after the ack wait (best effort, public API only).
+
+    ``pending_msgs`` counts the buffered messages; ``fetch(1)`` hands a buffered one out without asking
+    the server (it skips status messages; only when nothing but those is left does it ask, briefly).
+    """
     returned = 0
-    while not queue.empty():
+    for _ in range(sub.pending_msgs):
+        if sub.pending_msgs <= 0:
+            break
         try:
-            m = queue.get_nowait()
+            msgs = await sub.fetch(1, timeout=0.05)
         except Exception:
             break
-        # Status messages (no messages, timeouts, heartbeats) have no ack subject.
-        if isinstance(m, Msg) and (m.reply or "").startswith("$JS.ACK."):
-            with contextlib.suppress(Exception):
-                await m.nak()
-                returned += 1
+        for m in msgs:
+            # Status messages (no messages, timeouts, heartbeats) have no ack subject.
+            if (m.reply or "").startswith("$JS.ACK."):
+                with contextlib.suppress(Exception):
+                    await m.nak()
+                    returned += 1
     if returned:
         log.info("consumer.returned_on_stop", count=returned)
 
@@ -413,7 +418,7 @@ async def run_consumer(
     and terminated, so it cannot block the consumer.
     """
     store = dead_letters if dead_letters is not None else _default_dead_letters
-    sub: Any = None
+    sub: JetStreamContext.PullSubscription | None = None
     inflight: set[asyncio.Task[None]] = set()
     try:
         while not stop.is_set():
