@@ -20,7 +20,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
 
-from shared.db import SYSTEM, create_pool, transaction
+from shared.db import SYSTEM, create_pool, load_sql, transaction
 from shared.events import AnyEvent, decode_event
 
 if TYPE_CHECKING:
@@ -169,12 +169,7 @@ async def claim_event(conn: asyncpg.Connection, consumer: str, event_id: str) ->
 
     False means an earlier delivery already committed its effect: skip and ack.
     """
-    row = await conn.fetchval(
-        "INSERT INTO processed_messages (consumer, event_id) VALUES ($1, $2)"
-        " ON CONFLICT DO NOTHING RETURNING 1",
-        consumer,
-        event_id,
-    )
+    row = await conn.fetchval(load_sql("shared", "claim_event"), consumer, event_id)
     return row is not None
 
 
@@ -229,15 +224,7 @@ class DeadLetterStore:
         pool = await self._get_pool()
         async with transaction(pool, SYSTEM) as conn:
             await conn.execute(
-                "INSERT INTO dead_letters (consumer, subject, event_id, stream_seq, delivery_count, reason,"
-                " error_class, error_message, payload) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
-                # The same message again (its term was lost): the latest failure wins. Every column is
-                # replaced so a stream that was recreated (sequences start over) cannot mix two messages.
-                " ON CONFLICT (consumer, stream_seq) DO UPDATE SET subject = excluded.subject,"
-                " event_id = excluded.event_id, payload = excluded.payload,"
-                " delivery_count = excluded.delivery_count, reason = excluded.reason,"
-                " error_class = excluded.error_class, error_message = excluded.error_message,"
-                " last_failed_at = now()",
+                load_sql("shared", "record_dead_letter"),
                 letter.consumer,
                 letter.subject,
                 letter.event_id,

@@ -32,6 +32,7 @@ __all__ = [
     "rls_bypassed",
     "service_dsn",
     "transaction",
+    "without_comments",
 ]
 
 # The login role the services use; migrations create it. It is subject to row-level security.
@@ -165,6 +166,17 @@ def mark_local_setup(statement: str) -> None:
     _local_setup.set(_local_setup.get() | {statement})
 
 
+def without_comments(sql: str) -> str:
+    """The statement without its whole-line ``--`` comments, for text sent on every transaction as a
+    simple query (no prepared statement remembers it): the explanation stays in the file."""
+    return "\n".join(line for line in sql.splitlines() if not line.lstrip().startswith("--")).strip()
+
+
+@functools.cache
+def _begin_as() -> str:
+    return without_comments(load_sql("shared", "begin_as"))
+
+
 def _literal(value: str) -> str:
     # standard_conforming_strings is checked on (see _init_connection): only quotes need doubling.
     if "\x00" in value:
@@ -189,11 +201,8 @@ async def transaction(
         try:
             role, actor = _literal(identity.role), _literal(identity.actor_id)
             partner, region = _literal(identity.partner_id), _literal(identity.region)
-            await conn.execute(
-                f"BEGIN; SELECT set_config('app.role', {role}, true), set_config('app.actor_id', {actor}, true),"
-                f" set_config('app.partner_id', {partner}, true), set_config('app.region', {region}, true)"
-                + (f"; {setup}" if setup else "")
-            )
+            begin = _begin_as().format(role=role, actor=actor, partner=partner, region=region)
+            await conn.execute(begin + (f"; {setup}" if setup else ""))
             try:
                 # A pool proxy behaves as a Connection; callers are typed against Connection.
                 yield cast(asyncpg.Connection, conn)
@@ -237,9 +246,7 @@ def service_dsn(dsn: str, role: str = SERVICE_ROLE) -> str:
 
 async def rls_bypassed(pool: asyncpg.Pool) -> bool:
     """True when the pool's role ignores row-level security (superuser or BYPASSRLS)."""
-    return bool(
-        await pool.fetchval("SELECT rolsuper OR rolbypassrls FROM pg_roles WHERE rolname = current_user")
-    )
+    return bool(await pool.fetchval(load_sql("shared", "rls_bypassed")))
 
 
 def records(rows: list[asyncpg.Record]) -> list[dict[str, Any]]:

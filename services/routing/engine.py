@@ -26,7 +26,7 @@ from services.routing.policy import (
 )
 from services.routing.rules import Rules
 from shared import metrics
-from shared.db import load_sql, local_setup_applied, mark_local_setup
+from shared.db import load_sql, local_setup_applied, mark_local_setup, without_comments
 from shared.decisions import Census, DecisionRecord, Inputs
 from shared.events import Event, ReferralAssigned, ReferralStatusChanged, ReferralUnroutable
 from shared.outbox import enqueue
@@ -40,7 +40,7 @@ _SQL = __package__
 _TAKE_ROUNDS = 10
 # Candidates kept per decision beyond the exact ones: the runners-up a supervisor reads about.
 _KEEP = 4
-WALK_PLAN = load_sql(_SQL, "walk_plan")
+WALK_PLAN = without_comments(load_sql(_SQL, "walk_plan"))
 
 
 class Gathered(msgspec.Struct, frozen=True):
