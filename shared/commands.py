@@ -4,8 +4,15 @@ A command is not an event: it is not persisted, it expects one answer, and the c
 responder into a 503 (nothing was done). The responder re-reads every identity and ownership it acts on
 from the database: the actor named in a command is a claim to check, never a credential.
 
-Routing serves these with nats-py's micro-service API (`nats.micro`), so `$SRV.PING` / `$SRV.INFO`
-discovery works with the stock `nats micro` tooling.
+Routing and notify serve these with nats-py's micro-service API (`nats.micro`, `serve_command`), in a
+queue group per service, so each request reaches one process and `$SRV.PING` / `$SRV.INFO` discovery
+works with the stock `nats micro` tooling.
+
+"Nothing was done" holds because of the deadline: `request_*` stamps the command with the moment the
+caller stops waiting; the responder does not start a command past it and rolls back one that reaches
+it before committing (`ensure_in_time`). Only a commit that lands in the last instant before the
+deadline, with its reply arriving after, can be done while the caller answered 503; the client's retry
+then meets the state it asked for (a 409, or the same result).
 """
 
 from __future__ import annotations
@@ -96,8 +103,9 @@ class ManualAssignment(msgspec.Struct, kw_only=True):
 
 
 class AssignReply(msgspec.Struct, kw_only=True):
-    """`status` is the HTTP status the caller answers with: 201 with `assignment`, or 404/409/422 with a
-    message safe to show (and the offending `field` for a 422)."""
+    """`status` is the HTTP status the caller answers with: 201 with `assignment`, or 403 (the actor may
+    not, by the database's word), 404, 409 or 422 with a message safe to show (and the offending `field`
+    for a 422)."""
 
     status: int
     message: str = ""
@@ -116,8 +124,9 @@ class ReplayCommand(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class ReplayReply(msgspec.Struct, kw_only=True):
-    """`status`: 202 when the delivery is queued again, 404 when there is none, 409 (with a message safe
-    to show) when it cannot be replayed now."""
+    """`status`: 202 when the delivery is queued again, 403 when the actor is not an active admin by the
+    database's word, 404 when there is none, 409 (with a message safe to show) when it cannot be
+    replayed now."""
 
     status: int
     message: str = ""
