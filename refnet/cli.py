@@ -83,18 +83,14 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         uvicorn.Server(config).run()
         return 0
     from shared.bus import configure_consumers
-    from shared.runtime import run_worker
 
     # REFNET_CONSUMER_ACK_WAIT_SECONDS / _MAX_DELIVER, and dead letters into this service's database.
     configure_consumers(settings)
     if args.service == "routing":
-        from services.routing import worker as routing
+        from services.routing.service import serve as serve_routing
 
-        _run_service(
-            run_worker(
-                "routing", settings, routing.consumer_spec(), routing.make_handler, periodic=routing.maintain
-            )
-        )
+        # The consumer (with its periodic duties) and the manual-assignment command endpoint.
+        _run_service(serve_routing(settings))
     else:
         from services.notify.service import serve
 

@@ -9,7 +9,7 @@ from typing import Any
 import asyncpg
 import msgspec
 
-from shared.db import SYSTEM, Identity, transaction
+from shared.db import SYSTEM, Identity, load_sql, transaction
 
 __all__ = ["VerifyResult", "record", "seal", "verify"]
 
@@ -31,8 +31,7 @@ async def record(
     ``detail`` must hold ids and codes, never PII (the audit log is read by admins).
     """
     await conn.execute(
-        "INSERT INTO audit_log (actor_role, actor_id, partner_id, action, target_type, target_id, detail)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7::text::jsonb)",
+        load_sql("shared", "audit_insert"),
         identity.role,
         identity.actor_id,
         identity.partner_id,
@@ -66,19 +65,11 @@ def _digest(prev: bytes, seq: int, row: asyncpg.Record | dict[str, Any]) -> byte
 async def seal(pool: asyncpg.Pool, batch: int = 1000) -> int:
     """Number and chain unsealed rows in id order; returns how many were sealed."""
     async with transaction(pool, SYSTEM) as conn:
-        if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", _SEAL_LOCK):
+        if not await conn.fetchval(load_sql("shared", "audit_seal_lock"), _SEAL_LOCK):
             return 0
-        last = await conn.fetchrow(
-            "SELECT seq, hash FROM audit_log WHERE seq IS NOT NULL ORDER BY seq DESC LIMIT 1"
-        )
+        last = await conn.fetchrow(load_sql("shared", "audit_last_sealed"))
         seq, prev = (last["seq"], bytes(last["hash"])) if last else (0, _GENESIS)
-        rows = await conn.fetch(
-            # jsonb's text form is canonical (PostgreSQL normalises key order and spacing) and does not
-            # depend on the connection's type codecs.
-            "SELECT id, at, actor_role, actor_id, partner_id, action, target_type, target_id,"
-            " detail::text AS detail_text FROM audit_log WHERE seq IS NULL ORDER BY id LIMIT $1 FOR UPDATE",
-            batch,
-        )
+        rows = await conn.fetch(load_sql("shared", "audit_unsealed"), batch)
         updates = []
         for row in rows:
             seq += 1
@@ -86,9 +77,7 @@ async def seal(pool: asyncpg.Pool, batch: int = 1000) -> int:
             updates.append((seq, prev, h, row["id"]))
             prev = h
         if updates:
-            await conn.executemany(
-                "UPDATE audit_log SET seq = $1, prev_hash = $2, hash = $3 WHERE id = $4", updates
-            )
+            await conn.executemany(load_sql("shared", "audit_seal"), updates)
         return len(updates)
 
 
@@ -107,10 +96,7 @@ async def verify(conn: asyncpg.Connection) -> VerifyResult:
     expected_seq = 1
     checked = 0
     async with conn.transaction():
-        async for row in conn.cursor(
-            "SELECT id, at, actor_role, actor_id, partner_id, action, target_type, target_id,"
-            " detail::text AS detail_text, seq, prev_hash, hash FROM audit_log WHERE seq IS NOT NULL ORDER BY seq"
-        ):
+        async for row in conn.cursor(load_sql("shared", "audit_chain")):
             seq = row["seq"]
             if seq != expected_seq:
                 return VerifyResult(
@@ -126,5 +112,5 @@ async def verify(conn: asyncpg.Connection) -> VerifyResult:
             prev = h
             expected_seq += 1
             checked += 1
-        unsealed = await conn.fetchval("SELECT count(*) FROM audit_log WHERE seq IS NULL")
+        unsealed = await conn.fetchval(load_sql("shared", "audit_unsealed_count"))
     return VerifyResult(True, checked, unsealed)

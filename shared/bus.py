@@ -7,7 +7,7 @@ import contextlib
 import re
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import asyncpg
 import msgspec
@@ -20,7 +20,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
 
-from shared.db import SYSTEM, create_pool, transaction
+from shared.db import SYSTEM, create_pool, load_sql, transaction
 from shared.events import AnyEvent, decode_event
 
 if TYPE_CHECKING:
@@ -73,6 +73,7 @@ CONSUMERS: dict[str, ConsumerSpec] = {
             "refnet.assignment.reminder",
             "refnet.assignment.cancelled",
             "refnet.case.followup_due",
+            "refnet.webhook.test_requested",
         ),
     ),
 }
@@ -168,12 +169,7 @@ async def claim_event(conn: asyncpg.Connection, consumer: str, event_id: str) ->
 
     False means an earlier delivery already committed its effect: skip and ack.
     """
-    row = await conn.fetchval(
-        "INSERT INTO processed_messages (consumer, event_id) VALUES ($1, $2)"
-        " ON CONFLICT DO NOTHING RETURNING 1",
-        consumer,
-        event_id,
-    )
+    row = await conn.fetchval(load_sql("shared", "claim_event"), consumer, event_id)
     return row is not None
 
 
@@ -228,15 +224,7 @@ class DeadLetterStore:
         pool = await self._get_pool()
         async with transaction(pool, SYSTEM) as conn:
             await conn.execute(
-                "INSERT INTO dead_letters (consumer, subject, event_id, stream_seq, delivery_count, reason,"
-                " error_class, error_message, payload) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
-                # The same message again (its term was lost): the latest failure wins. Every column is
-                # replaced so a stream that was recreated (sequences start over) cannot mix two messages.
-                " ON CONFLICT (consumer, stream_seq) DO UPDATE SET subject = excluded.subject,"
-                " event_id = excluded.event_id, payload = excluded.payload,"
-                " delivery_count = excluded.delivery_count, reason = excluded.reason,"
-                " error_class = excluded.error_class, error_message = excluded.error_message,"
-                " last_failed_at = now()",
+                load_sql("shared", "record_dead_letter"),
                 letter.consumer,
                 letter.subject,
                 letter.event_id,
@@ -372,22 +360,27 @@ async def _handle_one(
             log.warning("consumer.ack_failed", consumer=spec.durable, error=type(exc).__name__)
 
 
-async def _return_undelivered(sub: Any) -> None:
-    # nats-py keeps late pull responses in a private queue; read it defensively (best effort).
-    queue = getattr(getattr(sub, "_sub", None), "_pending_queue", None)
-    if queue is None:
-        return
+async def _return_undelivered(sub: JetStreamContext.PullSubscription) -> None:
+    """Nak what the server delivered into the subscription after the last fetch gave up, so another
+    worker gets it at once rather than after the ack wait (best effort, public API only).
+
+    ``pending_msgs`` counts the buffered messages; ``fetch(1)`` hands a buffered one out without asking
+    the server (it skips status messages; only when nothing but those is left does it ask, briefly).
+    """
     returned = 0
-    while not queue.empty():
+    for _ in range(sub.pending_msgs):
+        if sub.pending_msgs <= 0:
+            break
         try:
-            m = queue.get_nowait()
+            msgs = await sub.fetch(1, timeout=0.05)
         except Exception:
             break
-        # Status messages (no messages, timeouts, heartbeats) have no ack subject.
-        if isinstance(m, Msg) and (m.reply or "").startswith("$JS.ACK."):
-            with contextlib.suppress(Exception):
-                await m.nak()
-                returned += 1
+        for m in msgs:
+            # Status messages (no messages, timeouts, heartbeats) have no ack subject.
+            if (m.reply or "").startswith("$JS.ACK."):
+                with contextlib.suppress(Exception):
+                    await m.nak()
+                    returned += 1
     if returned:
         log.info("consumer.returned_on_stop", count=returned)
 
@@ -412,7 +405,7 @@ async def run_consumer(
     and terminated, so it cannot block the consumer.
     """
     store = dead_letters if dead_letters is not None else _default_dead_letters
-    sub: Any = None
+    sub: JetStreamContext.PullSubscription | None = None
     inflight: set[asyncio.Task[None]] = set()
     try:
         while not stop.is_set():

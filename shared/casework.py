@@ -7,7 +7,7 @@ from datetime import date, datetime
 from typing import Literal, get_args
 from zoneinfo import ZoneInfo
 
-from shared.codes import NEED_CODES
+from shared.codes import NEED_CODES, NeedCode
 
 __all__ = [
     "FAMILIES",
@@ -37,20 +37,8 @@ def local_date(moment: datetime) -> date:
 
 
 InterventionType = Literal[
-    # One per need code ...
-    "housing",
-    "mental_health",
-    "medical",
-    "substance_use",
-    "legal",
-    "immigration",
-    "education",
-    "employment",
-    "basic_needs",
-    "family",
-    "lgbtq_affirming",
-    "peer_support",
-    "safety_planning",
+    # One per need code (shared.codes: defined once, included here) ...
+    NeedCode,
     # ... and the specific services the pilot studies.
     "case_management",
     "therapy",
@@ -82,7 +70,7 @@ _FAMILY_OF = {t: f for f, types in FAMILIES.items() for t in types}
 
 FollowupPoint = Literal["intake", "m3", "m6", "m12", "m24"]
 FOLLOWUPS: tuple[str, ...] = get_args(FollowupPoint)
-FOLLOWUP_MONTHS: dict[str, int] = {"intake": 0, "m3": 3, "m6": 6, "m12": 12, "m24": 24}
+FOLLOWUP_MONTHS: dict[str, int] = dict(zip(FOLLOWUPS, (0, 3, 6, 12, 24), strict=True))
 
 OutcomeSource = Literal[
     "youth_self_report",

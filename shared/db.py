@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import inspect
 import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -19,6 +20,7 @@ __all__ = [
     "SERVICE_APPLICATION",
     "SERVICE_ROLE",
     "SYSTEM",
+    "ForeignSqlError",
     "Identity",
     "create_pool",
     "load_sql",
@@ -30,6 +32,7 @@ __all__ = [
     "rls_bypassed",
     "service_dsn",
     "transaction",
+    "without_comments",
 ]
 
 # The login role the services use; migrations create it. It is subject to row-level security.
@@ -50,9 +53,37 @@ class Identity(msgspec.Struct, frozen=True):
 SYSTEM = Identity(role="system")
 
 
+# Packages that only inspect the services' statements and never ship in production (EXPLAIN in the
+# benchmarks, lock-order tests): they may read any package's SQL. Everything else reads its own.
+_INSPECTORS = ("tests", "bench")
+
+
+class ForeignSqlError(PermissionError):
+    """A module asked for SQL of a package it does not belong to: services meet through the database
+    and NATS, never through each other's statements."""
+
+
+def load_sql(package: str | None, name: str) -> str:
+    """Return the text of ``<package>/sql/<name>.sql``, read once; call it as ``load_sql(__package__, name)``.
+
+    Only modules of ``package`` itself (or of its subpackages) may read its SQL: the caller is taken
+    from the calling frame, not from an argument, so intake cannot read routing's queue query by
+    naming it (``ForeignSqlError``).
+    """
+    if not package:
+        raise ForeignSqlError("load_sql needs the calling package (__package__)")
+    frame = inspect.currentframe()
+    caller = str(frame.f_back.f_globals.get("__name__", "")) if frame and frame.f_back else ""
+    del frame  # a frame kept in a local makes a reference cycle
+    if caller != package and not caller.startswith(package + ".") and caller.split(".")[0] not in _INSPECTORS:
+        raise ForeignSqlError(f"{caller} may not read the SQL of {package}")
+    return _read_sql(package, name)
+
+
 @functools.cache
-def load_sql(package: str, name: str) -> str:
-    """Return the text of ``<package>/sql/<name>.sql``; SQL lives in files so it can be read and reviewed."""
+def _read_sql(package: str, name: str) -> str:
+    if not name.replace("_", "").isalnum():
+        raise ValueError(f"not an SQL file name: {name!r}")
     return resources.files(package).joinpath("sql", f"{name}.sql").read_text()
 
 
@@ -135,6 +166,17 @@ def mark_local_setup(statement: str) -> None:
     _local_setup.set(_local_setup.get() | {statement})
 
 
+def without_comments(sql: str) -> str:
+    """The statement without its whole-line ``--`` comments, for text sent on every transaction as a
+    simple query (no prepared statement remembers it): the explanation stays in the file."""
+    return "\n".join(line for line in sql.splitlines() if not line.lstrip().startswith("--")).strip()
+
+
+@functools.cache
+def _begin_as() -> str:
+    return without_comments(load_sql("shared", "begin_as"))
+
+
 def _literal(value: str) -> str:
     # standard_conforming_strings is checked on (see _init_connection): only quotes need doubling.
     if "\x00" in value:
@@ -159,11 +201,8 @@ async def transaction(
         try:
             role, actor = _literal(identity.role), _literal(identity.actor_id)
             partner, region = _literal(identity.partner_id), _literal(identity.region)
-            await conn.execute(
-                f"BEGIN; SELECT set_config('app.role', {role}, true), set_config('app.actor_id', {actor}, true),"
-                f" set_config('app.partner_id', {partner}, true), set_config('app.region', {region}, true)"
-                + (f"; {setup}" if setup else "")
-            )
+            begin = _begin_as().format(role=role, actor=actor, partner=partner, region=region)
+            await conn.execute(begin + (f"; {setup}" if setup else ""))
             try:
                 # A pool proxy behaves as a Connection; callers are typed against Connection.
                 yield cast(asyncpg.Connection, conn)
@@ -207,9 +246,7 @@ def service_dsn(dsn: str, role: str = SERVICE_ROLE) -> str:
 
 async def rls_bypassed(pool: asyncpg.Pool) -> bool:
     """True when the pool's role ignores row-level security (superuser or BYPASSRLS)."""
-    return bool(
-        await pool.fetchval("SELECT rolsuper OR rolbypassrls FROM pg_roles WHERE rolname = current_user")
-    )
+    return bool(await pool.fetchval(load_sql("shared", "rls_bypassed")))
 
 
 def records(rows: list[asyncpg.Record]) -> list[dict[str, Any]]:

@@ -65,7 +65,14 @@ def _redact(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMap
     return event_dict
 
 
+# The handler configure_logging put on the root logger (replaced, not stacked, when called again).
+_handler: logging.Handler | None = None
+
+
 def configure_logging(fmt: str = "json", level: str = "INFO", service: str | None = None) -> None:
+    """One format for every line: structlog's own events and stdlib logging records (uvicorn, asyncio,
+    nats, ...) go through the same processors (context ids, PII redaction) and the same renderer."""
+    global _handler
     lvl = logging.getLevelName(level.upper())
     if not isinstance(lvl, int):
         lvl = logging.INFO
@@ -86,9 +93,26 @@ def configure_logging(fmt: str = "json", level: str = "INFO", service: str | Non
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,
     )
-    # Libraries (uvicorn, asyncio, nats) log through stdlib: route them to stderr at WARNING so
-    # they cannot echo request bodies.
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s %(message)s")
+    # Libraries log through stdlib: their records are rendered by structlog's ProcessorFormatter with
+    # the chain above, at WARNING so they cannot echo request bodies. Their text is kept as the event;
+    # `extra` fields are not copied (a library's extras may hold request data).
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info,
+                renderer,
+            ],
+        )
+    )
+    root = logging.getLogger()
+    if _handler is not None:
+        root.removeHandler(_handler)
+    root.addHandler(handler)
+    root.setLevel(logging.WARNING)
+    _handler = handler
     if service:
         structlog.contextvars.bind_contextvars(service=service)
 

@@ -182,14 +182,11 @@ async def _refresh_once(js: Any, stream: str, durable: str, pool: asyncpg.Pool, 
             CONSUMER_REDELIVERED.labels(durable).set(int(info.num_redelivered or 0))
     if name == "notify":
         # Import here: shared.db has no reason to load for a routing worker's gauges.
-        from shared.db import transaction
+        from shared.db import load_sql, transaction
 
         async with transaction(pool) as conn:
-            rows = await conn.fetch(
-                "SELECT channel, CASE WHEN state = 'dead' THEN 'dead' ELSE 'pending' END AS s, count(*)::int AS n"
-                " FROM deliveries WHERE state IN ('pending', 'failed', 'dead') GROUP BY 1, 2"
-            )
-        seen = {(r["channel"], r["s"]): r["n"] for r in rows}
+            rows = await conn.fetch(load_sql("shared", "delivery_queue"))
+        seen = {(r["channel"], r["metric"]): int(r["n"]) for r in rows}
         for channel in ("webhook", "email"):
             for state in ("pending", "dead"):
                 DELIVERY_QUEUE.labels(channel, state).set(seen.get((channel, state), 0))

@@ -10,8 +10,16 @@ import asyncpg
 import structlog
 from nats.js import JetStreamContext
 
-from shared.db import SERVICE_APPLICATION, SYSTEM, mark_outbox_written, on_outbox_commit, transaction
+from shared.db import (
+    SERVICE_APPLICATION,
+    SYSTEM,
+    load_sql,
+    mark_outbox_written,
+    on_outbox_commit,
+    transaction,
+)
 from shared.events import Event, encode_event, subject_for
+from shared.listen import Listener
 
 __all__ = ["OutboxRelay", "enqueue"]
 
@@ -19,24 +27,13 @@ log = structlog.get_logger("refnet.outbox")
 
 _CHANNEL = "refnet_outbox"
 
-_CLAIM = """
-DELETE FROM outbox
-WHERE id IN (SELECT id FROM outbox ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED)
-RETURNING id, event_id, subject, payload, created_at, attempts
-"""
-
-_PUT_BACK = """
-INSERT INTO outbox (id, event_id, subject, payload, created_at, attempts) OVERRIDING SYSTEM VALUE
-SELECT * FROM unnest($1::bigint[], $2::uuid[], $3::text[], $4::bytea[], $5::timestamptz[], $6::int[])
-"""
-
 
 async def enqueue(conn: asyncpg.Connection, *events: Event) -> None:
     """Write events into the outbox within the caller's open transaction."""
     if not events:
         return
     await conn.executemany(
-        "INSERT INTO outbox (event_id, subject, payload) VALUES ($1, $2, $3)",
+        load_sql("shared", "outbox_insert"),
         [(e.event_id, subject_for(e), encode_event(e)) for e in events],
     )
     mark_outbox_written()
@@ -69,7 +66,14 @@ class OutboxRelay:
         self.last_error: str | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
-        listener = asyncio.create_task(self._listen(stop), name="outbox-listen")
+        # Rows written elsewhere (CLI, operator, migration) wake the relay through the outbox trigger's
+        # NOTIFY; after a reconnection it catches up on whatever was written meanwhile.
+        listener = asyncio.create_task(
+            Listener(self._dsn, {_CHANNEL: self._on_notify}, on_connect=self._wake.set, name="outbox").run(
+                stop
+            ),
+            name="outbox-listen",
+        )
         # This process's own commits wake the relay directly (shared.db.transaction calls the hook).
         unregister = on_outbox_commit(self._wake.set)
         try:
@@ -96,7 +100,7 @@ class OutboxRelay:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await listener
 
-    def _on_notify(self, _conn: object, _pid: int, _channel: str, writer: object) -> None:
+    def _on_notify(self, writer: str) -> None:
         # A service's rows are published by that service's relay, woken in-process when it committed;
         # waking here too would only race it to an empty claim. Anyone else (CLI, operator, an older
         # trigger without a payload) wakes us. A service that dies before relaying is covered by the poll.
@@ -117,7 +121,9 @@ class OutboxRelay:
             # Claim and delete in one statement: the rows stay locked by this transaction, and only
             # its commit (after every publish was acknowledged) makes the deletion real. A crash or an
             # exception before then rolls it back and the rows are there for the next relay.
-            rows = sorted(await conn.fetch(_CLAIM, self._batch), key=lambda r: r["id"])
+            rows = sorted(
+                await conn.fetch(load_sql("shared", "outbox_claim"), self._batch), key=lambda r: r["id"]
+            )
             if not rows:
                 return 0
             started = time.monotonic()
@@ -146,7 +152,7 @@ class OutboxRelay:
                 # Some went out: keep those deleted, put the rest back as they were (same id, so
                 # the order holds), counting the attempt.
                 await conn.execute(
-                    _PUT_BACK,
+                    load_sql("shared", "outbox_put_back"),
                     [r["id"] for r in failed],
                     [r["event_id"] for r in failed],
                     [r["subject"] for r in failed],
@@ -157,23 +163,3 @@ class OutboxRelay:
             self.published += done
             log.debug("outbox.relayed", count=done, ms=round((time.monotonic() - started) * 1000, 2))
             return done
-
-    async def _listen(self, stop: asyncio.Event) -> None:
-        # LISTEN needs its own connection: pool release runs UNLISTEN *.
-        while not stop.is_set():
-            conn: asyncpg.Connection | None = None
-            try:
-                conn = await asyncpg.connect(self._dsn)
-                await conn.add_listener(_CHANNEL, self._on_notify)
-                self._wake.set()  # catch up on anything written while we were not listening
-                while not stop.is_set() and not conn.is_closed():
-                    await asyncio.sleep(1.0)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.debug("outbox.listen_failed", error=type(exc).__name__)
-                await asyncio.sleep(1.0)
-            finally:
-                if conn is not None:
-                    with contextlib.suppress(Exception):
-                        await conn.close(timeout=2)

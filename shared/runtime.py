@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import signal
 from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING
 
 import asyncpg
 import structlog
@@ -19,7 +20,13 @@ from shared.db import SERVICE_APPLICATION, create_pool, rls_bypassed
 from shared.logging import configure_logging
 from shared.outbox import OutboxRelay
 
-__all__ = ["BusLink", "run_worker"]
+if TYPE_CHECKING:
+    from nats.micro.service import Service
+
+__all__ = ["BusLink", "CommandServer", "run_worker"]
+
+# Starts a service's NATS command endpoints (shared.commands.serve_command) once the bus is ready.
+CommandServer = Callable[[NATS, asyncpg.Pool, Settings], Awaitable["Service"]]
 
 log = structlog.get_logger("refnet.runtime")
 
@@ -137,8 +144,10 @@ async def run_worker(
     periodic: Callable[[asyncpg.Pool, Settings], Awaitable[object]] | None = None,
     period_s: float = 5.0,
     stop: asyncio.Event | None = None,
+    commands: CommandServer | None = None,
 ) -> None:
-    """Run one consumer service until SIGTERM/SIGINT: pool, NATS link + relay, the consume loop."""
+    """Run one consumer service until SIGTERM/SIGINT: pool, NATS link + relay, the consume loop, and
+    the service's command endpoints (if any) beside it."""
     configure_logging(settings.log_format, settings.log_level, service=name)
     stop = stop or asyncio.Event()
     _install_signal_handlers(stop)
@@ -160,11 +169,19 @@ async def run_worker(
     gauges = asyncio.create_task(
         metrics.refresh_worker_gauges(lambda: link.js, STREAM, spec.durable, pool, name, stop)
     )
+    command_service: Service | None = None
     try:
         if await link.wait_ready(stop):
             assert link.js is not None
+            assert link.nc is not None
+            if commands is not None:
+                command_service = await commands(link.nc, pool, settings)
             await run_consumer(link.js, spec, make_handler(pool, settings), stop)
     finally:
+        if command_service is not None:
+            # First: no new commands; one already running finishes before the pool closes.
+            with contextlib.suppress(Exception):
+                await command_service.stop()
         for task in (ticker, gauges):
             if task is not None:
                 task.cancel()

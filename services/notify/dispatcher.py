@@ -20,19 +20,20 @@ from services.notify.channels import email as email_channel
 from services.notify.channels import webhook as webhook_channel
 from services.notify.metrics import bump
 from services.notify.retry import AttemptResult, Verdict, decide, parse_schedule, should_disable
-from services.notify.store import WAKE_CHANNEL, disable_endpoint, webhook_id
+from services.notify.store import WAKE_CHANNEL, disable_endpoint
 from services.notify.suppression import Suppressed, suppression
 from shared import metrics
 from shared.config import Settings
 from shared.crypto import KeyRing, load_keyring
 from shared.db import load_sql, retrying, transaction
-from shared.webhook_signing import open_secret, webhook_headers
+from shared.listen import Listener
+from shared.webhook_signing import open_secret, webhook_headers, webhook_id
 from shared.webhook_urls import Resolver, system_resolver
 
 __all__ = ["Dispatcher"]
 
 log = structlog.get_logger("refnet.notify")
-_SQL = "services.notify"
+_SQL = __package__
 
 _STATE_AFTER = {
     "delivered": "delivered",
@@ -106,7 +107,17 @@ class Dispatcher:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Deliver until ``stop`` is set, woken by NOTIFY, by finished attempts and by the clock."""
-        listener = asyncio.create_task(self._listen(stop), name="deliveries-listen")
+        # New and replayed deliveries NOTIFY (the insert trigger, store.wake_dispatcher); after a
+        # reconnection, look at once for whatever became due meanwhile.
+        listener = asyncio.create_task(
+            Listener(
+                self._settings.database_url,
+                {WAKE_CHANNEL: lambda _payload: self._wake.set()},
+                on_connect=self._wake.set,
+                name="deliveries",
+            ).run(stop),
+            name="deliveries-listen",
+        )
         recorder = asyncio.create_task(self._recorder(), name="deliveries-record")
         poll = self._settings.delivery_poll_seconds
         try:
@@ -390,23 +401,3 @@ class Dispatcher:
                 self._settings.webhook_disable_after_seconds,
             ):
                 await disable_endpoint(conn, endpoint_id, "failing", email=self._email)
-
-    async def _listen(self, stop: asyncio.Event) -> None:
-        # LISTEN needs its own connection: pool release runs UNLISTEN *.
-        while not stop.is_set():
-            conn: asyncpg.Connection | None = None
-            try:
-                conn = await asyncpg.connect(self._settings.database_url)
-                await conn.add_listener(WAKE_CHANNEL, lambda *_: self._wake.set())
-                self._wake.set()  # catch up on anything queued while we were not listening
-                while not stop.is_set() and not conn.is_closed():
-                    await asyncio.sleep(1.0)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.debug("dispatcher.listen_failed", error=type(exc).__name__)
-                await asyncio.sleep(1.0)
-            finally:
-                if conn is not None:
-                    with contextlib.suppress(Exception):
-                        await conn.close(timeout=2)

@@ -6,28 +6,24 @@ import random
 
 import asyncpg
 
+from shared.db import load_sql
+
 __all__ = ["METRICS", "bump", "delivery_counts"]
 
 # attempts: every attempt made; delivered: deliveries that reached their receiver; retried: failed
 # attempts that were scheduled again; dead_lettered: deliveries given up on (last attempt, 410, endpoint
 # disabled, permanent SMTP refusal); suppressed: not sent because, by its turn (or by notify's handling
 # of the withdrawal), consent was withdrawn, the endpoint was deleted or the offer was answered.
+# refnet_delivery_counts() (migration 0013) reports the same names.
 METRICS = ("attempts", "delivered", "retried", "dead_lettered", "suppressed")
 _SHARDS = 8
 
 
 async def bump(conn: asyncpg.Connection, channel: str, metric: str, n: int = 1) -> None:
-    """Add ``n`` to a counter inside the caller's transaction (a random shard: no single hot row)."""
+    """Add ``n`` to a counter inside the caller's transaction."""
     if n <= 0:
         return
-    await conn.execute(
-        "INSERT INTO delivery_counters (channel, metric, shard, value) VALUES ($1, $2, $3, $4)"
-        " ON CONFLICT (channel, metric, shard) DO UPDATE SET value = delivery_counters.value + excluded.value",
-        channel,
-        metric,
-        random.randrange(_SHARDS),
-        n,
-    )
+    await conn.execute(load_sql(__package__, "bump_counter"), channel, metric, random.randrange(_SHARDS), n)
 
 
 async def delivery_counts(conn: asyncpg.Connection) -> dict[str, dict[str, int]]:
@@ -37,18 +33,9 @@ async def delivery_counts(conn: asyncpg.Connection) -> dict[str, dict[str, int]]
                      "pending": 2, "dead": 1}, "email": {...}}
 
     ``pending`` (waiting for a first attempt or a retry) and ``dead`` (in the dead-letter list) are
-    gauges; the rest only ever grow.
+    gauges; the rest only ever grow. The SQL function refnet_delivery_counts() computes it.
     """
-    out: dict[str, dict[str, int]] = {
-        ch: {**dict.fromkeys(METRICS, 0), "pending": 0, "dead": 0} for ch in ("webhook", "email")
-    }
-    for r in await conn.fetch(
-        "SELECT channel, metric, sum(value)::bigint AS value FROM delivery_counters GROUP BY channel, metric"
-    ):
-        out.setdefault(r["channel"], {})[r["metric"]] = int(r["value"])
-    for r in await conn.fetch(
-        "SELECT channel, CASE WHEN state = 'dead' THEN 'dead' ELSE 'pending' END AS gauge, count(*) AS n"
-        " FROM deliveries WHERE state IN ('pending', 'failed', 'dead') GROUP BY 1, 2"
-    ):
-        out.setdefault(r["channel"], {})[r["gauge"]] = int(r["n"])
+    out: dict[str, dict[str, int]] = {}
+    for r in await conn.fetch(load_sql(__package__, "delivery_counts")):
+        out.setdefault(r["channel"], {})[r["metric"]] = int(r["n"])
     return out

@@ -15,7 +15,7 @@ from shared.outbox import enqueue
 __all__ = ["remind_offers"]
 
 log = structlog.get_logger("refnet.notify")
-_SQL = "services.notify"
+_SQL = __package__
 
 
 async def remind_offers(pool: asyncpg.Pool, settings: Settings, batch: int = 200) -> int:
@@ -37,8 +37,7 @@ async def remind_offers(pool: asyncpg.Pool, settings: Settings, batch: int = 200
                 respond_by=row["respond_by"],
             )
             claimed = await conn.fetchval(
-                "INSERT INTO offer_reminders (assignment_id, event_id) VALUES ($1, $2)"
-                " ON CONFLICT (assignment_id) DO NOTHING RETURNING 1",
+                load_sql(_SQL, "insert_offer_reminder"),
                 row["id"],
                 uuid.UUID(event.event_id),
             )

@@ -1,4 +1,5 @@
-"""The notify process: the event consumer with its reminder sweep, and the delivery dispatcher beside it."""
+"""The notify process: the event consumer with its reminder sweep, the replay command endpoint, and the
+delivery dispatcher beside them."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import contextlib
 import asyncpg
 import structlog
 
+from services.notify.commands import serve_commands
 from services.notify.dispatcher import Dispatcher
 from services.notify.reminders import remind_offers
 from services.notify.worker import consumer_spec, make_handler
@@ -54,6 +56,7 @@ async def serve(settings: Settings) -> None:
             periodic=remind_offers,
             period_s=settings.notify_periodic_seconds,
             stop=stop,
+            commands=serve_commands,
         )
     finally:
         stop.set()

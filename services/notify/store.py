@@ -15,6 +15,9 @@ from services.notify.metrics import bump
 from shared.crypto import KeyRing, Sealed
 from shared.db import load_sql
 
+# Moved to shared.webhook_signing; re-exported only until intake imports it from there.
+from shared.webhook_signing import webhook_id as webhook_id
+
 __all__ = [
     "TEST_EVENT",
     "WAKE_CHANNEL",
@@ -22,6 +25,7 @@ __all__ = [
     "NewDelivery",
     "ReplayRefused",
     "add_deliveries",
+    "add_test_delivery",
     "cancel_for_referral",
     "disable_endpoint",
     "enqueue_test",
@@ -30,11 +34,10 @@ __all__ = [
     "secret_key_ids",
     "wake_dispatcher",
     "webhook_body",
-    "webhook_id",
 ]
 
 log = structlog.get_logger("refnet.notify")
-_SQL = "services.notify"
+_SQL = __package__
 
 # Event types a partner may subscribe an endpoint to.
 WEBHOOK_EVENTS: tuple[str, ...] = ("referral.status_changed",)
@@ -54,11 +57,6 @@ class NewDelivery(msgspec.Struct, frozen=True, kw_only=True):
     partner_id: str | None = None
     referral_id: str | None = None
     assignment_id: str | None = None
-
-
-def webhook_id(delivery_id: uuid.UUID | str) -> str:
-    """The ``webhook-id`` of a delivery: the same on every attempt and replay, so receivers can dedupe."""
-    return "msg_" + uuid.UUID(str(delivery_id)).hex
 
 
 def webhook_body(event_type: str, timestamp: datetime, data: dict[str, Any]) -> dict[str, Any]:
@@ -92,44 +90,45 @@ async def add_deliveries(conn: asyncpg.Connection, rows: Sequence[NewDelivery]) 
 
 
 async def enqueue_test(conn: asyncpg.Connection, endpoint_id: str, partner_id: str) -> str:
-    """Queue a ``webhook.test`` delivery to one endpoint; returns the delivery id."""
-    event_id = str(uuid.uuid4())
-    body = webhook_body(TEST_EVENT, datetime.now(UTC), {"endpoint_id": endpoint_id})
-    await add_deliveries(
-        conn,
-        [
-            NewDelivery(
-                event_id=event_id,
-                kind=TEST_EVENT,
-                channel="webhook",
-                recipient_id=endpoint_id,
-                endpoint_id=endpoint_id,
-                partner_id=partner_id,
-                payload=body,
-            )
-        ],
+    """Queue a ``webhook.test`` delivery to one endpoint; returns the delivery id.
+
+    Kept for intake's webhook API until it asks with a ``webhook.test_requested`` event instead
+    (`add_test_delivery`, which notify's consumer calls)."""
+    delivery_id = str(uuid.uuid4())
+    await add_test_delivery(conn, delivery_id, str(uuid.uuid4()), endpoint_id, partner_id, datetime.now(UTC))
+    return delivery_id
+
+
+async def add_test_delivery(
+    conn: asyncpg.Connection,
+    delivery_id: str,
+    event_id: str,
+    endpoint_id: str,
+    partner_id: str,
+    requested_at: datetime,
+) -> bool:
+    """Insert a signed ``webhook.test`` delivery under ``delivery_id`` in the caller's transaction;
+    False if the id (or this event's delivery) already exists."""
+    body = webhook_body(TEST_EVENT, requested_at, {"endpoint_id": endpoint_id})
+    row = await conn.fetchval(
+        load_sql(_SQL, "insert_test_delivery"),
+        delivery_id,
+        event_id,
+        TEST_EVENT,
+        endpoint_id,
+        partner_id,
+        body,
     )
-    return str(
-        await conn.fetchval(
-            "SELECT id FROM deliveries WHERE event_id = $1 AND recipient_id = $2 AND channel = 'webhook'",
-            event_id,
-            endpoint_id,
-        )
-    )
+    return row is not None
 
 
 async def wake_dispatcher(conn: asyncpg.Connection) -> None:
-    await conn.execute("SELECT pg_notify($1, '')", WAKE_CHANNEL)
+    await conn.execute(load_sql(_SQL, "wake_dispatchers"), WAKE_CHANNEL)
 
 
 async def cancel_for_referral(conn: asyncpg.Connection, referral_id: str, reason: str) -> int:
     """Stop every waiting outbound message about a referral (consent withdrawn)."""
-    rows = await conn.fetch(
-        "UPDATE deliveries SET state = 'cancelled', last_error = $2, updated_at = now()"
-        " WHERE referral_id = $1 AND state IN ('pending', 'failed') RETURNING channel",
-        referral_id,
-        reason,
-    )
+    rows = await conn.fetch(load_sql(_SQL, "cancel_for_referral"), referral_id, reason)
     for channel in {r["channel"] for r in rows}:
         await bump(conn, channel, "suppressed", sum(1 for r in rows if r["channel"] == channel))
     return len(rows)
@@ -138,24 +137,15 @@ async def cancel_for_referral(conn: asyncpg.Connection, referral_id: str, reason
 async def disable_endpoint(conn: asyncpg.Connection, endpoint_id: str, reason: str, *, email: bool) -> bool:
     """Disable an endpoint, dead-letter what waits for it (an admin can replay once it works again),
     and tell the partner's contact (email) and the admins (in-app). False if it was not active."""
-    row = await conn.fetchrow(
-        "UPDATE webhook_endpoints SET state = 'disabled', disabled_reason = $2, disabled_at = now(),"
-        " throttled_until = NULL, updated_at = now() WHERE id = $1 AND state = 'active' RETURNING partner_id, url",
-        endpoint_id,
-        reason,
-    )
+    row = await conn.fetchrow(load_sql(_SQL, "disable_endpoint"), endpoint_id, reason)
     if row is None:
         return False
-    moved = await conn.fetchval(
-        "WITH m AS (UPDATE deliveries SET state = 'dead', last_error = 'endpoint_disabled', updated_at = now()"
-        " WHERE endpoint_id = $1 AND state IN ('pending', 'failed') RETURNING 1) SELECT count(*) FROM m",
-        endpoint_id,
-    )
+    moved = await conn.fetchval(load_sql(_SQL, "dead_letter_endpoint_deliveries"), endpoint_id)
     await bump(conn, "webhook", "dead_lettered", int(moved))
     partner_id = str(row["partner_id"])
     event_id = str(uuid.uuid4())
     facts = {"endpoint_id": endpoint_id, "partner_id": partner_id, "reason": reason}
-    contact = await conn.fetchval("SELECT contact_email FROM partners WHERE id = $1", partner_id)
+    contact = await conn.fetchval(load_sql(_SQL, "partner_contact"), partner_id)
     if email and contact:
         await add_deliveries(
             conn,
@@ -170,13 +160,7 @@ async def disable_endpoint(conn: asyncpg.Connection, endpoint_id: str, reason: s
                 )
             ],
         )
-    await conn.execute(
-        "INSERT INTO notifications (recipient_id, channel, kind, event_id, data)"
-        " SELECT id, 'inapp', 'webhook_disabled', $1, $2 FROM staff WHERE role = 'admin'"
-        " ON CONFLICT (event_id, recipient_id, channel) DO NOTHING",
-        event_id,
-        facts,
-    )
+    await conn.execute(load_sql(_SQL, "notify_admins"), "webhook_disabled", event_id, facts)
     log.warning(
         "webhook.endpoint_disabled",
         endpoint_id=endpoint_id,
@@ -194,12 +178,7 @@ class ReplayRefused(Exception):
 
 async def replay(conn: asyncpg.Connection, delivery_id: str) -> asyncpg.Record:
     """Put a dead delivery back in the queue for a fresh round of attempts (same webhook-id)."""
-    row = await conn.fetchrow(
-        "SELECT d.state, d.channel, e.state AS endpoint_state, r.status AS referral_status"
-        " FROM deliveries d LEFT JOIN webhook_endpoints e ON e.id = d.endpoint_id"
-        " LEFT JOIN referrals r ON r.id = d.referral_id WHERE d.id = $1 FOR UPDATE OF d",
-        delivery_id,
-    )
+    row = await conn.fetchrow(load_sql(_SQL, "lock_delivery_for_replay"), delivery_id)
     if row is None:
         raise LookupError(delivery_id)
     if row["state"] != "dead":
@@ -210,11 +189,7 @@ async def replay(conn: asyncpg.Connection, delivery_id: str) -> asyncpg.Record:
         raise ReplayRefused(
             f"The webhook endpoint is {row['endpoint_state']}; the partner must re-enable it first."
         )
-    updated = await conn.fetchrow(
-        "UPDATE deliveries SET state = 'pending', round_start = attempts, next_attempt_at = now(),"
-        " updated_at = now() WHERE id = $1 RETURNING *",
-        delivery_id,
-    )
+    updated = await conn.fetchrow(load_sql(_SQL, "requeue_delivery"), delivery_id)
     assert updated is not None  # locked above
     await wake_dispatcher(conn)
     return updated
@@ -227,9 +202,7 @@ _sealed_encoder = msgspec.msgpack.Encoder()
 async def secret_key_ids(conn: asyncpg.Connection) -> set[str]:
     """Master key ids that sealed webhook secrets still need (a key must not be retired while listed)."""
     ids: set[str] = set()
-    for r in await conn.fetch(
-        "SELECT secret_sealed, previous_secret_sealed FROM webhook_endpoints WHERE state <> 'deleted'"
-    ):
+    for r in await conn.fetch(load_sql(_SQL, "sealed_secrets")):
         for blob in (r["secret_sealed"], r["previous_secret_sealed"]):
             if blob:
                 ids.add(_sealed_decoder.decode(bytes(blob)).key_id)
@@ -239,9 +212,7 @@ async def secret_key_ids(conn: asyncpg.Connection) -> set[str]:
 async def rewrap_secrets(conn: asyncpg.Connection, keyring: KeyRing) -> int:
     """Re-wrap every sealed webhook secret's data key under the keyring's current master key."""
     done = 0
-    rows = await conn.fetch(
-        "SELECT id, secret_sealed, previous_secret_sealed FROM webhook_endpoints WHERE state <> 'deleted' FOR UPDATE"
-    )
+    rows = await conn.fetch(load_sql(_SQL, "lock_sealed_secrets"))
     for r in rows:
         aad = str(r["id"]).encode()
         new: list[bytes | None] = []
@@ -252,11 +223,6 @@ async def rewrap_secrets(conn: asyncpg.Connection, keyring: KeyRing) -> int:
             sealed = _sealed_decoder.decode(bytes(blob))
             key_id, wrapped = keyring.rewrap(sealed.key_id, sealed.wrapped_key, aad)
             new.append(_sealed_encoder.encode(Sealed(key_id, wrapped, sealed.nonce, sealed.ciphertext)))
-        await conn.execute(
-            "UPDATE webhook_endpoints SET secret_sealed = $2, previous_secret_sealed = $3 WHERE id = $1",
-            r["id"],
-            new[0],
-            new[1],
-        )
+        await conn.execute(load_sql(_SQL, "store_sealed_secrets"), r["id"], new[0], new[1])
         done += 1
     return done

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import asyncpg
@@ -10,10 +11,11 @@ import structlog
 from services.notify.store import (
     NewDelivery,
     add_deliveries,
+    add_test_delivery,
     cancel_for_referral,
     webhook_body,
 )
-from shared.bus import CONSUMERS, ConsumerSpec, Handler, claim_event
+from shared.bus import CONSUMERS, ConsumerSpec, Handler, Poison, claim_event
 from shared.casework import local_date
 from shared.config import Settings
 from shared.db import load_sql, retrying, transaction
@@ -27,13 +29,14 @@ from shared.events import (
     ReferralStatusChanged,
     ReferralUnroutable,
     ReferralWithdrawn,
+    WebhookTestRequested,
 )
 
-__all__ = ["consumer_spec", "fan_out", "make_handler"]
+__all__ = ["consumer_spec", "fan_out", "make_handler", "queue_webhook_test"]
 
 log = structlog.get_logger("refnet.notify")
 CONSUMER = "notify"
-_SQL = "services.notify"
+_SQL = __package__
 
 
 class _Fanout:
@@ -70,9 +73,7 @@ class _Fanout:
         """Email the recipients who asked for it (in-app is always on)."""
         if not self.email or not recipients:
             return
-        opted_in = await self.conn.fetch(
-            "SELECT id FROM staff WHERE id = any($1::uuid[]) AND email_notifications", recipients
-        )
+        opted_in = await self.conn.fetch(load_sql(_SQL, "email_opted_in"), recipients)
         for r in opted_in:
             self.outbound.append(
                 NewDelivery(
@@ -94,7 +95,7 @@ class _Fanout:
 
 
 async def _referral_status(conn: asyncpg.Connection, referral_id: str) -> str | None:
-    status = await conn.fetchval("SELECT status FROM referrals WHERE id = $1", referral_id)
+    status = await conn.fetchval(load_sql(_SQL, "referral_status"), referral_id)
     return None if status is None else str(status)
 
 
@@ -127,7 +128,7 @@ async def fan_out(conn: asyncpg.Connection, event: AnyEvent, settings: Settings)
             assignment_id=event.assignment_id,
         )
     elif isinstance(event, AssignmentReminder):
-        state = await conn.fetchval("SELECT state FROM assignments WHERE id = $1", event.assignment_id)
+        state = await conn.fetchval(load_sql(_SQL, "assignment_state"), event.assignment_id)
         if state == "offered":
             respond_by = event.respond_by.isoformat()
             cm = [event.case_manager_id]
@@ -165,10 +166,7 @@ async def fan_out(conn: asyncpg.Connection, event: AnyEvent, settings: Settings)
         )
     elif isinstance(event, ReferralUnroutable):
         # The region's supervisors work its queue; a referral with no region (out of area) is everyone's.
-        rows = await conn.fetch(
-            "SELECT id FROM staff WHERE role = 'supervisor' AND ($1::text IS NULL OR region = $1)",
-            event.region,
-        )
+        rows = await conn.fetch(load_sql(_SQL, "region_supervisors"), event.region)
         supervisors = [str(r["id"]) for r in rows]
         out.notify(
             supervisors,
@@ -183,9 +181,7 @@ async def fan_out(conn: asyncpg.Connection, event: AnyEvent, settings: Settings)
         # Nothing leaves once consent is withdrawn.
         if event.status != "withdrawn" and await _referral_status(conn, event.referral_id) != "withdrawn":
             endpoints = await conn.fetch(
-                "SELECT id FROM webhook_endpoints WHERE partner_id = $1 AND state = 'active' AND $2 = ANY (events)",
-                event.partner_id,
-                "referral.status_changed",
+                load_sql(_SQL, "subscribed_endpoints"), event.partner_id, "referral.status_changed"
             )
             data: dict[str, Any] = {
                 "referral_id": event.referral_id,
@@ -215,11 +211,7 @@ async def fan_out(conn: asyncpg.Connection, event: AnyEvent, settings: Settings)
             if cancelled:
                 log.info("notify.outbound_cancelled", referral_id=event.referral_id, count=cancelled)
         # The case manager who had it learns in-app (ids and codes only) that it stopped.
-        cm = await conn.fetchval(
-            "SELECT case_manager_id FROM assignments WHERE referral_id = $1"
-            " AND state IN ('offered', 'accepted', 'cancelled') ORDER BY offered_at DESC LIMIT 1",
-            event.referral_id,
-        )
+        cm = await conn.fetchval(load_sql(_SQL, "last_case_manager"), event.referral_id)
         if cm is not None:
             out.notify(
                 [str(cm)],
@@ -257,15 +249,54 @@ async def fan_out(conn: asyncpg.Connection, event: AnyEvent, settings: Settings)
 async def _has_subscriber(pool: asyncpg.Pool, partner_id: str) -> bool:
     """Whether the partner has an active webhook endpoint subscribed to status changes (migration 0010:
     one autocommit statement, not a transaction)."""
-    return bool(
-        await pool.fetchval(
-            "SELECT refnet_has_webhook_subscriber($1, $2)", partner_id, "referral.status_changed"
+    return bool(await pool.fetchval(load_sql(_SQL, "has_subscriber"), partner_id, "referral.status_changed"))
+
+
+async def queue_webhook_test(conn: asyncpg.Connection, event: WebhookTestRequested) -> bool:
+    """Insert the requested ``webhook.test`` delivery in the caller's transaction (which claimed the
+    event), after re-reading the endpoint: the event's ids are intake's word, the database is ours.
+    False (logged, nothing written) when the endpoint is gone, disabled or not that partner's."""
+    try:
+        delivery_id, endpoint_id = str(uuid.UUID(event.delivery_id)), str(uuid.UUID(event.endpoint_id))
+        partner_id = str(uuid.UUID(event.partner_id))
+    except ValueError:
+        raise Poison("webhook.test_requested with a malformed id") from None
+    endpoint = await conn.fetchrow(load_sql(_SQL, "endpoint_for_test"), endpoint_id)
+    refused = None
+    if endpoint is None or endpoint["state"] == "deleted":
+        refused = "endpoint_gone"
+    elif str(endpoint["partner_id"]) != partner_id:
+        refused = "partner_mismatch"
+    elif endpoint["state"] != "active":
+        refused = "endpoint_disabled"
+    if refused is None and not await add_test_delivery(
+        conn, delivery_id, event.event_id, endpoint_id, partner_id, event.occurred_at
+    ):
+        refused = "delivery_id_taken"
+    if refused is not None:
+        log.warning(
+            "notify.webhook_test_dropped",
+            event_id=event.event_id,
+            endpoint_id=endpoint_id,
+            delivery_id=delivery_id,
+            reason=refused,
         )
-    )
+        return False
+    log.info("notify.webhook_test_queued", endpoint_id=endpoint_id, delivery_id=delivery_id)
+    return True
 
 
 def make_handler(pool: asyncpg.Pool, settings: Settings) -> Handler:
     async def handle(event: AnyEvent) -> None:
+        if isinstance(event, WebhookTestRequested):
+
+            async def test_once() -> None:
+                async with transaction(pool) as conn:
+                    if await claim_event(conn, CONSUMER, event.event_id):
+                        await queue_webhook_test(conn, event)
+
+            await retrying(test_once)
+            return
         if not isinstance(
             event,
             ReferralAssigned

@@ -26,7 +26,7 @@ from services.routing.policy import (
 )
 from services.routing.rules import Rules
 from shared import metrics
-from shared.db import load_sql, local_setup_applied, mark_local_setup
+from shared.db import load_sql, local_setup_applied, mark_local_setup, without_comments
 from shared.decisions import Census, DecisionRecord, Inputs
 from shared.events import Event, ReferralAssigned, ReferralStatusChanged, ReferralUnroutable
 from shared.outbox import enqueue
@@ -34,16 +34,13 @@ from shared.outbox import enqueue
 __all__ = ["Gathered", "Routed", "decide", "facts_for", "gather", "previous_offers", "route_referral"]
 
 log = structlog.get_logger("refnet.routing")
-_SQL = "services.routing"
+_SQL = __package__
 # Another worker may take the last place of every ranked candidate between our read and our update;
 # then read again (the next statement sees their commit), a few times at most.
 _TAKE_ROUNDS = 10
 # Candidates kept per decision beyond the exact ones: the runners-up a supervisor reads about.
 _KEEP = 4
-WALK_PLAN = (
-    "SET LOCAL plan_cache_mode = force_generic_plan; SET LOCAL enable_seqscan = off;"
-    " SET LOCAL enable_bitmapscan = off; SET LOCAL enable_sort = off"
-)
+WALK_PLAN = without_comments(load_sql(_SQL, "walk_plan"))
 
 
 class Gathered(msgspec.Struct, frozen=True):
@@ -68,10 +65,7 @@ class Routed(msgspec.Struct, frozen=True):
 
 async def previous_offers(conn: asyncpg.Connection, referral_id: uuid.UUID) -> tuple[frozenset[str], int]:
     """Case managers who declined or let an offer of this referral expire, and how many such offers."""
-    rows = await conn.fetch(
-        "SELECT case_manager_id FROM assignments WHERE referral_id = $1 AND state IN ('declined', 'expired')",
-        referral_id,
-    )
+    rows = await conn.fetch(load_sql(_SQL, "previous_offers"), referral_id)
     return frozenset(str(r["case_manager_id"]) for r in rows), len(rows)
 
 
@@ -370,8 +364,7 @@ async def route_referral(
         # only when nobody could, which also means the queue gets a new member).
         record = msgspec.structs.replace(record, census=await _census(conn, facts, excluded))
     await conn.execute(
-        "INSERT INTO routing_decisions (id, referral_id, decided_at, outcome, chosen_id, detail, policy_version)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        load_sql(_SQL, "insert_decision"),
         uuid.uuid4(),
         ref["id"],
         now,
@@ -411,8 +404,7 @@ async def _offer(
     respond_by = now + timedelta(seconds=rules.offers.ttl_for(ref["urgency"]))
     assignment_id = uuid.uuid4()
     await conn.execute(
-        "INSERT INTO assignments (id, referral_id, case_manager_id, state, offered_at, respond_by, attempt)"
-        " VALUES ($1, $2, $3, 'offered', $4, $5, $6)",
+        load_sql(_SQL, "insert_offer"),
         assignment_id,
         ref["id"],
         case_manager_id,
@@ -420,12 +412,7 @@ async def _offer(
         respond_by,
         attempt,
     )
-    await conn.execute(
-        "UPDATE referrals SET status = 'assigned', assigned_at = $2, updated_at = $2,"
-        " unroutable_reason = NULL, queued_at = NULL WHERE id = $1",
-        ref["id"],
-        now,
-    )
+    await conn.execute(load_sql(_SQL, "mark_assigned"), ref["id"], now)
     events: list[Event] = [
         ReferralAssigned(
             referral_id=str(ref["id"]),
@@ -444,13 +431,7 @@ async def _offer(
 
 async def _queue(conn: asyncpg.Connection, ref: asyncpg.Record, reason: str, trace_id: str) -> Routed:
     """Move the referral to ``unroutable`` (the supervisor queue), keeping how long it has waited there."""
-    await conn.execute(
-        "UPDATE referrals SET status = 'unroutable', unroutable_reason = $2, updated_at = now(),"
-        " queued_at = CASE WHEN status = 'unroutable' THEN coalesce(queued_at, now()) ELSE now() END"
-        " WHERE id = $1",
-        ref["id"],
-        reason,
-    )
+    await conn.execute(load_sql(_SQL, "mark_unroutable"), ref["id"], reason)
     events: list[Event] = []
     if ref["status"] != "unroutable" or ref["unroutable_reason"] != reason:
         events.append(

@@ -10,13 +10,15 @@ import msgspec
 
 from services.routing.rules import Rules
 from shared import audit
-from shared.db import Identity
+from shared.commands import ManualAssignment
+from shared.db import Identity, load_sql
 from shared.decisions import ManualRecord
 from shared.events import AssignmentCancelled, Event, ReferralAssigned, ReferralStatusChanged
 from shared.outbox import enqueue
 
 __all__ = ["ASSIGNABLE", "ManualAssignError", "ManualAssignment", "assign_manually"]
 
+_SQL = __package__
 # A waiting referral, or one whose offer is still open (the offer is withdrawn), can be assigned by hand.
 ASSIGNABLE = ("received", "unroutable", "assigned")
 
@@ -30,18 +32,6 @@ class ManualAssignError(Exception):
         self.field = field
 
 
-class ManualAssignment(msgspec.Struct, kw_only=True):
-    assignment_id: str
-    referral_id: str
-    case_manager_id: str
-    respond_by: datetime
-    over_capacity: bool
-    active_count: int
-    capacity: int
-    warnings: list[str]
-    decision_id: str
-
-
 async def assign_manually(
     conn: asyncpg.Connection,
     identity: Identity,
@@ -49,13 +39,15 @@ async def assign_manually(
     case_manager_id: uuid.UUID,
     reason: str,
     rules: Rules,
+    trace_id: str = "",
 ) -> ManualAssignment:
     """Offer the referral to the named case manager in the caller's transaction (RLS applies to them).
 
     Supervisors act within their own region: another region's referral is "not found", and a case
-    manager they cannot see cannot be chosen.
+    manager they cannot see cannot be chosen. ``identity`` must be the database's word for the actor
+    (see services/routing/commands.py), never a claim.
     """
-    ref = await conn.fetchrow("SELECT * FROM referrals WHERE id = $1 FOR UPDATE", referral_id)
+    ref = await conn.fetchrow(load_sql(_SQL, "lock_referral"), referral_id)
     if ref is None or (identity.role == "supervisor" and ref["region"] != identity.region):
         raise ManualAssignError(404, "No such referral.")
     if ref["status"] not in ASSIGNABLE:
@@ -63,68 +55,40 @@ async def assign_manually(
             409,
             f"The referral is {ref['status']}; only a waiting or offered referral can be assigned by hand.",
         )
-    cm = await conn.fetchrow(
-        "SELECT staff_id, regions, languages, capacity, status, away_until FROM case_managers WHERE staff_id = $1",
-        case_manager_id,
-    )
+    cm = await conn.fetchrow(load_sql(_SQL, "case_manager_profile"), case_manager_id)
     if cm is None:
         raise ManualAssignError(422, "No such case manager.", "case_manager_id")
     if cm["status"] != "active":
         back = f" until {cm['away_until'].isoformat()}" if cm["away_until"] else ""
         raise ManualAssignError(409, f"That case manager is {cm['status']}{back}; make them active first.")
-    live = await conn.fetchrow(
-        "SELECT id, case_manager_id FROM assignments WHERE referral_id = $1 AND state = 'offered' FOR UPDATE",
-        referral_id,
-    )
+    live = await conn.fetchrow(load_sql(_SQL, "lock_live_offer"), referral_id)
     events: list[Event] = []
     if live is not None:
         if live["case_manager_id"] == case_manager_id:
             raise ManualAssignError(409, "The referral is already offered to that case manager.")
-        await conn.execute(
-            "UPDATE assignments SET state = 'cancelled', responded_at = now() WHERE id = $1", live["id"]
-        )
-        await conn.execute(
-            "UPDATE case_managers SET active_count = active_count - 1 WHERE staff_id = $1 AND active_count > 0",
-            live["case_manager_id"],
-        )
+        await conn.execute(load_sql(_SQL, "cancel_offer"), live["id"])
+        await conn.execute(load_sql(_SQL, "release_capacity"), live["case_manager_id"])
         events.append(
             AssignmentCancelled(
                 referral_id=str(referral_id),
                 assignment_id=str(live["id"]),
                 case_manager_id=str(live["case_manager_id"]),
                 reason="reassigned_by_hand",
+                trace_id=trace_id,
             )
         )
-    # No capacity condition: a supervisor may knowingly go over it.
-    load = await conn.fetchrow(
-        "UPDATE case_managers SET active_count = active_count + 1 WHERE staff_id = $1"
-        " RETURNING active_count, capacity",
-        case_manager_id,
-    )
+    load = await conn.fetchrow(load_sql(_SQL, "take_capacity_by_hand"), case_manager_id)
     if load is None:  # row-level security let them see the row but not change it
         raise ManualAssignError(404, "No such case manager.")
     now = datetime.now(UTC)
     respond_by = now + timedelta(seconds=rules.offers.ttl_for(ref["urgency"]))
-    attempt = await conn.fetchval("SELECT count(*) + 1 FROM assignments WHERE referral_id = $1", referral_id)
+    attempt = await conn.fetchval(load_sql(_SQL, "next_attempt"), referral_id)
     assignment_id = uuid.uuid4()
     await conn.execute(
-        "INSERT INTO assignments (id, referral_id, case_manager_id, state, offered_at, respond_by, attempt)"
-        " VALUES ($1, $2, $3, 'offered', $4, $5, $6)",
-        assignment_id,
-        referral_id,
-        case_manager_id,
-        now,
-        respond_by,
-        attempt,
+        load_sql(_SQL, "insert_offer"), assignment_id, referral_id, case_manager_id, now, respond_by, attempt
     )
-    # Names the status change in the referral's transition history (shared/lifecycle.py).
-    await conn.execute("SELECT set_config('app.transition_reason', 'manual_assignment', true)")
-    await conn.execute(
-        "UPDATE referrals SET status = 'assigned', assigned_at = $2, updated_at = $2,"
-        " unroutable_reason = NULL, queued_at = NULL WHERE id = $1",
-        referral_id,
-        now,
-    )
+    await conn.execute(load_sql(_SQL, "transition_reason"), "manual_assignment")
+    await conn.execute(load_sql(_SQL, "mark_assigned"), referral_id, now)
     record = ManualRecord(
         policy_version=rules.version,
         case_manager_id=str(case_manager_id),
@@ -138,8 +102,7 @@ async def assign_manually(
     )
     decision_id = uuid.uuid4()
     await conn.execute(
-        "INSERT INTO routing_decisions (id, referral_id, decided_at, outcome, chosen_id, detail, kind,"
-        " policy_version, actor_id, reason) VALUES ($1, $2, $3, 'assigned', $4, $5, 'manual', $6, $7, $8)",
+        load_sql(_SQL, "insert_manual_decision"),
         decision_id,
         referral_id,
         now,
@@ -171,6 +134,7 @@ async def assign_manually(
             region=ref["region"] or "",
             respond_by=respond_by,
             urgency=ref["urgency"],
+            trace_id=trace_id,
         )
     )
     if ref["status"] != "assigned":
@@ -180,6 +144,7 @@ async def assign_manually(
                 partner_id=str(ref["partner_id"]),
                 status="assigned",
                 previous_status=ref["status"],
+                trace_id=trace_id,
             )
         )
     await enqueue(conn, *events)

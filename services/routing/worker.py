@@ -35,7 +35,7 @@ __all__ = [
 
 log = structlog.get_logger("refnet.routing")
 CONSUMER = "routing"
-_SQL = "services.routing"
+_SQL = __package__
 # A referral still unrouted after this long has lost its event somewhere; route it from the table.
 STALLED_AFTER_S = 120.0
 
@@ -44,16 +44,9 @@ async def cancel_withdrawn(conn: asyncpg.Connection, ref: asyncpg.Record) -> Non
     """Consent was withdrawn before engagement: close the live offer and free its capacity."""
     if ref["status"] != "withdrawn":
         return  # engaged cases continue (without PII); nothing to cancel
-    live = await conn.fetchrow(
-        "UPDATE assignments SET state = 'cancelled', responded_at = now()"
-        " WHERE referral_id = $1 AND state IN ('offered', 'accepted') RETURNING case_manager_id",
-        ref["id"],
-    )
+    live = await conn.fetchrow(load_sql(_SQL, "cancel_live_assignment"), ref["id"])
     if live is not None:
-        await conn.execute(
-            "UPDATE case_managers SET active_count = active_count - 1 WHERE staff_id = $1 AND active_count > 0",
-            live["case_manager_id"],
-        )
+        await conn.execute(load_sql(_SQL, "release_capacity"), live["case_manager_id"])
 
 
 def make_handler(pool: asyncpg.Pool, settings: Settings) -> Handler:
@@ -81,10 +74,7 @@ def make_handler(pool: asyncpg.Pool, settings: Settings) -> Handler:
                     return
                 if isinstance(event, AssignmentDeclined):
                     metrics.offers_declined()
-                    live = await conn.fetchval(
-                        "SELECT 1 FROM assignments WHERE referral_id = $1 AND state IN ('offered', 'accepted')",
-                        ref["id"],
-                    )
+                    live = await conn.fetchval(load_sql(_SQL, "live_assignment_exists"), ref["id"])
                     if live or ref["status"] != "assigned":
                         return
                 await route_referral(conn, ref, rules, event.trace_id)
@@ -108,19 +98,11 @@ async def expire_offers(pool: asyncpg.Pool, settings: Settings | Rules, batch: i
 
     async def once() -> bool:
         async with transaction(pool) as conn:
-            row = await conn.fetchrow(
-                "SELECT id, referral_id, case_manager_id FROM assignments"
-                " WHERE state = 'offered' AND respond_by < now() ORDER BY respond_by LIMIT 1 FOR UPDATE SKIP LOCKED"
-            )
+            row = await conn.fetchrow(load_sql(_SQL, "lock_expired_offer"))
             if row is None:
                 return False
-            await conn.execute(
-                "UPDATE assignments SET state = 'expired', responded_at = now() WHERE id = $1", row["id"]
-            )
-            await conn.execute(
-                "UPDATE case_managers SET active_count = active_count - 1 WHERE staff_id = $1 AND active_count > 0",
-                row["case_manager_id"],
-            )
+            await conn.execute(load_sql(_SQL, "expire_offer"), row["id"])
+            await conn.execute(load_sql(_SQL, "release_capacity"), row["case_manager_id"])
             await enqueue(
                 conn,
                 AssignmentExpired(
@@ -129,7 +111,7 @@ async def expire_offers(pool: asyncpg.Pool, settings: Settings | Rules, batch: i
                     case_manager_id=str(row["case_manager_id"]),
                 ),
             )
-            ref = await conn.fetchrow("SELECT * FROM referrals WHERE id = $1 FOR UPDATE", row["referral_id"])
+            ref = await conn.fetchrow(load_sql(_SQL, "lock_referral"), row["referral_id"])
             if ref is not None and ref["status"] == "assigned":
                 await route_referral(conn, ref, rules)
             return True
@@ -153,15 +135,14 @@ async def return_from_away(pool: asyncpg.Pool) -> int:
 
 
 async def _route_one(
-    pool: asyncpg.Pool, referral_id: uuid.UUID, condition: str, rules: Rules, *, quiet: bool
+    pool: asyncpg.Pool, referral_id: uuid.UUID, lock: str, rules: Rules, *, quiet: bool
 ) -> Routed | None:
-    """Lock one referral if it still matches ``condition`` (a constant SQL predicate) and route it."""
+    """Lock one referral with the ``lock`` statement (it names the state the referral must still be in)
+    and route it."""
 
     async def once() -> Routed | None:
         async with transaction(pool) as conn:
-            ref = await conn.fetchrow(
-                f"SELECT * FROM referrals WHERE id = $1 AND {condition} FOR UPDATE SKIP LOCKED", referral_id
-            )
+            ref = await conn.fetchrow(load_sql(_SQL, lock), referral_id)
             if ref is None:
                 return None  # changed meanwhile, or another worker has it right now
             return await route_referral(conn, ref, rules, quiet=quiet)
@@ -182,13 +163,7 @@ async def drain_queue(
         ids = await conn.fetch(load_sql(_SQL, "queue_to_drain"), list(regions) if regions else None, batch)
     assigned = 0
     for row in ids:
-        routed = await _route_one(
-            pool,
-            row["id"],
-            "status = 'unroutable' AND unroutable_reason = 'no_eligible_case_manager'",
-            rules,
-            quiet=True,
-        )
+        routed = await _route_one(pool, row["id"], "lock_queued_referral", rules, quiet=True)
         if routed is not None and routed.status == "assigned":
             assigned += 1
     if assigned:
@@ -202,15 +177,10 @@ async def route_stalled(pool: asyncpg.Pool, settings: Settings | Rules, batch: i
     that is no longer ``received``, so this and a late event never both route it."""
     rules = _rules(settings)
     async with transaction(pool) as conn:
-        ids = await conn.fetch(
-            "SELECT id FROM referrals WHERE status = 'received' AND received_at < now() - make_interval(secs => $1)"
-            " ORDER BY received_at LIMIT $2",
-            STALLED_AFTER_S,
-            batch,
-        )
+        ids = await conn.fetch(load_sql(_SQL, "stalled_referrals"), STALLED_AFTER_S, batch)
     routed = 0
     for row in ids:
-        if await _route_one(pool, row["id"], "status = 'received'", rules, quiet=False) is not None:
+        if await _route_one(pool, row["id"], "lock_received_referral", rules, quiet=False) is not None:
             routed += 1
     if routed:
         log.warning("routing.stalled_referrals_routed", count=routed)

@@ -293,7 +293,7 @@ async def test_messages_delivered_after_the_last_fetch_are_returned_on_stop(js: 
     await js._nc.publish(sub._nms, json.dumps({"batch": 3}).encode(), sub._deliver)
 
     async def queued() -> bool:
-        return bool(sub._sub._pending_queue.qsize() == 3)
+        return sub.pending_msgs == 3
 
     await wait_for(queued, timeout=5)
     assert (await js.consumer_info(STREAM, SPEC.durable)).num_ack_pending == 3

@@ -11,7 +11,7 @@ import asyncpg
 import pytest
 
 from refnet_dev.embedded import EmbeddedPostgres
-from shared.migrate import MigrationError, apply_migrations, available_migrations
+from shared.migrate import NO_TRANSACTION, MigrationError, apply_migrations, available_migrations
 
 _counter = itertools.count()
 
@@ -204,3 +204,99 @@ async def test_many_concurrent_runs_with_a_slow_migration(empty_db: str, tmp_pat
     assert sorted(results, key=len) == [[], [], [], ["0001_slow", "0002_count"]]
     rows = await _fetch(empty_db, "SELECT count(*) AS n FROM runs_t")
     assert rows[0]["n"] == 1
+
+
+# -- migrations outside a transaction ---------------------------------------------------------------------
+
+_TABLE = "CREATE TABLE items_t (id integer PRIMARY KEY, code text, n integer);"
+_VALID_INDEXES = (
+    "SELECT c.relname AS name, i.indisvalid AS valid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
+    " WHERE i.indrelid = 'items_t'::regclass AND NOT i.indisprimary ORDER BY 1"
+)
+
+
+async def test_no_transaction_migration_builds_indexes_concurrently(empty_db: str, tmp_path: Path) -> None:
+    d = _write(
+        tmp_path / "m",
+        {
+            "0001_table.sql": _TABLE,
+            "0002_indexes.sql": f"{NO_TRANSACTION}\n-- Two indexes; a semicolon in a comment; is not a statement.\n"
+            "CREATE INDEX CONCURRENTLY items_code ON items_t (code);\n"
+            "CREATE INDEX CONCURRENTLY IF NOT EXISTS items_n ON items_t (n) WHERE code <> 'a;b';\n",
+        },
+    )
+    assert [m.transactional for m in available_migrations(d)] == [True, False]
+    assert await apply_migrations(empty_db, d) == ["0001_table", "0002_indexes"]
+    indexes = await _fetch(empty_db, _VALID_INDEXES)
+    assert [(r["name"], r["valid"]) for r in indexes] == [("items_code", True), ("items_n", True)]
+    rows = await _fetch(empty_db, "SELECT version, partial_statements FROM schema_migrations ORDER BY 1")
+    assert [(r["version"], r["partial_statements"]) for r in rows] == [(1, None), (2, None)]
+    assert await apply_migrations(empty_db, d) == []
+
+
+async def test_without_the_marker_a_migration_runs_in_a_transaction(empty_db: str, tmp_path: Path) -> None:
+    """The marker is what lets CONCURRENTLY run: without it the same file is refused by PostgreSQL."""
+    d = _write(
+        tmp_path / "m",
+        {
+            "0001_table.sql": _TABLE,
+            "0002_index.sql": "CREATE INDEX CONCURRENTLY items_code ON items_t (code);",
+        },
+    )
+    with pytest.raises(asyncpg.ActiveSQLTransactionError):
+        await apply_migrations(empty_db, d)
+    rows = await _fetch(empty_db, "SELECT version FROM schema_migrations")
+    assert [r["version"] for r in rows] == [1]
+
+
+async def test_interrupted_no_transaction_migration_refuses_then_resumes(
+    empty_db: str, tmp_path: Path
+) -> None:
+    """A unique index over duplicates fails half-way and leaves an invalid index: the runner says which
+    statement failed, refuses while the invalid index is there, then resumes at that statement (the
+    first one, which would fail if it ran twice, is not repeated)."""
+    d = _write(
+        tmp_path / "m",
+        {
+            "0001_table.sql": _TABLE + " INSERT INTO items_t VALUES (1, 'x', 1), (2, 'x', 2);",
+            "0002_indexes.sql": f"{NO_TRANSACTION}\n"
+            "CREATE INDEX CONCURRENTLY items_n ON items_t (n);\n"
+            "CREATE UNIQUE INDEX CONCURRENTLY items_code ON items_t (code);\n"
+            "CREATE INDEX CONCURRENTLY items_both ON items_t (code, n);\n",
+        },
+    )
+    with pytest.raises(MigrationError, match=r"0002_indexes: statement 2 of 3 failed"):
+        await apply_migrations(empty_db, d)
+    rows = await _fetch(empty_db, "SELECT version, partial_statements FROM schema_migrations ORDER BY 1")
+    assert [(r["version"], r["partial_statements"]) for r in rows] == [(1, None), (2, 1)]
+    indexes = await _fetch(empty_db, _VALID_INDEXES)
+    assert [(r["name"], r["valid"]) for r in indexes] == [("items_code", False), ("items_n", True)]
+
+    # Half-applied and an invalid index left: refused, naming it, nothing else runs.
+    with pytest.raises(MigrationError, match=r"invalid indexes remain: items_code\b.*resume at statement 2"):
+        await apply_migrations(empty_db, d)
+
+    # Editing the half-applied file is refused like editing an applied one.
+    original = (d / "0002_indexes.sql").read_text()
+    (d / "0002_indexes.sql").write_text(original.replace("items_both", "items_other"))
+    with pytest.raises(MigrationError, match="changed while half-applied"):
+        await apply_migrations(empty_db, d)
+    (d / "0002_indexes.sql").write_text(original)
+
+    # The operator drops the invalid index and fixes the data: the run resumes at statement 2.
+    conn = await asyncpg.connect(empty_db)
+    try:
+        await conn.execute("DROP INDEX CONCURRENTLY items_code")
+        await conn.execute("UPDATE items_t SET code = 'y' WHERE id = 2")
+    finally:
+        await conn.close()
+    assert await apply_migrations(empty_db, d) == ["0002_indexes"]
+    indexes = await _fetch(empty_db, _VALID_INDEXES)
+    assert [(r["name"], r["valid"]) for r in indexes] == [
+        ("items_both", True),
+        ("items_code", True),
+        ("items_n", True),
+    ]
+    rows = await _fetch(empty_db, "SELECT partial_statements FROM schema_migrations WHERE version = 2")
+    assert rows[0]["partial_statements"] is None
+    assert await apply_migrations(empty_db, d) == []

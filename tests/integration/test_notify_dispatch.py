@@ -9,18 +9,24 @@ import json
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import asyncpg
 import pytest
+from nats.aio.client import Client as NATS
 
+from refnet_dev.embedded import EmbeddedNats
 from services.intake.followups import remind_followups
 from services.notify import store
+from services.notify.commands import serve_commands
 from services.notify.dispatcher import Dispatcher
 from services.notify.metrics import delivery_counts
 from services.notify.reminders import remind_offers
-from services.notify.worker import make_handler
+from services.notify.worker import consumer_spec, make_handler
+from shared.bus import Poison, connect
 from shared.casework import local_date
+from shared.commands import ReplayCommand, request_replay
 from shared.config import Settings, load_settings
 from shared.crypto import KeyRing
 from shared.db import create_pool, service_dsn, transaction
@@ -31,9 +37,11 @@ from shared.events import (
     ReferralStatusChanged,
     ReferralUnroutable,
     ReferralWithdrawn,
+    WebhookTestRequested,
     decode_event,
+    subject_for,
 )
-from shared.webhook_signing import new_secret, seal_secret
+from shared.webhook_signing import new_secret, seal_secret, webhook_id
 from tests.support.platform import wait_for
 from tests.support.receivers import Reply, SmtpSink, WebhookReceiver, verify_standard_webhook
 
@@ -232,7 +240,7 @@ async def test_failing_receiver_is_retried_until_it_succeeds(env: Env, receiver:
     got = receiver.received["/flaky"]
     assert len(got) == 3
     # One message: the same webhook-id on every attempt, each signature valid (timestamps may differ).
-    assert {r.headers["webhook-id"] for r in got} == {store.webhook_id(delivery["id"])}
+    assert {r.headers["webhook-id"] for r in got} == {webhook_id(delivery["id"])}
     for r in got:
         assert verify_standard_webhook(secret, r.headers, r.body), "signature does not verify"
         assert r.headers["content-type"] == "application/json"
@@ -289,7 +297,7 @@ async def test_last_attempt_dead_letters_and_an_admin_replay_delivers(
     done = await env.settled(delivery["id"], "delivered")
     assert done["attempts"] == 5
     last = receiver.received["/down"][-1]
-    assert last.headers["webhook-id"] == store.webhook_id(delivery["id"])
+    assert last.headers["webhook-id"] == webhook_id(delivery["id"])
     assert verify_standard_webhook(secret, last.headers, last.body)
     async with transaction(env.pool) as conn:
         with pytest.raises(store.ReplayRefused):
@@ -801,3 +809,182 @@ async def test_an_offer_reassigned_by_hand_tells_its_first_case_manager(env: Env
     assert notes[0]["data"] == {"reason": "reassigned_by_hand"}
     # Nothing leaves the platform for it: no email, no webhook.
     assert await env.db.fetchval("SELECT count(*) FROM deliveries WHERE event_id = $1", event.event_id) == 0
+
+
+# -- commands and requests from intake: the replay command, the webhook test event ----------------------
+
+
+@pytest.fixture
+async def bus(tmp_path: Path, env: Env) -> AsyncIterator[NATS]:
+    """A nats-server, notify's replay endpoint on it, and a client connection (intake's side)."""
+    server = EmbeddedNats(tmp_path / "nats")
+    url = server.start()
+    notify_nc = await connect(url, "test-notify")
+    service = await serve_commands(notify_nc, env.pool, env.settings)
+    client = await connect(url, "test-intake")
+    try:
+        yield client
+    finally:
+        await client.close()
+        await service.stop()
+        await notify_nc.close()
+        server.stop()
+
+
+async def _dead_delivery(env: Env, url: str) -> tuple[asyncpg.Record, str]:
+    """A webhook delivery already in the dead-letter list (its attempts spent), and its endpoint's secret."""
+    eid, secret = await env.endpoint(url)
+    event = await env.status_changed(await env.referral())
+    delivery = await env.delivery(eid, event.event_id)
+    await env.db.execute("UPDATE deliveries SET state = 'dead', attempts = 4 WHERE id = $1", delivery["id"])
+    return delivery, secret
+
+
+def _replay(delivery_id: str, actor: dict[str, Any], role: str = "admin") -> ReplayCommand:
+    return ReplayCommand(delivery_id=delivery_id, actor_id=actor["id"], actor_role=role, request_id="req-9")
+
+
+async def _replays_audited(env: Env, delivery_id: str) -> list[asyncpg.Record]:
+    return await env.db.fetch(
+        "SELECT actor_role, actor_id, target_type FROM audit_log WHERE action = 'delivery.replay' AND target_id = $1",
+        delivery_id,
+    )
+
+
+async def test_an_admin_replay_through_notify_is_audited_and_wakes_the_dispatcher(
+    env: Env, bus: NATS, receiver: WebhookReceiver
+) -> None:
+    admin = env.creds["admins"][0]
+    delivery, secret = await _dead_delivery(env, receiver.script("/back", Reply(200)))
+    did = str(delivery["id"])
+    # Polling too slowly to matter within the test: only the replay's NOTIFY can wake the dispatcher.
+    env.start(delivery_poll_seconds=60.0)
+
+    reply = await request_replay(bus, _replay(did, admin))
+
+    assert (reply.status, reply.message) == (202, "")
+    audited = await _replays_audited(env, did)
+    assert [(a["actor_role"], a["actor_id"], a["target_type"]) for a in audited] == [
+        ("admin", admin["id"], "delivery")
+    ]
+    done = await env.settled(delivery["id"], "delivered")
+    assert (done["attempts"], done["round_start"]) == (5, 4)
+    (got,) = receiver.received["/back"]
+    assert got.headers["webhook-id"] == webhook_id(did)
+    assert verify_standard_webhook(secret, got.headers, got.body)
+
+    again = await request_replay(bus, _replay(did, admin))
+    assert (again.status, again.message) == (
+        409,
+        "Only dead deliveries can be replayed (this one is delivered).",
+    )
+    for unknown in (str(uuid.uuid4()), "not-an-id"):
+        missing = await request_replay(bus, _replay(unknown, admin))
+        assert (missing.status, missing.message) == (404, "No such delivery.")
+    assert len(await _replays_audited(env, did)) == 1
+
+
+async def test_a_replay_is_refused_while_its_endpoint_is_disabled(
+    env: Env, bus: NATS, receiver: WebhookReceiver
+) -> None:
+    delivery, _ = await _dead_delivery(env, receiver.script("/off", Reply(200)))
+    await env.db.execute(
+        "UPDATE webhook_endpoints SET state = 'disabled' WHERE id = $1", delivery["endpoint_id"]
+    )
+    reply = await request_replay(bus, _replay(str(delivery["id"]), env.creds["admins"][0]))
+    assert (reply.status, reply.message) == (
+        409,
+        "The webhook endpoint is disabled; the partner must re-enable it first.",
+    )
+    assert await _replays_audited(env, str(delivery["id"])) == []
+
+
+async def test_forged_replay_actors_are_refused(env: Env, bus: NATS, receiver: WebhookReceiver) -> None:
+    delivery, _ = await _dead_delivery(env, receiver.script("/never", Reply(200)))
+    did = str(delivery["id"])
+    sup = env.creds["supervisors"][0]
+    forged = [
+        _replay(did, sup),  # a supervisor claiming to be an admin
+        _replay(did, sup, role="supervisor"),  # truthfully a supervisor: not an admin
+        _replay(did, env.creds["case_managers"][0]),
+        _replay(did, {"id": str(uuid.uuid4())}),
+        _replay(did, {"id": "x"}),
+    ]
+    for command in forged:
+        assert (await request_replay(bus, command)).status == 403, command
+    admin = env.creds["admins"][0]
+    await env.db.execute("UPDATE staff SET deactivated_at = now() WHERE id = $1", admin["id"])
+    assert (await request_replay(bus, _replay(did, admin))).status == 403
+    assert await env.db.fetchval("SELECT state FROM deliveries WHERE id = $1", delivery["id"]) == "dead"
+    assert await _replays_audited(env, did) == []
+
+
+async def test_webhook_test_requested_sends_a_signed_test_under_the_chosen_id(
+    env: Env, receiver: WebhookReceiver
+) -> None:
+    eid, secret = await env.endpoint(receiver.script("/hook", Reply(200)))
+    delivery_id = str(uuid.uuid4())
+    event = WebhookTestRequested(endpoint_id=eid, partner_id=env.partner, delivery_id=delivery_id)
+    handle = make_handler(env.pool, env.settings)
+    await handle(event)
+    await handle(event)  # redelivered: one delivery, one claim
+    rows = await env.db.fetch(
+        "SELECT id, kind, endpoint_id, partner_id, payload FROM deliveries WHERE event_id = $1",
+        event.event_id,
+    )
+    assert [(str(r["id"]), r["kind"], str(r["endpoint_id"]), str(r["partner_id"])) for r in rows] == [
+        (delivery_id, "webhook.test", eid, env.partner)
+    ]
+    assert rows[0]["payload"]["data"] == {"endpoint_id": eid}
+    assert (
+        await env.db.fetchval("SELECT count(*) FROM processed_messages WHERE event_id = $1", event.event_id)
+        == 1
+    )
+    env.start()
+    await env.settled(uuid.UUID(delivery_id), "delivered")
+    (got,) = receiver.received["/hook"]
+    assert got.headers["webhook-id"] == webhook_id(delivery_id)
+    assert verify_standard_webhook(secret, got.headers, got.body)
+    assert _body(got)["type"] == "webhook.test"
+
+
+async def test_webhook_test_requests_that_disagree_with_the_database_are_dropped(
+    env: Env, receiver: WebhookReceiver
+) -> None:
+    """The event's ids are intake's word: notify sends nothing for another partner's endpoint, a
+    disabled or deleted one, or none at all, and records the event as handled (no retry loop)."""
+    url = receiver.script("/nope", Reply(200))
+    eid, _ = await env.endpoint(url)
+    other_partner = env.creds["partners"][1]["id"]
+    disabled, _ = await env.endpoint(url)
+    await env.db.execute("UPDATE webhook_endpoints SET state = 'disabled' WHERE id = $1", disabled)
+    deleted, _ = await env.endpoint(url)
+    await env.db.execute("UPDATE webhook_endpoints SET state = 'deleted' WHERE id = $1", deleted)
+    events = [
+        WebhookTestRequested(endpoint_id=eid, partner_id=other_partner, delivery_id=str(uuid.uuid4())),
+        WebhookTestRequested(endpoint_id=disabled, partner_id=env.partner, delivery_id=str(uuid.uuid4())),
+        WebhookTestRequested(endpoint_id=deleted, partner_id=env.partner, delivery_id=str(uuid.uuid4())),
+        WebhookTestRequested(
+            endpoint_id=str(uuid.uuid4()), partner_id=env.partner, delivery_id=str(uuid.uuid4())
+        ),
+    ]
+    handle = make_handler(env.pool, env.settings)
+    for event in events:
+        await handle(event)
+    ids = [e.event_id for e in events]
+    assert await env.db.fetchval("SELECT count(*) FROM deliveries WHERE event_id = any($1::uuid[])", ids) == 0
+    assert (
+        await env.db.fetchval("SELECT count(*) FROM processed_messages WHERE event_id = any($1::uuid[])", ids)
+        == 4
+    )
+    with pytest.raises(Poison):
+        await handle(
+            WebhookTestRequested(endpoint_id="x", partner_id=env.partner, delivery_id=str(uuid.uuid4()))
+        )
+
+
+def test_notify_consumes_webhook_test_requests() -> None:
+    assert (
+        subject_for(WebhookTestRequested(endpoint_id="e", partner_id="p", delivery_id="d"))
+        in consumer_spec().subjects
+    )

@@ -261,3 +261,28 @@ def test_round_trip_property(cls: type[Event], data: st.DataObject) -> None:
             raise AssertionError(f"{cls.__name__}.{f.name}: no strategy for {f.type!r}")
     event = cls(**kwargs)
     assert decode_event(encode_event(event)) == event
+
+
+# Events nobody consumes today: published for the record (and for consumers yet to come).
+_UNCONSUMED = {"assignment.accepted"}
+
+
+def test_every_event_reaches_a_consumer() -> None:
+    """An event type no durable consumer filters for would be published and never acted on."""
+    from shared.bus import CONSUMERS
+
+    consumed = {s for spec in CONSUMERS.values() for s in spec.subjects}
+    tags = {str(cls.__struct_config__.tag) for cls in get_args(AnyEvent)}
+    assert {t for t in tags if ev.SUBJECT_PREFIX + t not in consumed} == _UNCONSUMED
+    assert consumed <= {ev.SUBJECT_PREFIX + t for t in tags}, "a consumer filters for a subject no event has"
+
+
+def test_command_subjects_stay_outside_the_stream() -> None:
+    """A request on a stream subject would be stored and answered by JetStream's PubAck."""
+    from shared.bus import stream_config
+    from shared.commands import ASSIGN_SUBJECT, REPLAY_SUBJECT
+
+    (pattern,) = stream_config().subjects or []
+    assert pattern == "refnet.>"
+    for subject in (ASSIGN_SUBJECT, REPLAY_SUBJECT):
+        assert not subject.startswith("refnet.")

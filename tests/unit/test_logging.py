@@ -112,3 +112,34 @@ def test_nested_pii_is_redacted(capsys: pytest.CaptureFixture[str]) -> None:
     configure_logging("json", "INFO")
     get_logger().info("x", referral={"id": "r-1", "first_name": SECRET})
     assert SECRET not in capsys.readouterr().err
+
+
+def test_stdlib_records_share_the_format_and_the_redaction(capsys: pytest.CaptureFixture[str]) -> None:
+    """Libraries log through stdlib: their lines are JSON like ours, with the request context bound,
+    redacted, and below WARNING dropped."""
+    configure_logging("json", "DEBUG", service="intake")
+    structlog.contextvars.bind_contextvars(request_id="req-7", first_name=SECRET)
+    logging.getLogger("uvicorn.error").info("a library's chatter")
+    logging.getLogger("uvicorn.error").warning("worker %s restarted", 3)
+    get_logger("refnet.test").info("ours")
+    lines = _lines(capsys.readouterr().err)
+    assert SECRET not in json.dumps(lines)
+    assert [(line["event"], line["level"]) for line in lines] == [
+        ("worker 3 restarted", "warning"),
+        ("ours", "info"),
+    ]
+    library = lines[0]
+    assert (library["logger"], library["request_id"], library["service"]) == (
+        "uvicorn.error",
+        "req-7",
+        "intake",
+    )
+    assert library["first_name"] == "[redacted]" and "timestamp" in library
+
+
+def test_configuring_twice_leaves_one_handler(capsys: pytest.CaptureFixture[str]) -> None:
+    configure_logging("json", "INFO")
+    configure_logging("console", "INFO")
+    logging.getLogger("nats").error("once")
+    err = capsys.readouterr().err
+    assert err.count("once") == 1 and not err.lstrip().startswith("{")

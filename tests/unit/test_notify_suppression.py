@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from services.notify.suppression import Suppressed, suppression
+from shared.codes import ASSIGNMENT_STATES
 
 
 def check(**overrides: Any) -> Suppressed | None:
@@ -33,7 +34,7 @@ def test_nothing_leaves_about_a_withdrawn_referral(channel: str, kind: str) -> N
     ) == Suppressed("cancelled", "referral_withdrawn")
 
 
-@pytest.mark.parametrize("state", ["accepted", "declined", "expired", "cancelled"])
+@pytest.mark.parametrize("state", [s for s in ASSIGNMENT_STATES if s != "offered"])
 @pytest.mark.parametrize("kind", ["offer", "offer_reminder"])
 def test_an_answered_offer_is_not_announced(kind: str, state: str) -> None:
     assert check(kind=kind, assignment_state=state) == Suppressed("cancelled", "offer_answered")

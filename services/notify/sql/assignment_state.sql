@@ -1,0 +1,1 @@
+SELECT state FROM assignments WHERE id = $1

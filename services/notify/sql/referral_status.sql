@@ -1,0 +1,1 @@
+SELECT status FROM referrals WHERE id = $1

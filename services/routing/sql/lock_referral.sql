@@ -1,0 +1,2 @@
+-- One referral, locked for the rest of the transaction.
+SELECT * FROM referrals WHERE id = $1 FOR UPDATE

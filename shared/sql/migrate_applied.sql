@@ -1,0 +1,1 @@
+SELECT version, name, checksum, partial_statements FROM schema_migrations

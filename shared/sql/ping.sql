@@ -1,0 +1,2 @@
+-- Is the connection still alive?
+SELECT 1
