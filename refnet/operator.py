@@ -7,7 +7,7 @@ from pathlib import Path
 import asyncpg
 import msgspec
 
-from services.intake import apikeys
+from services.intake.partners import apikeys
 from shared import audit
 from shared.config import Settings
 from shared.crypto import KeyRing, generate_master_key, read_keyring_file, write_keyring_file

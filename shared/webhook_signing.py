@@ -7,6 +7,7 @@ import binascii
 import hashlib
 import hmac
 import secrets
+import uuid
 from collections.abc import Sequence
 
 import msgspec
@@ -21,10 +22,16 @@ __all__ = [
     "sign",
     "signature_header",
     "webhook_headers",
+    "webhook_id",
 ]
 
 SECRET_PREFIX = "whsec_"  # noqa: S105 - the Standard Webhooks prefix, not a secret
 _SECRET_BYTES = 32
+
+
+def webhook_id(delivery_id: uuid.UUID | str) -> str:
+    """The ``webhook-id`` of a delivery: the same on every attempt and replay, so receivers can dedupe."""
+    return "msg_" + uuid.UUID(str(delivery_id)).hex
 
 
 def new_secret() -> str:

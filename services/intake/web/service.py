@@ -1,0 +1,38 @@
+"""What only the web pages read: the page header's name, the inbox, the staff roster and the map's counts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+
+from shared.db import load_sql
+
+__all__ = ["display_name", "inbox", "referrals_by_region", "staff_roster"]
+
+_PKG = "services.intake.web"
+_DISPLAY_NAME = load_sql(_PKG, "display_name")
+_INBOX_OFFERS = load_sql(_PKG, "inbox_offers")
+_INBOX_CASES = load_sql(_PKG, "inbox_cases")
+_STAFF_ROSTER = load_sql(_PKG, "staff_roster")
+_REFERRALS_BY_REGION = load_sql(_PKG, "referrals_by_region")
+
+
+async def display_name(conn: asyncpg.Connection, staff_id: str) -> str:
+    return str(await conn.fetchval(_DISPLAY_NAME, staff_id) or "")
+
+
+async def inbox(conn: asyncpg.Connection, staff_id: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """A case manager's open offers and accepted cases."""
+    offers = await conn.fetch(_INBOX_OFFERS, staff_id)
+    cases = await conn.fetch(_INBOX_CASES, staff_id)
+    return [dict(r) for r in offers], [dict(r) for r in cases]
+
+
+async def staff_roster(conn: asyncpg.Connection) -> list[dict[str, Any]]:
+    return [dict(r) for r in await conn.fetch(_STAFF_ROSTER)]
+
+
+async def referrals_by_region(conn: asyncpg.Connection) -> dict[str, int]:
+    """Counts per region code ("out_of_area" for referrals outside every region)."""
+    return {(r["region"] or "out_of_area"): r["n"] for r in await conn.fetch(_REFERRALS_BY_REGION)}
