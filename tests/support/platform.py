@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 
 from refnet_dev.embedded import EmbeddedNats, free_port
@@ -136,6 +137,19 @@ class Platform:
         return str(r.json()["access_token"])
 
 
+# TEMPORARY until migration 0013 (refnet_delivery_counts(), core branch) is merged; remove at the merge.
+_DELIVERY_COUNTS_SQL = Path(__file__).with_name("delivery_counts_until_0013.sql")
+
+
+async def _ensure_delivery_counts(dsn: str) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        if await conn.fetchval("SELECT to_regproc('refnet_delivery_counts') IS NULL"):
+            await conn.execute(_DELIVERY_COUNTS_SQL.read_text())
+    finally:
+        await conn.close()
+
+
 def write_json(path: Path, data: Any) -> None:
     path.write_text(json.dumps(data))
 
@@ -150,6 +164,8 @@ def running_platform(
     services: tuple[str, ...] = ("intake", "routing", "notify"),
 ) -> Iterator[Platform]:
     workdir.mkdir(parents=True, exist_ok=True)
+    if "intake" in services:
+        asyncio.run(_ensure_delivery_counts(dsn))
     nats = EmbeddedNats(workdir / "nats")
     nats_url = nats.start()
     port = free_port()
