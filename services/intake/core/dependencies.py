@@ -18,9 +18,10 @@ from litestar import Request
 from litestar.di import Provide
 
 from services.intake.core.auth import Caller, resolve_caller
+from services.intake.core.problems import Problem
 from shared.db import Identity, transaction
 
-__all__ = ["DEPENDENCIES", "CallerDb", "provide_caller", "provide_conn", "provide_db"]
+__all__ = ["DEPENDENCIES", "CallerDb", "provide_caller", "provide_conn", "provide_db", "provide_staff"]
 
 
 class CallerDb:
@@ -39,6 +40,14 @@ class CallerDb:
 
 async def provide_caller(request: Request[Any, Any, Any]) -> Caller:
     return await resolve_caller(request)
+
+
+async def provide_staff(request: Request[Any, Any, Any]) -> Caller:
+    """The caller of the web pages: signed in, and staff (partners use the API)."""
+    caller = await resolve_caller(request)
+    if caller.kind != "staff":
+        raise Problem(403, "Pages are for staff.")
+    return caller
 
 
 async def provide_db(request: Request[Any, Any, Any], caller: Caller) -> CallerDb:

@@ -8,8 +8,11 @@ from typing import Any
 from litestar import Request, Response, get
 
 from services.intake.core.problems import problem_response
+from shared.db import load_sql
 
 __all__ = ["healthz", "readyz"]
+
+_PING = load_sql("services.intake.core", "ping")
 
 
 @get("/healthz", tags=["ops"], summary="Process alive", include_in_schema=True)
@@ -22,7 +25,7 @@ async def readyz(request: Request[Any, Any, Any]) -> Response[Any]:
     state = request.app.state
     checks: dict[str, str] = {}
     try:
-        await asyncio.wait_for(state.pool.fetchval("SELECT 1"), timeout=2)
+        await asyncio.wait_for(state.pool.fetchval(_PING), timeout=2)
         checks["database"] = "ok"
     except Exception as exc:
         checks["database"] = type(exc).__name__

@@ -122,7 +122,12 @@ async def _request_test(conn: asyncpg.Connection, endpoint_id: str, partner_id: 
 
 
 async def register(
-    db: CallerDb, caller: Caller, data: WebhookIn, keyring: KeyRing, environment: Environment, trace_id: str = ""
+    db: CallerDb,
+    caller: Caller,
+    data: WebhookIn,
+    keyring: KeyRing,
+    environment: Environment,
+    trace_id: str = "",
 ) -> WebhookCreated:
     """Register an endpoint; a signed test event goes out at once (its outcome shows as verified_at)."""
     # Checked before the transaction: resolving the host may take seconds and must not hold a connection.

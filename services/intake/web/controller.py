@@ -24,8 +24,8 @@ from services.intake.admin.schemas import ManualAssignIn
 from services.intake.cases import assignments, pii
 from services.intake.cases import service as cases
 from services.intake.cases.schemas import CloseIn, ContactIn, DeclineIn, InterventionIn, OutcomeIn
-from services.intake.core.auth import Caller, require_staff, resolve_caller, token_role
-from services.intake.core.dependencies import CallerDb
+from services.intake.core.auth import Caller, require_staff, token_role
+from services.intake.core.dependencies import CallerDb, provide_staff
 from services.intake.core.middleware import request_id
 from services.intake.core.problems import Problem
 from services.intake.notifications import service as notifications
@@ -69,14 +69,6 @@ __all__ = ["web_router"]
 
 # Status pages answer 409/422 refusals with a message; anything else is an error page.
 _REFUSED = (409, 422)
-
-
-async def provide_staff(request: Request[Any, Any, Any]) -> Caller:
-    """The pages' caller: signed in, and staff (partners use the API)."""
-    caller = await resolve_caller(request)
-    if caller.kind != "staff":
-        raise Problem(403, "Pages are for staff.")
-    return caller
 
 
 def _uuid(value: str) -> str:
