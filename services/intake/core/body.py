@@ -17,14 +17,27 @@ from litestar.dto import AbstractDTO, DTOConfig, DTOFieldDefinition
 from litestar.openapi.spec import Reference, Schema
 from litestar.typing import FieldDefinition
 
-from services.intake.core.problems import invalid_body
+from services.intake.core.problems import Problem, invalid_body, malformed_body
 
 __all__ = ["StrictBody"]
+
+
+_ANY: msgspec.json.Decoder[Any] = msgspec.json.Decoder()
 
 
 @functools.cache
 def _decoder(annotation: Any) -> msgspec.json.Decoder[Any]:
     return msgspec.json.Decoder(annotation)
+
+
+def _well_formed(value: bytes) -> None:
+    """Raise the 400 for a body that is not well-formed JSON (only asked once a typed decode refused it)."""
+    try:
+        _ANY.decode(value)
+    except msgspec.DecodeError as exc:  # a number beyond range is a ValidationError here: still not JSON
+        raise malformed_body(exc) from None
+    except RecursionError:
+        raise Problem(400, "The request body is nested too deeply.", slug="malformed-json") from None
 
 
 class StrictBody(AbstractDTO[Any]):
@@ -68,6 +81,11 @@ class StrictBody(AbstractDTO[Any]):
         assert field is not None  # Litestar asks the data DTO only for handlers that take ``data``
         try:
             return _decoder(field.annotation).decode(value)
+        except msgspec.ValidationError as exc:
+            # The typed decoder stops at the first wrong type; a body that is not JSON at all (malformed
+            # further on, a number beyond range, nested too deeply) is still the 400 it always was.
+            _well_formed(value)
+            raise invalid_body(exc) from None
         except msgspec.DecodeError as exc:
             raise invalid_body(exc) from None
 

@@ -16,7 +16,7 @@ from litestar.exceptions import (
     ValidationException,
 )
 
-__all__ = ["Problem", "exception_handlers", "invalid_body", "problem_response", "strict_decode"]
+__all__ = ["Problem", "exception_handlers", "invalid_body", "malformed_body", "problem_response", "strict_decode"]
 
 log = structlog.get_logger("refnet.intake")
 
@@ -135,6 +135,11 @@ def invalid_body(exc: msgspec.DecodeError) -> Problem:
     if isinstance(exc, msgspec.ValidationError):
         err = _field_from_msgspec(str(exc))
         return Problem(422, f"Invalid request: {err['message']}", errors=[err])
+    return malformed_body(exc)
+
+
+def malformed_body(exc: Exception) -> Problem:
+    """The 400 for a body that is not JSON at all (whatever the decoder's reason)."""
     return Problem(400, _not_json_detail(str(exc)), slug="malformed-json")
 
 

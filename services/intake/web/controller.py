@@ -9,6 +9,7 @@ change state run each change in a transaction of its own, so a refused change le
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -76,6 +77,23 @@ def _uuid(value: str) -> str:
         return str(uuid.UUID(value))
     except ValueError:
         raise Problem(404, "not found") from None
+
+
+async def _attempt(
+    db: CallerDb,
+    change: Callable[[asyncpg.Connection], Awaitable[object]],
+    refused: tuple[int, ...] = _REFUSED,
+) -> Problem | None:
+    """Run one change in a transaction of its own: None when done, or the service's refusal (409/422),
+    rolled back so a refused change leaves nothing behind; any other failure raises."""
+    try:
+        async with db.transaction() as conn:
+            await change(conn)
+    except Problem as exc:
+        if exc.status_code in refused:
+            return exc
+        raise
+    return None
 
 
 async def _ctx(
@@ -231,13 +249,8 @@ async def accept_offer(
 ) -> Redirect:
     await checked_form(request, caller)
     aid = _uuid(assignment_id)
-    try:
-        async with db.transaction() as conn:
-            await assignments.accept(conn, caller, aid)
-    except Problem as exc:
-        if exc.status_code == 409:
-            return redirect("/app/inbox", msg="offer.closed")
-        raise
+    if await _attempt(db, lambda conn: assignments.accept(conn, caller, aid), refused=(409,)):
+        return redirect("/app/inbox", msg="offer.closed")
     return redirect("/app/inbox", msg="offer.accepted")
 
 
@@ -248,13 +261,8 @@ async def decline_offer(
     fields = await checked_form(request, caller)
     aid = _uuid(assignment_id)
     data = forms.body(DeclineIn, {"reason": forms.decline_reason(fields)})
-    try:
-        async with db.transaction() as conn:
-            await assignments.decline(conn, caller, aid, data.reason)
-    except Problem as exc:
-        if exc.status_code == 409:
-            return redirect("/app/inbox", msg="offer.closed")
-        raise
+    if await _attempt(db, lambda conn: assignments.decline(conn, caller, aid, data.reason), refused=(409,)):
+        return redirect("/app/inbox", msg="offer.closed")
     return redirect("/app/inbox", msg="offer.declined")
 
 
@@ -301,15 +309,10 @@ def _today() -> str:
 
 
 async def _case_action(db: CallerDb, caller: Caller, referral_id: str, change: Any) -> Redirect:
-    """Run one case change as its own transaction; a refusal (409/422) is a message on the case page."""
+    """One case change; a refusal (409/422) is a message on the case page."""
     rid = _uuid(referral_id)
-    try:
-        async with db.transaction() as conn:
-            await change(conn, rid)
-    except Problem as exc:
-        if exc.status_code in _REFUSED:
-            return redirect(f"/app/cases/{rid}", msg="case.refused")
-        raise
+    if await _attempt(db, lambda conn: change(conn, rid)):
+        return redirect(f"/app/cases/{rid}", msg="case.refused")
     return redirect(f"/app/cases/{rid}", msg="case.saved")
 
 
@@ -496,6 +499,7 @@ async def roster_create(request: Request[Any, Any, Any], caller: Caller, db: Cal
         if exc.status_code not in _REFUSED:
             raise
         refused = exc
+    # Its own short read: the account was created (or refused) in a transaction of its own.
     async with db.transaction() as conn:
         name = await web.display_name(conn, caller.id)
     if refused is None:
@@ -530,14 +534,11 @@ async def roster_save(
     cid = _uuid(case_manager_id)
     back = "/app/roster" if caller.role == "admin" else "/app/team"
     codes = request.app.state.regions.codes
-    try:
-        data = forms.body(CaseManagerPatch, forms.profile_body(fields, with_identity=False))
-        async with db.transaction() as conn:
-            await staff.update_case_manager(conn, caller, codes, cid, data)
-    except Problem as exc:
-        if exc.status_code in _REFUSED:
-            return redirect(f"/app/roster/{cid}", msg="roster.refused")
-        raise
+    data = _refused_body(CaseManagerPatch, forms.profile_body(fields, with_identity=False))
+    if data is None or await _attempt(
+        db, lambda conn: staff.update_case_manager(conn, caller, codes, cid, data)
+    ):
+        return redirect(f"/app/roster/{cid}", msg="roster.refused")
     return redirect(back, msg="roster.saved")
 
 
@@ -680,6 +681,7 @@ def web_router() -> Router:
         ],
         # Pages are for staff: the caller every page gets is signed in as staff (else 403).
         dependencies={"caller": Provide(provide_staff)},
-        exception_handlers={HTTPException: error_page, Exception: error_page},
+        # Problem too: the app's own handler for it (problem+json) would otherwise win over Exception's.
+        exception_handlers={Problem: error_page, HTTPException: error_page, Exception: error_page},
         include_in_schema=False,
     )
