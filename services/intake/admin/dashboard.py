@@ -1,9 +1,8 @@
-"""The dashboard's figures: one read of the database (and JetStream) shared by `GET /v1/admin/metrics`,
-the admin dashboard page and intake's Prometheus gauges.
+"""The dashboard's figures, shared by `GET /v1/admin/metrics`, the dashboard page and the Prometheus gauges.
 
-Aggregates only: counts, durations and codes. Partner and case manager names are the organisations'
-and staff's own (the roster), never a youth's. Figures are cached for a few seconds so a room full of
-dashboards costs one set of queries.
+One read of the database (and JetStream) serves all three. Aggregates only: counts, durations and codes.
+Partner and case manager names are the organisations' and staff's own (the roster), never a youth's.
+Figures are cached for a few seconds so a room full of dashboards costs one set of queries.
 """
 
 from __future__ import annotations

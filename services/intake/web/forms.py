@@ -7,7 +7,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from services.intake.core.problems import invalid_body
+from services.intake.core.problems import Problem, invalid_body
 from shared.casework import MEASURE_VALUES
 from shared.codes import NEED_CODES
 
@@ -21,6 +21,7 @@ __all__ = [
     "intervention_body",
     "outcome_body",
     "profile_body",
+    "refused_body",
 ]
 
 T = TypeVar("T")
@@ -35,6 +36,14 @@ def body(kind: type[T], doc: Mapping[str, Any]) -> T:
         return msgspec.convert(doc, kind)
     except msgspec.ValidationError as exc:
         raise invalid_body(exc) from None
+
+
+def refused_body(kind: type[T], doc: Mapping[str, Any]) -> T | None:
+    """``body``, or None where the API would refuse it with a 422."""
+    try:
+        return body(kind, doc)
+    except Problem:
+        return None
 
 
 def _number(text: str) -> bool:

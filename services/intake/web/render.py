@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import re
 import urllib.parse
+import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import msgspec
 import structlog
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
@@ -24,6 +26,7 @@ from litestar.template.config import TemplateConfig
 from services.intake.core.auth import Caller, issue_token
 from services.intake.core.problems import Problem
 from services.intake.web.i18n import LANG_NAMES, LANGS, code, negotiate, t
+from services.intake.web.service import display_name
 from services.intake.web.session import (
     CSRF_COOKIE,
     LANG_COOKIE,
@@ -44,11 +47,13 @@ __all__ = [
     "form",
     "lang_of",
     "page",
+    "page_context",
     "plain",
     "redirect",
     "safe_next",
     "static_router",
     "template_config",
+    "uuid_or_404",
 ]
 
 log = structlog.get_logger("refnet.web")
@@ -185,6 +190,21 @@ def context(
         ctx["nav"] = [(href, key) for href, key in NAV.get(caller.role, ())]
     ctx.update(extra)
     return ctx
+
+
+async def page_context(
+    request: Request[Any, Any, Any], caller: Caller, conn: asyncpg.Connection, **extra: Any
+) -> dict[str, Any]:
+    """``context`` for a signed-in person, named in the header as the roster names them."""
+    return context(request, caller, await display_name(conn, caller.id), **extra)
+
+
+def uuid_or_404(value: str) -> str:
+    """An id in a page's path: anything else names no page."""
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        raise Problem(404, "not found") from None
 
 
 def page(

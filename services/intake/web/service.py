@@ -1,14 +1,20 @@
-"""What only the web pages read: the page header's name, the inbox, the staff roster and the map's counts."""
+"""What only the web pages read (the header's name, the inbox, the roster, the map) and how a page runs a change."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
 
+from services.intake.core.dependencies import CallerDb
+from services.intake.core.problems import Problem
 from shared.db import load_sql
 
-__all__ = ["display_name", "inbox", "referrals_by_region", "staff_roster"]
+__all__ = ["REFUSED", "attempt", "display_name", "inbox", "referrals_by_region", "staff_roster"]
+
+# The refusals a page answers with a message (the rest are error pages).
+REFUSED = (409, 422)
 
 _PKG = "services.intake.web"
 _DISPLAY_NAME = load_sql(_PKG, "display_name")
@@ -36,3 +42,20 @@ async def staff_roster(conn: asyncpg.Connection) -> list[dict[str, Any]]:
 async def referrals_by_region(conn: asyncpg.Connection) -> dict[str, int]:
     """Counts per region code ("out_of_area" for referrals outside every region)."""
     return {(r["region"] or "out_of_area"): r["n"] for r in await conn.fetch(_REFERRALS_BY_REGION)}
+
+
+async def attempt(
+    db: CallerDb,
+    change: Callable[[asyncpg.Connection], Awaitable[object]],
+    refused: tuple[int, ...] = REFUSED,
+) -> Problem | None:
+    """Run one change in a transaction of its own: None when done, or the service's refusal (409/422),
+    rolled back so a refused change leaves nothing behind; any other failure raises."""
+    try:
+        async with db.transaction() as conn:
+            await change(conn)
+    except Problem as exc:
+        if exc.status_code in refused:
+            return exc
+        raise
+    return None
