@@ -128,7 +128,7 @@ async def assign(
         raise unavailable("routing") from None
     if reply.status == 201 and reply.assignment is not None:
         return reply.assignment
-    if reply.status in (404, 409, 422):
+    if 400 <= reply.status < 500:  # 404, 409, 422; 403 when routing finds the actor may not (any more)
         errors = [{"field": reply.field, "message": reply.message}] if reply.field else None
         raise Problem(reply.status, reply.message, errors=errors)
     raise unavailable("routing")

@@ -185,6 +185,8 @@ async def replay_delivery(
         raise Problem(404, "No such delivery.")
     if reply.status == 409:
         raise Problem(409, reply.message, slug="replay-refused")
+    if 400 <= reply.status < 500:  # 403 when notify finds the actor may not (any more)
+        raise Problem(reply.status, reply.message)
     if reply.status != 202:
         raise unavailable("notify")
     async with db.transaction() as conn:
