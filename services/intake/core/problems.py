@@ -16,7 +16,14 @@ from litestar.exceptions import (
     ValidationException,
 )
 
-__all__ = ["Problem", "exception_handlers", "invalid_body", "malformed_body", "problem_response", "strict_decode"]
+__all__ = [
+    "Problem",
+    "exception_handlers",
+    "invalid_body",
+    "malformed_body",
+    "problem_response",
+    "strict_decode",
+]
 
 log = structlog.get_logger("refnet.intake")
 

@@ -160,9 +160,8 @@ async def roster_create(request: Request[Any, Any, Any], caller: Caller, db: Cal
         if exc.status_code not in REFUSED:
             raise
         refused = exc
-    # Its own short read: the account was created (or refused) in a transaction of its own.
-    async with db.transaction() as conn:
-        name = await web.display_name(conn, caller.id)
+    # The account was created (or refused) in a transaction of its own; the header's name is read apart.
+    name = await web.display_name_alone(db, caller.id)
     if refused is None:
         ctx = context(request, caller, name, **_profile_form(profile=None, created=created))
         return page(request, "roster_edit.html", ctx)

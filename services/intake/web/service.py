@@ -11,7 +11,15 @@ from services.intake.core.dependencies import CallerDb
 from services.intake.core.problems import Problem
 from shared.db import load_sql
 
-__all__ = ["REFUSED", "attempt", "display_name", "inbox", "referrals_by_region", "staff_roster"]
+__all__ = [
+    "REFUSED",
+    "attempt",
+    "display_name",
+    "display_name_alone",
+    "inbox",
+    "referrals_by_region",
+    "staff_roster",
+]
 
 # The refusals a page answers with a message (the rest are error pages).
 REFUSED = (409, 422)
@@ -26,6 +34,12 @@ _REFERRALS_BY_REGION = load_sql(_PKG, "referrals_by_region")
 
 async def display_name(conn: asyncpg.Connection, staff_id: str) -> str:
     return str(await conn.fetchval(_DISPLAY_NAME, staff_id) or "")
+
+
+async def display_name_alone(db: CallerDb, staff_id: str) -> str:
+    """``display_name`` in a short transaction of its own (for a page whose change ran in another)."""
+    async with db.transaction() as conn:
+        return await display_name(conn, staff_id)
 
 
 async def inbox(conn: asyncpg.Connection, staff_id: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
