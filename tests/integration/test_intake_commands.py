@@ -69,6 +69,11 @@ async def _serve(nc: Any, subject: str) -> Responder:
     return responder
 
 
+def _fields(command: msgspec.Struct) -> dict[str, Any]:
+    """What intake puts in a command (the request helper's own bookkeeping, such as a deadline, aside)."""
+    return {k: v for k, v in msgspec.structs.asdict(command).items() if k != "deadline"}
+
+
 def _assignment(referral_id: str, case_manager_id: str) -> ManualAssignment:
     return ManualAssignment(
         assignment_id=str(uuid.uuid4()),
@@ -91,14 +96,16 @@ async def test_manual_assignment_asks_routing_as_the_caller(nc: Any) -> None:
     body = ManualAssignIn(case_manager_id=cid, reason="  Knows the family.  ")
     assert await routing.assign(nc, SUPERVISOR, rid, body, "req-12345678") == done
     command = msgspec.json.decode(routing_side.received[0], type=AssignCommand)
-    assert command == AssignCommand(
-        referral_id=rid,
-        case_manager_id=cid,
-        reason="Knows the family.",
-        actor_id=SUPERVISOR.id,
-        actor_role="supervisor",
-        actor_region="south_la",
-        request_id="req-12345678",
+    assert _fields(command) == _fields(
+        AssignCommand(
+            referral_id=rid,
+            case_manager_id=cid,
+            reason="Knows the family.",
+            actor_id=SUPERVISOR.id,
+            actor_role="supervisor",
+            actor_region="south_la",
+            request_id="req-12345678",
+        )
     )
 
 
@@ -209,8 +216,8 @@ async def test_replay_answers(
         assert refused.value.detail == detail
     assert refused.value.slug == slug
     command = msgspec.json.decode(notify_side.received[0], type=ReplayCommand)
-    assert command == ReplayCommand(
-        delivery_id=did, actor_id=ADMIN.id, actor_role="admin", request_id="req-87654321"
+    assert _fields(command) == _fields(
+        ReplayCommand(delivery_id=did, actor_id=ADMIN.id, actor_role="admin", request_id="req-87654321")
     )
 
 
