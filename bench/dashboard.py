@@ -5,14 +5,14 @@ Not a test: it prints a Markdown table (and optionally JSON) for people to read.
 services' own, run through the services' own code on the services' role (`refnet_app`, row-level security
 on) with the identity each endpoint uses:
 
-- `GET /v1/admin/metrics` (also the admin dashboard page): `services.intake.admin_metrics._compute`, as an
+- `GET /v1/admin/metrics` (also the admin dashboard page): `services.intake.admin.dashboard.compute`, as an
   admin; every statement it runs is timed on its own, and the whole call;
-- `GET /v1/admin/queue` (the supervisor queue page asks for 200): `services/routing/sql/queue.sql`, as the
+- `GET /v1/admin/queue` (the supervisor queue page asks for 200): `services.intake.admin.routing.queue_rows`, as the
   supervisor of a region and as an admin;
-- `GET /v1/admin/case-managers` (the team page): `services.intake.roster.list_profiles`, as an admin and as a
+- `GET /v1/admin/case-managers` (the team page): `services.intake.staff.roster.list_profiles`, as an admin and as a
   supervisor;
 - `GET /v1/referrals` (first page of 20, and the next page through the cursor):
-  `services/intake/sql/visible_referrals.sql`, as a partner, a supervisor and an admin.
+  `services.intake.referrals.service.visible_referrals`, as a partner, a supervisor and an admin.
 
 A recording stand-in for the pool hands the real connection to that code and times each statement as the
 code issues it (asyncpg's prepared statement cache, row decoding and all), so the bench follows the
@@ -43,12 +43,13 @@ import asyncpg
 
 from bench._scratch import commit_id, progress_to_stderr, run_main, scratch_database
 from bench.routing import PAST_CASE_MANAGERS, REGIONS, Roster, _add_case_managers, _past, _pct, _roster
-from services.intake import admin_metrics
-from services.intake import roster as roster_mod
-from services.intake.auth import Caller
-from services.intake.referrals import _visibility_args
+from services.intake.admin import dashboard as admin_dashboard
+from services.intake.admin.routing import queue_rows
+from services.intake.core.auth import Caller
+from services.intake.referrals.service import visible_referrals
+from services.intake.staff import roster as roster_mod
 from shared.codes import NEED_CODES
-from shared.db import create_pool, load_sql, service_dsn, transaction
+from shared.db import create_pool, service_dsn, transaction
 from shared.logging import configure_logging
 from shared.migrate import apply_migrations, available_migrations
 
@@ -170,8 +171,7 @@ METRICS_LABELS = {
     "responded_at - offered_at": "time to acceptance (30 days)",
     "respond_by < now()": "open offers",
     "FROM case_managers c JOIN staff": "utilisation (every case manager)",
-    "FROM delivery_counters": "delivery counters",
-    "FROM deliveries": "delivery queue sizes",
+    "refnet_delivery_counts": "delivery counters and queue sizes",
     "FROM outbox": "outbox backlog (system)",
 }
 
@@ -198,12 +198,12 @@ def _cases(people: People, cursor: tuple[datetime, uuid.UUID] | None) -> list[Ca
 
     async def metrics(pool: asyncpg.Pool) -> object:
         # The figures without the 5 s cache and without NATS (bus=None: consumer lag is not asked).
-        return await admin_metrics._compute(pool, admin.identity, None)
+        return await admin_dashboard.compute(pool, admin.identity, None)
 
     def queue(caller: Caller, region: str | None) -> Callable[[asyncpg.Pool], Awaitable[object]]:
         async def run(pool: asyncpg.Pool) -> object:
             async with transaction(pool, caller.identity) as conn:
-                return await conn.fetch(load_sql("services.routing", "queue"), region, None, QUEUE_LIMIT)
+                return await queue_rows(conn, region, None, QUEUE_LIMIT)
 
         return run
 
@@ -217,19 +217,10 @@ def _cases(people: People, cursor: tuple[datetime, uuid.UUID] | None) -> list[Ca
     def referrals(
         caller: Caller, after: tuple[datetime, uuid.UUID] | None
     ) -> Callable[[asyncpg.Pool], Awaitable[object]]:
-        after_ts, after_id = after or (None, None)
 
         async def run(pool: asyncpg.Pool) -> object:
             async with transaction(pool, caller.identity) as conn:
-                return await conn.fetch(
-                    load_sql("services.intake", "visible_referrals"),
-                    None,
-                    *_visibility_args(caller),
-                    None,
-                    after_ts,
-                    after_id,
-                    PAGE + 1,
-                )
+                return await visible_referrals(conn, caller, after=after, limit=PAGE + 1)
 
         return run
 
@@ -602,15 +593,7 @@ async def _counts(conn: asyncpg.Connection) -> dict[str, int]:
 async def _cursor(pool: asyncpg.Pool, partner: Caller) -> tuple[datetime, uuid.UUID] | None:
     """The keyset cursor GET /v1/referrals hands the partner with its first page (its last row)."""
     async with transaction(pool, partner.identity) as conn:
-        rows = await conn.fetch(
-            load_sql("services.intake", "visible_referrals"),
-            None,
-            *_visibility_args(partner),
-            None,
-            None,
-            None,
-            PAGE + 1,
-        )
+        rows = await visible_referrals(conn, partner, limit=PAGE + 1)
     if len(rows) <= PAGE:
         return None
     return rows[PAGE - 1]["received_at"], rows[PAGE - 1]["id"]

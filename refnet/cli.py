@@ -292,7 +292,7 @@ def _cmd_roster(args: argparse.Namespace) -> int:
     import msgspec
 
     from refnet.operator import admin_dsn
-    from services.intake import roster
+    from services.intake.staff import roster
     from shared.config import load_settings
     from shared.regions import Catalogue
 

@@ -8,7 +8,7 @@ import asyncpg
 import msgspec
 
 from refnet.devpart import INSTALL
-from services.intake import apikeys
+from services.intake.partners import apikeys
 from shared import audit
 from shared.config import Settings
 from shared.crypto import KeyRing, generate_master_key, read_keyring_file, write_keyring_file

@@ -9,8 +9,8 @@ import time
 import asyncpg
 import structlog
 
-from services.intake.consent import expire_consents, shred_expired_retention
-from services.intake.followups import remind_followups
+from services.intake.cases.consent import expire_consents, shred_expired_retention
+from services.intake.cases.followups import remind_followups
 from shared import audit
 from shared.config import Settings
 

@@ -15,9 +15,8 @@ is fuzzed without touching this file. Every operation is fuzzed twice:
 Each request carries the credential of a role that may use the operation (partner, the case manager
 holding the resource, admin, evaluator), so the fuzz exercises handlers rather than guards (the guards
 are the authorisation matrix's business). Checks: schemathesis' `not_a_server_error` and
-`response_schema_conformance`. Operations with a known defect are fuzzed in their own strict-xfail case
-(`test_fuzz_known_defect`), which replays the minimal failing request first and starts failing (XPASS)
-once the defect is fixed.
+`response_schema_conformance`. Operations with a known defect are left to `test_known_defects_still_fail`,
+which replays the minimal failing request and fuzzes them, and fails once a defect is fixed.
 """
 
 from __future__ import annotations
@@ -62,8 +61,8 @@ EXCLUDED = {
 
 @dataclass(frozen=True)
 class Defect:
-    """A defect the fuzz found, and the minimal request it shrank to: replayed first, so the strict xfail
-    does not hang on whether this seed's examples happen to hit it again."""
+    """A defect the fuzz found, and the minimal request it shrank to: replayed, so whether it still fails
+    does not hang on this seed's examples happening to hit it again."""
 
     reason: str
     query: dict[str, Any] | None = None
@@ -76,7 +75,7 @@ class Defect:
     schema_only: bool = False
 
 
-# Operations the fuzz shows to be broken. Each is fuzzed on its own in a strict xfail case.
+# Operations the fuzz shows to be broken, checked by test_known_defects_still_fail.
 KNOWN_DEFECTS: dict[tuple[str, str], Defect] = {}
 
 
@@ -444,6 +443,14 @@ def fuzz(platform: Platform) -> Fuzz:
             ).json()
             for i in range(2)
         ]
+        # notify makes the registration's test delivery from intake's outboxed request: aim at it once made.
+        test_delivery = hooks[0].get("test_delivery_id")
+        _poll(
+            lambda: (
+                client.get(f"/v1/admin/deliveries/{test_delivery}", headers=_bearer(w.admin)).status_code
+                == 200
+            )
+        )
         dead_letter = w.dead_letter()
         other_cm = next(cm for cm, token in w.cm_tokens.items() if token != assign.holder)
         doc = client.get("/schema/openapi.json").json()
@@ -540,23 +547,22 @@ def test_fuzz(fuzz: Fuzz, mode: str) -> None:
     assert not failures, "\n\n".join(f"=== {label} ({mode})\n{report}" for label, report in failures.items())
 
 
-@pytest.mark.parametrize(
-    "operation",
-    [
-        pytest.param(key, id=f"{key[0]} {key[1]}", marks=pytest.mark.xfail(strict=True, reason=defect.reason))
-        for key, defect in KNOWN_DEFECTS.items()
-    ],
-)
-def test_fuzz_known_defect(fuzz: Fuzz, operation: tuple[str, str]) -> None:
-    ops = [op for op in fuzz.operations() if _key(op) == operation]
-    if not ops:
-        pytest.skip("not in this build's OpenAPI document")
-    reports = {"recorded request": fuzz.replay(ops[0], KNOWN_DEFECTS[operation])}
-    # The fuzz too, so a fix that only covers the recorded input still fails here; no shrinking (slow,
-    # and the recorded request already is the minimal one).
-    reports.update({mode: fuzz.run(ops[0], mode, shrink=False) for mode in MODES})
-    failures = {mode: report for mode, report in reports.items() if report is not None}
-    assert not failures, "\n\n".join(f"=== {mode}\n{report}" for mode, report in failures.items())
+def test_known_defects_still_fail(fuzz: Fuzz) -> None:
+    """Each operation in KNOWN_DEFECTS still shows its defect: the recorded request or the fuzz (no
+    shrinking: slow, and the recorded request already is the minimal one) still fails. Once one passes,
+    this fails naming it: remove it from KNOWN_DEFECTS so the main fuzz checks it again."""
+    live = {_key(op): op for op in fuzz.operations()}
+    gone = sorted(f"{m} {p}" for m, p in set(KNOWN_DEFECTS) - set(live))
+    assert not gone, f"known defects of operations that no longer exist: {gone}"
+    fixed = []
+    for key, defect in KNOWN_DEFECTS.items():
+        reports = [
+            fuzz.replay(live[key], defect),
+            *(fuzz.run(live[key], mode, shrink=False) for mode in MODES),
+        ]
+        if all(report is None for report in reports):
+            fixed.append(f"{key[0]} {key[1]}")
+    assert not fixed, f"fixed, remove from KNOWN_DEFECTS: {fixed}"
 
 
 # --------------------------------------------------------------------------- what the document says

@@ -5,6 +5,7 @@ and the roster CLI. Each test keeps to its own partner so they do not disturb ea
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import stat
 import subprocess
@@ -315,3 +316,216 @@ async def test_roster_cli_imports_and_lists(platform: Platform, tmp_path: Path) 
     done = await asyncio.to_thread(cli, "list", "--region", "san_fernando_valley")
     assert done.returncode == 0, done.stderr
     assert email in done.stdout and "south_la" not in done.stdout
+
+
+async def _offered(client: httpx.AsyncClient, tokens: dict[str, str], rid: str) -> tuple[str, str]:
+    """Wait until routing offered ``rid`` to one of these case managers: (case manager id, assignment id)."""
+
+    async def find() -> tuple[str, str] | None:
+        for cid, tok in tokens.items():
+            items = (await client.get("/v1/assignments?state=offered", headers=_auth(tok))).json()["items"]
+            match = next((a for a in items if a["referral_id"] == rid), None)
+            if match:
+                return cid, match["id"]
+        return None
+
+    found: tuple[str, str] = await wait_for(find, timeout=30)
+    return found
+
+
+async def test_manual_assignment_is_routings_write(platform: Platform) -> None:
+    """A supervisor's manual assignment goes to routing as a command and comes back with routing's answer:
+    the refusals keep their status, text and field; the assignment is audited once, as the supervisor,
+    with the decision record routing wrote in the same transaction."""
+    partner = 8
+    sup = _supervisor(platform, "south_la")
+    south = _auth(platform.staff_token(sup))
+    admin = _auth(platform.staff_token(platform.creds["admins"][0]))
+    cms = {c["id"]: c for c in platform.creds["case_managers"] if c["regions"] == ["south_la"]}
+    tokens = {cid: platform.staff_token(c) for cid, c in cms.items()}
+    db = await asyncpg.connect(platform.dsn)
+    async with httpx.AsyncClient(base_url=platform.base_url, timeout=10) as client:
+        try:
+            r = await client.post(
+                "/v1/referrals", json=referral_body(), headers=_auth(platform.partner_key(partner))
+            )
+            assert r.status_code == 201, r.text
+            rid = r.json()["id"]
+            holder, first_offer = await _offered(client, tokens, rid)
+            url = f"/v1/admin/referrals/{rid}/assign"
+            inactive = await client.post(
+                "/v1/admin/case-managers",
+                json={
+                    "email": f"manual.{uuid.uuid4().hex[:8]}@example.org",
+                    "name": "Manual Inactive",
+                    "regions": ["south_la"],
+                    "needs": ["housing"],
+                    "capacity": 0,
+                    "status": "inactive",
+                },
+                headers=admin,
+            )
+            assert inactive.status_code == 201, inactive.text
+
+            async def refused(body: dict[str, Any], status: int, detail: str, field: str | None) -> None:
+                r = await client.post(url, json={"reason": "Knows the family.", **body}, headers=south)
+                assert r.status_code == status, r.text
+                assert r.headers["content-type"] == PROBLEM_JSON
+                problem = r.json()
+                assert problem["detail"] == detail, problem
+                if field is None:
+                    assert "errors" not in problem, problem
+                else:
+                    assert problem["errors"] == [{"field": field, "message": detail}], problem
+
+            await refused(
+                {"case_manager_id": holder},
+                409,
+                "The referral is already offered to that case manager.",
+                None,
+            )
+            await refused(
+                {"case_manager_id": inactive.json()["id"]},
+                409,
+                "That case manager is inactive; make them active first.",
+                None,
+            )
+            await refused(
+                {"case_manager_id": str(uuid.uuid4())}, 422, "No such case manager.", "case_manager_id"
+            )
+            r = await client.post(
+                url, json={"case_manager_id": "nobody", "reason": "Knows them."}, headers=south
+            )
+            assert r.status_code == 422, r.text
+            assert r.json()["errors"] == [{"field": "case_manager_id", "message": "not a case manager id"}]
+            r = await client.post(
+                f"/v1/admin/referrals/{uuid.uuid4()}/assign",
+                json={"case_manager_id": holder, "reason": "Knows them."},
+                headers=south,
+            )
+            assert (r.status_code, r.json()["detail"]) == (404, "No such referral."), r.text
+            # Refusals wrote nothing: no audit record, the original offer still open.
+            assert not await db.fetchval(
+                "SELECT count(*) FROM audit_log WHERE action = 'routing.manual_assign' AND target_id = $1",
+                rid,
+            )
+            assert (
+                await db.fetchval("SELECT state FROM assignments WHERE id = $1", uuid.UUID(first_offer))
+                == "offered"
+            )
+
+            target = next(cid for cid in cms if cid != holder)
+            r = await client.post(
+                url, json={"case_manager_id": target, "reason": "  Met her at the shelter.  "}, headers=south
+            )
+            assert r.status_code == 201, r.text
+            done = r.json()
+            assert (done["referral_id"], done["case_manager_id"]) == (rid, target)
+            assert set(done) == {
+                "assignment_id",
+                "referral_id",
+                "case_manager_id",
+                "respond_by",
+                "over_capacity",
+                "active_count",
+                "capacity",
+                "warnings",
+                "decision_id",
+            }
+            audits = await db.fetch(
+                "SELECT actor_role, actor_id, target_type, detail FROM audit_log"
+                " WHERE action = 'routing.manual_assign' AND target_id = $1",
+                rid,
+            )
+            assert len(audits) == 1
+            audit = audits[0]
+            assert (audit["actor_role"], audit["actor_id"], audit["target_type"]) == (
+                "supervisor",
+                sup["id"],
+                "referral",
+            )
+            assert _jsonb(audit["detail"]) == {
+                "case_manager_id": target,
+                "decision_id": done["decision_id"],
+                "over_capacity": done["over_capacity"],
+                "previous_status": "assigned",
+            }
+            decision = await db.fetchrow(
+                "SELECT kind, outcome, chosen_id, actor_id, reason FROM routing_decisions WHERE id = $1",
+                uuid.UUID(done["decision_id"]),
+            )
+            assert decision is not None
+            assert (decision["kind"], decision["outcome"], str(decision["chosen_id"])) == (
+                "manual",
+                "assigned",
+                target,
+            )
+            assert (str(decision["actor_id"]), decision["reason"]) == (sup["id"], "Met her at the shelter.")
+            states: dict[str, str] = {
+                r["id"]: r["state"]
+                for r in await db.fetch(
+                    "SELECT id::text, state FROM assignments WHERE referral_id = $1", uuid.UUID(rid)
+                )
+            }
+            assert states == {first_offer: "cancelled", done["assignment_id"]: "offered"}
+
+            # Once accepted, the referral is no longer routing's to move.
+            r = await client.post(
+                f"/v1/assignments/{done['assignment_id']}/accept", headers=_auth(tokens[target])
+            )
+            assert r.status_code == 200, r.text
+            await refused(
+                {"case_manager_id": holder},
+                409,
+                "The referral is accepted; only a waiting or offered referral can be assigned by hand.",
+                None,
+            )
+        finally:
+            await db.close()
+
+
+def _jsonb(value: Any) -> Any:
+    """A jsonb column as Python values (the test connection has no jsonb codec: it reads text)."""
+    return json.loads(value) if isinstance(value, str) else value
+
+
+async def test_manual_assignment_without_routing_is_503_and_changes_nothing(platform: Platform) -> None:
+    """Routing not answering: 503 with Retry-After, and nothing assigned (it stays the client's to retry)."""
+    partner = 8
+    south = _auth(platform.staff_token(_supervisor(platform, "south_la")))
+    cms = {c["id"]: c for c in platform.creds["case_managers"] if c["regions"] == ["south_la"]}
+    tokens = {cid: platform.staff_token(c) for cid, c in cms.items()}
+    async with httpx.AsyncClient(base_url=platform.base_url, timeout=20) as client:
+        r = await client.post(
+            "/v1/referrals", json=referral_body(), headers=_auth(platform.partner_key(partner))
+        )
+        assert r.status_code == 201, r.text
+        rid = r.json()["id"]
+        holder, _ = await _offered(client, tokens, rid)
+        target = next(cid for cid in cms if cid != holder)
+        body = {"case_manager_id": target, "reason": "Routing is away."}
+        platform.terminate("routing")
+        try:
+            r = await client.post(f"/v1/admin/referrals/{rid}/assign", json=body, headers=south)
+            assert r.status_code == 503, r.text
+            assert r.headers["content-type"] == PROBLEM_JSON
+            assert int(r.headers["retry-after"]) > 0
+        finally:
+            platform.restart("routing")
+        db = await asyncpg.connect(platform.dsn)
+        try:
+            assert not await db.fetchval(
+                "SELECT count(*) FROM assignments WHERE referral_id = $1 AND case_manager_id = $2",
+                uuid.UUID(rid),
+                uuid.UUID(target),
+            )
+        finally:
+            await db.close()
+
+        # Back: the same request now succeeds.
+        async def assigned() -> bool:
+            r = await client.post(f"/v1/admin/referrals/{rid}/assign", json=body, headers=south)
+            assert r.status_code in (201, 503), r.text
+            return r.status_code == 201
+
+        await wait_for(assigned, timeout=30, interval=0.5)

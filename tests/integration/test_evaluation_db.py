@@ -15,7 +15,7 @@ import asyncpg
 import msgspec
 import pytest
 
-from services.intake.consent import shred
+from services.intake.cases.consent import shred
 from services.intake.evaluation.cohort import load_cohort
 from services.intake.evaluation.report import build_report, csv_header, export_csv, export_rows
 from shared import lifecycle

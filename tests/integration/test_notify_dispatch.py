@@ -17,7 +17,7 @@ import pytest
 from nats.aio.client import Client as NATS
 
 from refnet_dev.embedded import EmbeddedNats
-from services.intake.followups import remind_followups
+from services.intake.cases.followups import remind_followups
 from services.notify import store
 from services.notify.commands import serve_commands
 from services.notify.dispatcher import Dispatcher
@@ -487,7 +487,7 @@ async def test_recording_an_attempt_never_deadlocks_with_deleting_its_endpoint(
         # The DELETE must never wait for a delivery row. Shorter than deadlock_timeout (1 s), so with
         # the old order this statement fails rather than the recorder being chosen and retrying.
         await delete.execute("SET LOCAL lock_timeout = '300ms'")
-        # services/intake/webhooks.py remove, first statement: the endpoint row.
+        # services/intake/partners/webhooks.py remove (delete_webhook.sql), first statement: the endpoint row.
         await delete.execute(
             "UPDATE webhook_endpoints SET state = 'deleted', deleted_at = now(), updated_at = now(),"
             " secret_sealed = '', previous_secret_sealed = NULL, previous_secret_expires_at = NULL"

@@ -142,6 +142,7 @@ async def test_a_supervisor_assigns_by_hand_through_routing(
     offer = await pool.fetchrow(
         "SELECT id, case_manager_id, state FROM assignments WHERE referral_id = $1", uuid.UUID(rid)
     )
+    assert offer is not None
     assert (str(offer["id"]), str(offer["case_manager_id"]), offer["state"]) == (
         done.assignment_id,
         cm,
@@ -151,6 +152,7 @@ async def test_a_supervisor_assigns_by_hand_through_routing(
     decision = await pool.fetchrow(
         "SELECT id, kind, actor_id, reason, chosen_id FROM routing_decisions WHERE referral_id = $1", rid
     )
+    assert decision is not None
     assert (str(decision["id"]), decision["kind"], str(decision["actor_id"]), decision["reason"]) == (
         done.decision_id,
         "manual",
@@ -208,6 +210,7 @@ async def test_an_open_offer_is_withdrawn_and_an_admin_may_act_anywhere(
         "SELECT actor_role, actor_id FROM audit_log WHERE action = 'routing.manual_assign' AND target_id = $1",
         rid,
     )
+    assert audited is not None
     assert (audited["actor_role"], audited["actor_id"]) == ("admin", admin["id"])
 
 

@@ -14,8 +14,8 @@ import asyncpg
 import msgspec
 import pytest
 
-from services.intake import roster
-from services.intake.explain import explain_automatic
+from services.intake.admin.explain import explain_automatic
+from services.intake.staff import roster
 from services.routing.engine import decide, facts_for
 from services.routing.manual import ManualAssignError, assign_manually
 from services.routing.policy import SPECIALISMS, Candidate, choose, need_mask, specialism_mask

@@ -9,7 +9,7 @@ from pathlib import Path
 import yaml
 from prometheus_client import CollectorRegistry
 
-from services.intake.metrics import IntakeMetrics
+from services.intake.core.metrics import IntakeMetrics
 from shared import metrics as worker_metrics
 from shared.config import Settings
 

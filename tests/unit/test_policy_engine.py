@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.intake.explain import display_name, explain_automatic, explain_manual, language_name
+from services.intake.admin.explain import display_name, explain_automatic, explain_manual, language_name
 from services.routing.policy import (
     ADULT_AGE,
     SPECIALISMS,

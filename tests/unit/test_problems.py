@@ -8,8 +8,8 @@ from typing import Any
 import msgspec
 import pytest
 
-from services.intake.problems import _field_from_msgspec
-from services.intake.schemas import ReferralIn
+from services.intake.core.problems import _field_from_msgspec
+from services.intake.referrals.schemas import ReferralIn
 
 
 @pytest.mark.parametrize(

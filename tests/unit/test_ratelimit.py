@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.intake.ratelimit import TokenBuckets
+from services.intake.core.ratelimit import TokenBuckets
 
 
 def test_burst_then_refill() -> None:

@@ -28,11 +28,6 @@ _STATEMENT = re.compile(
 )
 
 
-# Files no module of their package reads. routing's queue.sql is the supervisor queue that intake's queue
-# page (and bench.dashboard) read; it leaves once intake has its own copy.
-_READ_ELSEWHERE = {"services.routing": {"queue"}}
-
-
 def _python_files(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*.py") if "__pycache__" not in p.parts)
 
@@ -62,7 +57,7 @@ def test_every_sql_file_is_used_by_its_package(package: str) -> None:
     names = {text for path in _python_files(root) for _, text in _strings(path)}
     files = sorted(p.stem for p in (root / "sql").glob("*.sql"))
     assert files, f"{package} has no sql/ files"
-    assert [f for f in files if f not in names and f not in _READ_ELSEWHERE.get(package, set())] == []
+    assert [f for f in files if f not in names] == []
 
 
 def _read(package: str, file: str) -> str:

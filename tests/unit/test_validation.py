@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.intake.schemas import IntakeAttributes, ReferralIn
-from services.intake.validation import FieldError, age_on, check_referral
+from services.intake.referrals.schemas import IntakeAttributes, ReferralIn
+from services.intake.referrals.validation import FieldError, age_on, check_referral
 from shared.codes import (
     MAX_AGE,
     MIN_AGE,
@@ -322,7 +322,7 @@ def test_every_error_is_reported_at_once() -> None:
     }
 
 
-# -- strict decoding (services/intake/schemas.py) ------------------------------------------------------------
+# -- strict decoding (services/intake/referrals/schemas.py) ------------------------------------------------------------
 
 
 def decode(b: dict[str, Any]) -> ReferralIn:

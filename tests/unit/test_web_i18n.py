@@ -23,7 +23,7 @@ def test_every_key_used_exists() -> None:
     used: set[str] = set()
     for path in (WEB / "templates").glob("*.html"):
         used.update(re.findall(r"\bt\('([a-z_]+\.[a-z_]+)'", path.read_text()))
-    pages = (WEB / "pages.py").read_text()
+    pages = "\n".join(path.read_text() for path in WEB.glob("*.py"))
     used.update(re.findall(r'\bt\(lang, "([a-z_]+\.[a-z_]+)"', pages))
     used.update(re.findall(r'msg="([a-z_]+\.[a-z_]+)"', pages))
     used.update(

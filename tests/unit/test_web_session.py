@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from services.intake.web.pages import _safe_next
+from services.intake.web.render import safe_next as _safe_next
 from services.intake.web.session import csrf_valid, login_csrf, make_csrf, web_session_middleware
 
 

@@ -1,0 +1,1 @@
+"""Programme evaluation: the de-identified export and the suppressed aggregate report, for evaluators."""

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import secrets
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+import asyncpg
 import msgspec
-from litestar import Controller, Request, Response, get
+from litestar import Controller, Response, get
 from litestar.openapi.datastructures import ResponseSpec
 
-from services.intake.auth import require_staff, resolve_caller
-from services.intake.evaluation.cohort import load_cohort, load_provenance
-from services.intake.evaluation.report import ExportRow, Report, build_report, export_csv, export_rows
-from shared import audit
-from shared.db import transaction
+from services.intake.core.auth import Caller, require_staff
+from services.intake.evaluation import service
+from services.intake.evaluation.report import ExportRow, Report, export_csv
 
 __all__ = ["EvaluationController"]
 
@@ -49,20 +47,10 @@ class EvaluationController(Controller):
         },
     )
     async def export(
-        self, request: Request[Any, Any, Any], format: Literal["csv", "json"] = "csv"
+        self, caller: Caller, conn: asyncpg.Connection, format: Literal["csv", "json"] = "csv"
     ) -> Response[Any]:
-        caller = await resolve_caller(request)
         now = datetime.now(UTC)
-        async with transaction(request.app.state.pool, caller.identity) as conn:
-            rows = export_rows(await load_cohort(conn), secrets.token_bytes(32), now)
-            await audit.record(
-                conn,
-                caller.identity,
-                "evaluation.export",
-                "evaluation",
-                "",
-                {"format": format, "rows": len(rows)},
-            )
+        rows = await service.export(conn, caller, format, now)
         if format == "csv":
             return Response(
                 content=export_csv(rows).encode(),
@@ -79,9 +67,5 @@ class EvaluationController(Controller):
         summary="Aggregates with small-cell suppression: referrals by source and region, time to first"
         " contact, recidivism by intervention combination with Wilson 95% intervals (audited)",
     )
-    async def report(self, request: Request[Any, Any, Any]) -> Response[Report]:
-        caller = await resolve_caller(request)
-        async with transaction(request.app.state.pool, caller.identity) as conn:
-            report = build_report(await load_cohort(conn), datetime.now(UTC), await load_provenance(conn))
-            await audit.record(conn, caller.identity, "evaluation.report", "evaluation", "", {})
-        return Response(content=report, headers=_NO_STORE)
+    async def report(self, caller: Caller, conn: asyncpg.Connection) -> Response[Report]:
+        return Response(content=await service.report(conn, caller), headers=_NO_STORE)

@@ -1,0 +1,1 @@
+"""Administration: dashboard figures, outbound deliveries, bus dead letters, audit, the routing queue."""

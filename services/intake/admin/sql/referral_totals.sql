@@ -1,0 +1,5 @@
+-- Referrals by status, by region and by partner in one pass over the table (three GROUP BYs read it
+-- three times). GROUPING() tells the sets apart: its bits are the columns a row is NOT grouped by.
+SELECT GROUPING(status, region, partner_id) AS g, status, region, partner_id, count(*)::int AS n
+FROM referrals
+GROUP BY GROUPING SETS ((status), (region), (partner_id))

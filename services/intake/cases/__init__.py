@@ -1,0 +1,1 @@
+"""Assignments and cases: offers answered, case work, consent and PII, follow-up reminders."""

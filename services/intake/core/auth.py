@@ -1,0 +1,209 @@
+"""Who is calling: partner API keys (hashed), signed short-lived staff tokens or OIDC tokens; role guards."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Collection
+from typing import Any, Literal
+
+import asyncpg
+import jwt
+import msgspec
+from litestar.connection import ASGIConnection
+from litestar.handlers.base import BaseRouteHandler
+
+from services.intake.core.problems import Problem
+from shared.credentials import API_KEY_PREFIX, hash_api_key
+from shared.db import SYSTEM, Identity, load_sql, transaction
+
+__all__ = [
+    "Caller",
+    "any_caller",
+    "issue_token",
+    "require_partner",
+    "require_role",
+    "require_staff",
+    "resolve_caller",
+    "scope_region",
+    "token_role",
+]
+
+_ISSUER = "refnet"
+_AUTHENTICATE_API_KEY = load_sql("services.intake.core", "authenticate_api_key")
+_STAFF_BY_EMAIL = load_sql("services.intake.core", "staff_by_email")
+
+
+class Caller(msgspec.Struct, frozen=True):
+    kind: Literal["partner", "staff"]
+    id: str
+    role: str
+    partner_id: str = ""
+    region: str = ""
+
+    @property
+    def identity(self) -> Identity:
+        return Identity(role=self.role, actor_id=self.id, partner_id=self.partner_id, region=self.region)
+
+
+def issue_token(secret: str, staff_id: str, role: str, region: str | None, ttl: int) -> str:
+    now = int(time.time())
+    claims = {
+        "iss": _ISSUER,
+        "sub": staff_id,
+        "role": role,
+        "region": region or "",
+        "iat": now,
+        "exp": now + ttl,
+    }
+    return jwt.encode(claims, secret, algorithm="HS256")
+
+
+def token_role(secret: str, token: str) -> str:
+    """The role a token of ours names, or "" if it is not one (for choosing a page, never for access)."""
+    try:
+        return str(jwt.decode(token, secret, algorithms=["HS256"], issuer=_ISSUER).get("role", ""))
+    except jwt.PyJWTError:
+        return ""
+
+
+def _decode_token(secret: str, token: str) -> dict[str, Any]:
+    try:
+        claims: dict[str, Any] = jwt.decode(
+            token, secret, algorithms=["HS256"], issuer=_ISSUER, options={"require": ["exp", "sub", "iat"]}
+        )
+    except jwt.PyJWTError:
+        raise Problem(
+            401, "The access token is invalid or has expired.", headers={"WWW-Authenticate": "Bearer"}
+        ) from None
+    return claims
+
+
+def _algorithm(token: str) -> str:
+    try:
+        return str(jwt.get_unverified_header(token).get("alg", ""))
+    except jwt.PyJWTError:
+        return ""
+
+
+_jwks_clients: dict[str, jwt.PyJWKClient] = {}
+
+
+async def _oidc_caller(connection: ASGIConnection[Any, Any, Any, Any], token: str) -> Caller:
+    """Verify an OIDC provider's JWT (signature by JWKS, issuer, audience, expiry) and map it to our
+    roster by email: the provider proves who it is; our roster says what they may do."""
+    settings = connection.app.state.settings
+    client = _jwks_clients.get(settings.oidc_jwks_url)
+    if client is None:
+        client = _jwks_clients[settings.oidc_jwks_url] = jwt.PyJWKClient(
+            settings.oidc_jwks_url, cache_keys=True
+        )
+    unauthorized = Problem(
+        401, "The access token is invalid or has expired.", headers={"WWW-Authenticate": "Bearer"}
+    )
+    try:
+        # PyJWKClient fetches with urllib (blocking); keys are cached, so this rarely leaves the process.
+        key = await asyncio.to_thread(client.get_signing_key_from_jwt, token)
+        claims: dict[str, Any] = jwt.decode(
+            token,
+            key.key,
+            algorithms=["RS256", "ES256", "PS256"],
+            issuer=settings.oidc_issuer or None,
+            audience=settings.oidc_audience or None,
+            options={"require": ["exp", "iat", "sub"]},
+        )
+    except (jwt.PyJWTError, OSError):
+        raise unauthorized from None
+    email = claims.get(settings.oidc_email_claim)
+    if not isinstance(email, str) or not email:
+        raise unauthorized
+    async with transaction(connection.app.state.pool, SYSTEM) as conn:
+        row = await conn.fetchrow(_STAFF_BY_EMAIL, email)
+    if row is None:
+        raise Problem(403, "This account is not on the refnet staff roster.")
+    return Caller("staff", str(row["id"]), row["role"], region=row["region"] or "")
+
+
+def _bearer(connection: ASGIConnection[Any, Any, Any, Any]) -> str:
+    header = connection.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Problem(
+            401,
+            "Send credentials as 'Authorization: Bearer <token>'.",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    return token.strip()
+
+
+async def resolve_caller(connection: ASGIConnection[Any, Any, Any, Any]) -> Caller:
+    """Authenticate the request; cached on the connection so guards and handlers share one lookup."""
+    cached = connection.scope.get("state", {}).get("refnet_caller")
+    if isinstance(cached, Caller):
+        return cached
+    token = _bearer(connection)
+    state = connection.app.state
+    if token.startswith(API_KEY_PREFIX):
+        pool: asyncpg.Pool = state.pool
+        row = await pool.fetchrow(_AUTHENTICATE_API_KEY, hash_api_key(token))
+        if row is None:
+            raise Problem(401, "The API key is not valid.", headers={"WWW-Authenticate": "Bearer"})
+        caller = Caller("partner", str(row["partner_id"]), "partner", partner_id=str(row["partner_id"]))
+    elif _algorithm(token) != "HS256" and state.settings.oidc_jwks_url:
+        caller = await _oidc_caller(connection, token)
+    else:
+        claims = _decode_token(state.settings.secret_key, token)
+        try:
+            staff_id = str(uuid.UUID(str(claims["sub"])))
+        except ValueError:
+            raise Problem(
+                401, "The access token is invalid.", headers={"WWW-Authenticate": "Bearer"}
+            ) from None
+        caller = Caller("staff", staff_id, str(claims.get("role", "")), region=str(claims.get("region", "")))
+    connection.scope.setdefault("state", {})["refnet_caller"] = caller
+    return caller
+
+
+def _guard(
+    kinds: set[str], roles: set[str] | None, detail: str = "Your role may not use this endpoint."
+) -> Any:
+    async def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+        caller = await resolve_caller(connection)
+        if caller.kind not in kinds or (roles is not None and caller.role not in roles):
+            raise Problem(403, detail)
+
+    return guard
+
+
+def require_partner() -> Any:
+    return _guard({"partner"}, None)
+
+
+def require_staff(*roles: str) -> Any:
+    return _guard({"staff"}, set(roles) if roles else None)
+
+
+def any_caller() -> Any:
+    return _guard({"partner", "staff"}, None)
+
+
+def scope_region(caller: Caller, region: str | None, region_codes: Collection[str]) -> str | None:
+    """The region a listing covers: supervisors see their own region only; admins any (or all, when none
+    is asked for). An unknown region is the client's 422; another region, a supervisor's 403."""
+    if region is not None and region not in region_codes:
+        raise Problem(
+            422,
+            "Unknown region.",
+            errors=[{"field": "region", "message": f"must be one of {', '.join(region_codes)}"}],
+        )
+    if caller.role == "supervisor":
+        if region is not None and region != caller.region:
+            raise Problem(403, "Supervisors see their own region only.")
+        return caller.region
+    return region
+
+
+def require_role(*roles: str, detail: str) -> Any:
+    """Partners or staff with one of ``roles`` (a partner's role is "partner"); 403 with ``detail``."""
+    return _guard({"partner", "staff"}, set(roles), detail)

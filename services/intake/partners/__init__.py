@@ -1,0 +1,1 @@
+"""Partners: their API keys (admin) and their webhook endpoints (the partners themselves)."""

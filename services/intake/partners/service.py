@@ -1,0 +1,66 @@
+"""Partners and their API keys as an admin manages them: lookups answer "no such ..." for unknown ids."""
+
+from __future__ import annotations
+
+import uuid
+
+import asyncpg
+
+from services.intake.core.auth import Caller
+from services.intake.core.problems import Problem
+from services.intake.partners import apikeys
+from services.intake.partners.schemas import PartnerView
+from shared.db import load_sql
+
+__all__ = ["create_key", "list_partners", "partner_keys", "revoke_key", "rotate_key"]
+
+_PKG = "services.intake.partners"
+_PARTNERS = load_sql(_PKG, "partners")
+_PARTNER_EXISTS = load_sql(_PKG, "partner_exists")
+
+
+def _uuid_or_404(value: str, what: str) -> str:
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        raise Problem(404, f"No such {what}.") from None
+
+
+async def list_partners(conn: asyncpg.Connection) -> list[PartnerView]:
+    """Partners and how many of their keys work now."""
+    return [PartnerView(str(r["id"]), r["name"], r["kind"], r["active"]) for r in await conn.fetch(_PARTNERS)]
+
+
+async def partner_keys(conn: asyncpg.Connection, partner_id: str) -> list[apikeys.ApiKeyInfo]:
+    pid = _uuid_or_404(partner_id, "partner")
+    if await conn.fetchval(_PARTNER_EXISTS, pid) is None:
+        raise Problem(404, "No such partner.")
+    return await apikeys.list_keys(conn, pid)
+
+
+async def create_key(
+    conn: asyncpg.Connection, caller: Caller, partner_id: str, label: str
+) -> apikeys.NewApiKey:
+    pid = _uuid_or_404(partner_id, "partner")
+    try:
+        return await apikeys.create_key(conn, caller.identity, pid, label)
+    except LookupError:
+        raise Problem(404, "No such partner.") from None
+
+
+async def revoke_key(
+    conn: asyncpg.Connection, caller: Caller, key_id: str, reason: str
+) -> apikeys.ApiKeyInfo:
+    kid = _uuid_or_404(key_id, "key")
+    try:
+        return await apikeys.revoke_key(conn, caller.identity, kid, reason)
+    except LookupError:
+        raise Problem(404, "No such key.") from None
+
+
+async def rotate_key(conn: asyncpg.Connection, caller: Caller, key_id: str, grace: int) -> apikeys.NewApiKey:
+    kid = _uuid_or_404(key_id, "key")
+    try:
+        return await apikeys.rotate_key(conn, caller.identity, kid, grace)
+    except LookupError:
+        raise Problem(404, "No such active key.") from None

@@ -1,0 +1,2 @@
+-- Whether the partner exists.
+SELECT 1 FROM partners WHERE id = $1

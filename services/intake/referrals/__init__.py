@@ -1,0 +1,1 @@
+"""Referrals: partners submit them (validated, idempotent, outboxed); callers read what they may see."""

@@ -1,0 +1,78 @@
+"""Referral endpoints: partners submit; partners, case managers, supervisors and admins read."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import asyncpg
+from litestar import Controller, Request, Response, get, post
+from litestar.params import Parameter
+
+from services.intake.core.auth import Caller, any_caller, require_partner
+from services.intake.core.dependencies import CallerDb
+from services.intake.core.middleware import request_id
+from services.intake.core.problems import Problem
+from services.intake.referrals import service
+from services.intake.referrals.schemas import ReferralIn, ReferralPage, ReferralView
+from shared.youthkey import youth_key_secret
+
+__all__ = ["ReferralController"]
+
+
+class ReferralController(Controller):
+    path = "/v1/referrals"
+    tags = ["referrals"]
+
+    @post(
+        "/",
+        guards=[require_partner()],
+        status_code=201,
+        summary="Submit a referral",
+        description="Partners submit a referral. `Idempotency-Key` makes retries safe.",
+    )
+    async def create(
+        self,
+        request: Request[Any, Any, Any],
+        caller: Caller,
+        db: CallerDb,
+        data: ReferralIn,
+        idempotency_key: Annotated[str | None, Parameter(header="Idempotency-Key", required=False)] = None,
+    ) -> Response[ReferralView]:
+        if idempotency_key is not None and not 1 <= len(idempotency_key) <= 255:
+            raise Problem(
+                422,
+                "Idempotency-Key must be 1-255 characters.",
+                errors=[{"field": "Idempotency-Key", "message": "length must be 1-255"}],
+            )
+        state = request.app.state
+        done = await service.submit(
+            db,
+            caller,
+            data,
+            idempotency_key=idempotency_key,
+            regions=state.regions,
+            keyring=state.pii_keys.ring,
+            youth_secret=youth_key_secret(state.settings.youth_key_secret, state.settings.secret_key),
+            trace_id=request_id(request.scope),
+        )
+        headers = {"Location": f"/v1/referrals/{done.view.id}"}
+        if done.replayed:
+            headers["Idempotent-Replayed"] = "true"
+        return Response(
+            content=done.view, status_code=done.status_code, media_type="application/json", headers=headers
+        )
+
+    @get("/{referral_id:str}", guards=[any_caller()], summary="A referral's status view")
+    async def read(self, caller: Caller, conn: asyncpg.Connection, referral_id: str) -> ReferralView:
+        return await service.read_referral(conn, caller, referral_id)
+
+    @get("/", guards=[any_caller()], summary="Referrals visible to the caller, newest first")
+    async def list_(
+        self,
+        caller: Caller,
+        conn: asyncpg.Connection,
+        status: str | None = None,
+        limit: Annotated[int, Parameter(ge=1, le=100)] = 20,
+        cursor: str | None = None,
+    ) -> ReferralPage:
+        return await service.list_referrals(conn, caller, status, limit, cursor)

@@ -1,0 +1,267 @@
+"""Submitting a referral (validated, sealed, idempotent, outboxed in one statement) and reading referrals."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated
+
+import asyncpg
+import msgspec
+from msgspec import Meta
+
+from services.intake.core.auth import Caller
+from services.intake.core.dependencies import CallerDb
+from services.intake.core.problems import Problem
+from services.intake.referrals.schemas import ReferralIn, ReferralPage, ReferralView
+from services.intake.referrals.validation import age_on, check_referral
+from shared.casework import local_date
+from shared.codes import REFERRAL_STATUSES
+from shared.crypto import KeyRing
+from shared.db import load_sql, mark_outbox_written
+from shared.events import ReferralReceived, encode_event, subject_for
+from shared.regions import Catalogue
+from shared.youthkey import youth_key
+
+__all__ = [
+    "Submitted",
+    "deny_evaluator",
+    "list_referrals",
+    "read_referral",
+    "referral_view",
+    "submit",
+    "visibility_args",
+    "visible_referrals",
+]
+
+_PKG = "services.intake.referrals"
+_CREATE = load_sql(_PKG, "create_referral")
+_VISIBLE = load_sql(_PKG, "visible_referrals")
+_IDEMPOTENT_RESPONSE = load_sql(_PKG, "idempotent_response")
+_MARK_DO_NOT_CONTACT = load_sql(_PKG, "mark_do_not_contact")
+
+
+class Submitted(msgspec.Struct, frozen=True):
+    """The answer to a submission: a new referral (201), or the original answer to a repeated one."""
+
+    view: ReferralView
+    status_code: int = 201
+    replayed: bool = False
+
+
+def referral_view(row: asyncpg.Record) -> ReferralView:
+    return ReferralView(
+        id=str(row["id"]),
+        status=row["status"],
+        region=row["region"],
+        needs=list(row["needs"]),
+        urgency=row["urgency"],
+        received_at=row["received_at"],
+        updated_at=row["updated_at"],
+        assigned_at=row["assigned_at"],
+        accepted_at=row["accepted_at"],
+        closed_at=row["closed_at"],
+        outcome=row["outcome"],
+        unroutable_reason=row["unroutable_reason"],
+        engaged_at=row["engaged_at"],
+        close_reason=row["close_reason"],
+        do_not_contact=row["do_not_contact"],
+    )
+
+
+async def submit(
+    db: CallerDb,
+    caller: Caller,
+    data: ReferralIn,
+    *,
+    idempotency_key: str | None,
+    regions: Catalogue,
+    keyring: KeyRing,
+    youth_secret: bytes,
+    trace_id: str = "",
+) -> Submitted:
+    """Validate and store a partner's referral, or replay the answer to the same Idempotency-Key.
+
+    One transaction for a new referral (no connection is held while validating); a concurrent request
+    with the same key that wins the race is answered with its response.
+    """
+    # Same key + same body → same response; the hash is over the canonical re-encoding so whitespace or
+    # key order do not count as a different body.
+    request_hash = hashlib.sha256(msgspec.json.encode(data)).digest()
+    if idempotency_key is not None:
+        replay = await _replay(db, caller, idempotency_key, request_hash)
+        if replay is not None:
+            return replay
+    now = datetime.now(UTC)
+    today = local_date(now)
+    errors = check_referral(data, now, today)
+    if errors:
+        raise Problem(
+            422,
+            "; ".join(e.message for e in errors),
+            errors=[{"field": e.field, "message": e.message} for e in errors],
+        )
+    referral_id = str(uuid.uuid4())
+    region = regions.resolve(data.location.zip, data.location.lat, data.location.lon)
+    intake_attrs = msgspec.to_builtins(data.intake) if data.intake is not None else {}
+    pii = msgspec.json.encode({"youth": data.youth, "location": data.location, "notes": data.notes})
+    sealed = keyring.seal(pii, referral_id.encode())
+    # Lets routing prefer a case manager who served this youth before, without reading PII.
+    key = youth_key(youth_secret, data.youth.first_name, data.youth.last_name, data.youth.date_of_birth)
+    event = ReferralReceived(
+        referral_id=referral_id, partner_id=caller.partner_id, urgency=data.urgency, trace_id=trace_id
+    )
+    view = ReferralView(
+        id=referral_id,
+        status="received",
+        region=region,
+        needs=list(data.needs),
+        urgency=data.urgency,
+        received_at=now,
+        updated_at=now,
+        do_not_contact=data.youth.do_not_contact is True,
+    )
+    try:
+        async with db.transaction() as conn:
+            await conn.execute(
+                _CREATE,
+                referral_id,
+                caller.partner_id,
+                region,
+                list(data.needs),
+                data.language,
+                data.urgency,
+                age_on(data.youth.date_of_birth, today),
+                intake_attrs,
+                now,
+                sealed.key_id,
+                sealed.wrapped_key,
+                sealed.nonce,
+                sealed.ciphertext,
+                data.consent.method,
+                list(data.consent.scope),
+                data.consent.obtained_at,
+                data.consent.expires_at,
+                event.event_id,
+                subject_for(event),
+                encode_event(event),
+                idempotency_key,
+                request_hash,
+                msgspec.json.encode(view),
+                key,
+            )
+            mark_outbox_written()  # the statement above wrote referral.received into the outbox
+            if data.youth.do_not_contact is True:
+                await conn.execute(_MARK_DO_NOT_CONTACT, referral_id)
+    except asyncpg.UniqueViolationError:
+        # A concurrent request with the same Idempotency-Key won the race.
+        if idempotency_key is not None:
+            replay = await _replay(db, caller, idempotency_key, request_hash)
+            if replay is not None:
+                return replay
+        raise Problem(409, "A conflicting request was processed at the same time; retry.") from None
+    return Submitted(view)
+
+
+async def _replay(db: CallerDb, caller: Caller, key: str, request_hash: bytes) -> Submitted | None:
+    async with db.transaction() as conn:
+        row = await conn.fetchrow(_IDEMPOTENT_RESPONSE, caller.partner_id, key)
+    if row is None:
+        return None
+    if bytes(row["request_hash"]) != request_hash:
+        raise Problem(
+            409,
+            "This Idempotency-Key was already used with a different request body.",
+            slug="idempotency-conflict",
+        )
+    # The stored bytes are the original response; decoding them keeps the documented response type.
+    view = msgspec.json.decode(bytes(row["response_body"]), type=ReferralView)
+    return Submitted(view, status_code=row["status_code"], replayed=True)
+
+
+def visibility_args(caller: Caller) -> tuple[str, str | None, str | None, str | None]:
+    """The caller as visible_referrals.sql takes it: role, partner id, staff id, region."""
+    return (
+        caller.role,
+        caller.partner_id or None,
+        caller.id if caller.kind == "staff" else None,
+        caller.region or None,
+    )
+
+
+async def visible_referrals(
+    conn: asyncpg.Connection,
+    caller: Caller,
+    *,
+    referral_id: uuid.UUID | None = None,
+    status: str | None = None,
+    after: tuple[datetime, uuid.UUID] | None = None,
+    limit: int = 1,
+) -> list[asyncpg.Record]:
+    """The referrals the caller may see (one, or a page newest first after a keyset cursor)."""
+    after_ts, after_id = after or (None, None)
+    return await conn.fetch(
+        _VISIBLE, referral_id, *visibility_args(caller), status, after_ts, after_id, limit
+    )
+
+
+def deny_evaluator(caller: Caller) -> None:
+    if caller.role == "evaluator":
+        raise Problem(403, "Evaluators read de-identified exports, not referral records.")
+
+
+async def read_referral(conn: asyncpg.Connection, caller: Caller, referral_id: str) -> ReferralView:
+    """One referral's status view, if the caller may see it (else 404, whether or not it exists)."""
+    try:
+        rid = uuid.UUID(referral_id)
+    except ValueError:
+        raise Problem(404, "No such referral.") from None
+    deny_evaluator(caller)
+    rows = await visible_referrals(conn, caller, referral_id=rid)
+    if not rows:
+        raise Problem(404, "No such referral.")
+    return referral_view(rows[0])
+
+
+def _check_status(status: str | None) -> None:
+    if status is not None and status not in REFERRAL_STATUSES:
+        raise Problem(
+            422,
+            f"Unknown status {status!r}.",
+            errors=[{"field": "status", "message": f"must be one of {', '.join(REFERRAL_STATUSES)}"}],
+        )
+
+
+async def list_referrals(
+    conn: asyncpg.Connection, caller: Caller, status: str | None, limit: int, cursor: str | None
+) -> ReferralPage:
+    """A page of the caller's visible referrals, newest first."""
+    deny_evaluator(caller)
+    _check_status(status)
+    after = decode_cursor(cursor) if cursor else None
+    rows = await visible_referrals(conn, caller, status=status, after=after, limit=limit + 1)
+    items = [referral_view(r) for r in rows[:limit]]
+    next_cursor = encode_cursor(rows[limit - 1]) if len(rows) > limit else None
+    return ReferralPage(items=items, next_cursor=next_cursor)
+
+
+def encode_cursor(row: asyncpg.Record) -> str:
+    raw = msgspec.json.encode([row["received_at"].isoformat(), str(row["id"])])
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        ts, rid = msgspec.json.decode(raw, type=tuple[Annotated[datetime, Meta(tz=True)], uuid.UUID])
+        # A forged timestamp such as year 1 at +14:00 only overflows once normalised to UTC, which
+        # asyncpg does while binding: check here so it is the client's 422, not our 500.
+        ts.astimezone(UTC)
+    except (binascii.Error, ValueError, OverflowError, msgspec.DecodeError):
+        raise Problem(
+            422, "The cursor is not valid.", errors=[{"field": "cursor", "message": "invalid cursor"}]
+        ) from None
+    return ts, rid

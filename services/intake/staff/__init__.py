@@ -1,0 +1,1 @@
+"""Staff: sign-in for tokens, and the case manager roster routing reads."""

@@ -1,0 +1,188 @@
+"""Staff sign-in (argon2, back-off after failures, audited) and case manager profiles as the API edits them."""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from collections.abc import Collection
+from datetime import datetime
+
+import asyncpg
+import msgspec
+import structlog
+
+from services.intake.core.auth import Caller, issue_token, scope_region
+from services.intake.core.dependencies import CallerDb
+from services.intake.core.problems import Problem
+from services.intake.staff import roster
+from services.intake.staff.schemas import CaseManagerCreated, CaseManagerIn, CaseManagerPatch, TokenResponse
+from shared import audit
+from shared.casework import LOCAL_TZ
+from shared.credentials import hash_password, verify_password
+from shared.db import SYSTEM, Identity, load_sql, transaction
+
+__all__ = [
+    "create_case_manager",
+    "get_case_manager",
+    "list_case_managers",
+    "sign_in",
+    "update_case_manager",
+]
+
+log = structlog.get_logger("refnet.intake")
+
+_MAX_FAILURES = 5
+_PKG = "services.intake.staff"
+_SIGN_IN_ACCOUNT = load_sql(_PKG, "sign_in_account")
+_RECORD_FAILED_SIGN_IN = load_sql(_PKG, "record_failed_sign_in")
+_RESET_FAILED_SIGN_INS = load_sql(_PKG, "reset_failed_sign_ins")
+
+
+# --------------------------------------------------------------------------- sign-in
+
+
+async def sign_in(pool: asyncpg.Pool, secret: str, ttl: int, email: str, password: str) -> TokenResponse:
+    """A bearer token for a correct email and password; unknown emails cost and answer the same."""
+    # Authentication acts as the system: there is no caller yet.
+    async with transaction(pool, SYSTEM) as conn:
+        row = await conn.fetchrow(_SIGN_IN_ACCOUNT, email.strip())
+    # Verify outside the transaction: argon2 is deliberately slow and must not hold a connection.
+    ok = row is not None and row["locked_for"] == 0 and verify_password(row["password_hash"], password)
+    if row is None or not ok:
+        if row is None:
+            verify_password(None, password)  # same cost for unknown emails: no account probing
+        async with transaction(pool, SYSTEM) as conn:
+            if row is not None and row["locked_for"] == 0:
+                await conn.execute(_RECORD_FAILED_SIGN_IN, row["id"], _MAX_FAILURES)
+            target = str(row["id"]) if row is not None else None
+            await audit.record(conn, SYSTEM, "auth.login_failed", "staff", target)
+        log.info("auth.login_failed")
+        if row is not None and row["locked_for"] > 0:
+            raise Problem(
+                429,
+                "Too many failed sign-in attempts; try again later.",
+                headers={"Retry-After": str(row["locked_for"])},
+            )
+        raise Problem(401, "The email or password is not correct.", headers={"WWW-Authenticate": "Bearer"})
+    staff_id = str(row["id"])
+    async with transaction(pool, SYSTEM) as conn:
+        if row["failed_logins"]:
+            await conn.execute(_RESET_FAILED_SIGN_INS, row["id"])
+        await audit.record(
+            conn,
+            Identity(role=row["role"], actor_id=staff_id, region=row["region"] or ""),
+            "auth.login",
+            "staff",
+            staff_id,
+        )
+    log.info("auth.login", staff_id=staff_id, role=row["role"])
+    return TokenResponse(
+        access_token=issue_token(secret, staff_id, row["role"], row["region"], ttl), expires_in=ttl
+    )
+
+
+# --------------------------------------------------------------------------- case manager profiles
+
+
+def _roster_problem(exc: roster.RosterError) -> Problem:
+    errors = [{"field": e.field, "message": e.message} for e in exc.errors]
+    return Problem(exc.status, "; ".join(e["message"] for e in errors), errors=errors)
+
+
+def _check(profile: roster.Profile, region_codes: Collection[str]) -> None:
+    errors = roster.check_profile(profile, region_codes, datetime.now(LOCAL_TZ).date())
+    if errors:
+        raise _roster_problem(roster.RosterError(errors))
+
+
+def _staff_id(value: str) -> str:
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        raise Problem(404, "No such case manager.") from None
+
+
+async def list_case_managers(
+    conn: asyncpg.Connection,
+    caller: Caller,
+    region_codes: Collection[str],
+    region: str | None = None,
+    status: str | None = None,
+) -> list[roster.ProfileView]:
+    """Profiles with their load (a supervisor: their region only)."""
+    return await roster.list_profiles(conn, scope_region(caller, region, region_codes), status)
+
+
+async def create_case_manager(
+    db: CallerDb, region_codes: Collection[str], data: CaseManagerIn
+) -> CaseManagerCreated:
+    """A staff account and routing profile; a first password is generated (shown once) unless given."""
+    profile = roster.Profile(
+        email=data.email,
+        name=data.name,
+        regions=data.regions,
+        needs=data.needs,
+        languages=data.languages,
+        capacity=data.capacity,
+        status=data.status,
+        away_until=data.away_until,
+        specialisms=data.specialisms,
+    )
+    _check(profile, region_codes)
+    generated = None if data.password else secrets.token_urlsafe(12)
+    # Hashed before the transaction: argon2 is deliberately slow and must not hold a connection.
+    password_hash = hash_password(data.password or generated or "")
+    try:
+        async with db.transaction() as conn:
+            view, _ = await roster.save_profile(
+                conn, db.identity, profile, via="api", password_hash=password_hash
+            )
+    except roster.RosterError as exc:
+        raise _roster_problem(exc) from None
+    return CaseManagerCreated(**msgspec.structs.asdict(view), password=generated)
+
+
+async def get_case_manager(
+    conn: asyncpg.Connection, caller: Caller, case_manager_id: str
+) -> roster.ProfileView:
+    view = await roster.get_profile(conn, _staff_id(case_manager_id))
+    if view is None or (caller.role == "supervisor" and caller.region not in view.regions):
+        raise Problem(404, "No such case manager.")
+    return view
+
+
+async def update_case_manager(
+    conn: asyncpg.Connection,
+    caller: Caller,
+    region_codes: Collection[str],
+    case_manager_id: str,
+    data: CaseManagerPatch,
+) -> roster.ProfileView:
+    """Change the fields given. Supervisors may change load, availability and skills, not identity."""
+    cid = _staff_id(case_manager_id)
+    if caller.role == "supervisor" and (data.email or data.name or data.regions):
+        raise Problem(403, "Only an administrator can change a case manager's email, name or regions.")
+    current = await roster.get_profile(conn, cid)
+    if current is None or (caller.role == "supervisor" and caller.region not in current.regions):
+        raise Problem(404, "No such case manager.")
+    status = data.status or current.status
+    away_until = current.away_until if data.away_until is msgspec.UNSET else data.away_until
+    if data.status is not None and data.status != "away" and data.away_until is msgspec.UNSET:
+        away_until = None  # back at work: the old return date no longer applies
+    profile = roster.Profile(
+        email=data.email or current.email,
+        name=data.name or current.name,
+        regions=data.regions or current.regions,
+        needs=data.needs or current.needs,
+        languages=data.languages or current.languages,
+        capacity=current.capacity if data.capacity is None else data.capacity,
+        status=status,
+        away_until=away_until,
+        specialisms=current.specialisms if data.specialisms is None else data.specialisms,
+    )
+    _check(profile, region_codes)
+    try:
+        view, _ = await roster.save_profile(conn, caller.identity, profile, via="api", staff_id=cid)
+    except roster.RosterError as exc:
+        raise _roster_problem(exc) from None
+    return view

@@ -1,0 +1,2 @@
+-- A staff account by email (case-insensitively).
+SELECT id, role FROM staff WHERE lower(email) = lower($1)
