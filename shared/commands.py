@@ -272,4 +272,7 @@ async def serve_command(
 
     svc = await nats.micro.add_service(nc, name=service, version=version, description=description)
     await svc.add_endpoint(name=endpoint, subject=subject, handler=on_request)
+    # The subscription is live once the server has it: without the flush a request sent at once (by
+    # another connection) can find no responder.
+    await nc.flush()
     return svc
