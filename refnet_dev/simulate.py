@@ -28,11 +28,13 @@ from typing import Any
 import asyncpg
 import httpx
 
+from refnet_dev.demo import PARTNERS
+from services.intake.evaluation.report import CohortRecord
 from shared import audit
-from shared.casework import FOLLOWUP_MONTHS, add_months, local_date
+from shared.casework import FAMILIES, FOLLOWUP_MONTHS, add_months, local_date
 from shared.db import Identity
 
-__all__ = ["Plan", "Summary", "plan_pilot", "simulate"]
+__all__ = ["BASELINE_HAZARD", "PLANTED", "Plan", "Summary", "cohort_records", "plan_pilot", "simulate"]
 
 OPERATOR = Identity(role="system", actor_id="demo-simulate")
 PROVENANCE_KIND = "synthetic_demo"
@@ -259,30 +261,80 @@ def _plan_services(rnd: random.Random, plan: Plan, now: datetime) -> None:
     plan.interventions.sort(key=lambda x: x[0])
 
 
+# The planted truth, on the scale the evaluation estimates it (services.intake.evaluation.analysis):
+# log hazard ratios of a grouped-time proportional-hazards model of the first re-arrest or return to
+# exploitation. Time runs from first contact; each follow-up interval (from the previous follow-up at
+# which recidivism was known, to this one) has the probability 1 - exp(-dH * exp(x.b)), where dH is the
+# baseline cumulative hazard of the scheduled periods it spans and x holds the intake variables and the
+# intervention families received (first delivery) before the interval began. Terms not named are 0.
+PLANTED: dict[str, float] = {
+    "family:housing": -1.2,
+    "family:therapy": -0.75,
+    "family:legal": -0.5,
+    "family:education_work": -0.4,
+    "family:mentoring": -0.45,
+    "prior_services:mandated": 0.6,
+    "prior_arrests:1": 0.2,
+    "prior_arrests:2-3": 0.45,
+    "prior_arrests:4+": 0.9,
+    "foster_care_history": 0.35,
+    "age_first_exploited:under 14": 0.3,
+}
+# Baseline cumulative hazard of each scheduled period (contact to 3 months, 3 to 6, 6 to 12, 12 to 24).
+BASELINE_HAZARD: dict[str, float] = {"m3": 0.22, "m6": 0.18, "m12": 0.3, "m24": 0.4}
+# Which intervention types make up each family (as shared.casework.FAMILIES).
+_FAMILY_TYPES = dict(FAMILIES)
+_PARTNER_NAMES = tuple(name for name, _ in PARTNERS)
+
+
+def _arrest_band(n: int) -> str:
+    return "0" if n == 0 else "1" if n == 1 else "2-3" if n <= 3 else "4+"
+
+
+def intake_log_hazard(intake: dict[str, Any]) -> float:
+    """The planted log relative hazard of the intake variables (pure)."""
+    x = 0.0
+    x += PLANTED.get(f"prior_services:{intake['prior_services']}", 0.0)
+    x += PLANTED.get(f"prior_arrests:{_arrest_band(intake['prior_arrests'])}", 0.0)
+    x += PLANTED["foster_care_history"] * bool(intake["foster_care_history"])
+    x += PLANTED["age_first_exploited:under 14"] * (intake["age_first_exploited"] < 14)
+    return x
+
+
+def families_before(interventions: list[tuple[datetime, str, int | None, str | None]], day: date) -> set[str]:
+    """Families with a first delivery on a local date before ``day`` (so it precedes the interval)."""
+    return {
+        family
+        for at, kind, _, _ in interventions
+        if local_date(at) < day
+        for family, types in _FAMILY_TYPES.items()
+        if kind in types
+    }
+
+
+def interval_probability(intake: dict[str, Any], families: set[str], periods: list[str]) -> float:
+    """Probability of a first recidivism within an interval spanning ``periods`` (pure)."""
+    xb = intake_log_hazard(intake) + sum(PLANTED.get(f"family:{f}", 0.0) for f in families)
+    dh = sum(BASELINE_HAZARD[p] for p in periods)
+    return 1 - math.exp(-dh * math.exp(xb))
+
+
 def _plan_outcomes(rnd: random.Random, plan: Plan, now: datetime) -> None:
     assert plan.contact_at is not None
     got = {kind for _, kind, _, _ in plan.interventions}
     intake = plan.intake
-    risk = (
-        -0.55
-        + 0.22 * min(intake["prior_arrests"], 4)
-        + 0.35 * intake["foster_care_history"]
-        + 0.3 * (intake["age_first_exploited"] < 14)
-        + 0.35 * (intake["prior_services"] == "mandated")
-        - 1.2 * ("housing_placement" in got)
-        - 0.75 * ("therapy" in got)
-        - 0.5 * bool(got & {"court_advocacy", "vacatur_or_record_relief"})
-        - 0.4 * bool(got & {"school_enrollment", "job_training"})
-        - 0.45 * ("mentoring" in got)
-    )
     first = local_date(plan.contact_at)
     disengaged = plan.close_reason in ("lost_contact", "moved_out_of_area", "youth_declined_services")
+    # The recidivism chain: the last follow-up at which it was known, and the periods since then.
+    known_at, pending, relapsed = first, [], False
     for i, (point, months) in enumerate(FOLLOWUP_MONTHS.items()):
         due = add_months(first, months)
         at = datetime(due.year, due.month, due.day, 17, tzinfo=UTC) + timedelta(days=rnd.uniform(-5, 12))
         at = max(at, plan.contact_at + timedelta(hours=1))
         if at > now:
             break
+        if point != "intake":
+            pending.append(point)
         completion = _COMPLETION[point]
         if disengaged and plan.close_at is not None and at > plan.close_at:
             completion *= 0.3
@@ -304,11 +356,6 @@ def _plan_outcomes(rnd: random.Random, plan: Plan, now: datetime) -> None:
         safe = rnd.random() < (
             0.3 if not later else 0.45 + 0.15 * ("therapy" in got) + 0.1 * housed + 0.03 * i
         )
-        factor = {0: 0.0, 1: 0.55, 2: 0.55, 3: 0.9, 4: 1.1}[i]
-        arrested = rnd.random() < (
-            _sigmoid(-0.9 + 0.35 * min(intake["prior_arrests"], 4)) if not later else factor * _sigmoid(risk)
-        )
-        exploited = later and rnd.random() < factor * _sigmoid(risk - 0.2 + 0.9 * arrested)
         status = {
             "housing_stability": maybe(
                 "stable" if housed else ("homeless" if rnd.random() < 0.4 else "unstable")
@@ -319,27 +366,83 @@ def _plan_outcomes(rnd: random.Random, plan: Plan, now: datetime) -> None:
             "safety": maybe("safe" if safe else ("unsafe" if rnd.random() < 0.35 else "at_risk")),
         }
         if not later:
+            # The intake interview asks about the year before the referral (a baseline, not an outcome).
+            arrested = rnd.random() < _sigmoid(-0.9 + 0.35 * min(intake["prior_arrests"], 4))
             plan.outcomes.append(
                 (at, point, "youth_self_report", {**status, "re_arrest": maybe("yes" if arrested else "no")})
             )
             continue
+        if rnd.random() < 0.04:
+            # Neither could be established at this follow-up: the interval runs on to the next one.
+            arrest_value = exploit_value = "unknown"
+        else:
+            p = interval_probability(intake, families_before(plan.interventions, known_at), pending)
+            event = rnd.random() < p
+            if relapsed:
+                event = rnd.random() < p  # later episodes: the evaluation looks at the first only
+            relapsed = relapsed or event
+            kind = rnd.random()
+            arrest_value = "yes" if event and kind < 0.6 else "no"
+            exploit_value = "yes" if event and kind >= 0.4 else "no"
+            known_at, pending = local_date(at), []
         self_report = _pick(
             rnd, (("youth_self_report", 0.7), ("case_manager_observation", 0.2), ("caregiver_report", 0.1))
         )
-        plan.outcomes.append(
-            (
-                at,
-                point,
-                self_report,
-                {**status, "return_to_exploitation": maybe("yes" if exploited else "no")},
-            )
-        )
+        plan.outcomes.append((at, point, self_report, {**status, "return_to_exploitation": exploit_value}))
         justice = "justice_system_record" if rnd.random() < 0.4 else self_report
-        arrest = {"re_arrest": maybe("yes" if arrested else "no")}
+        arrest = {"re_arrest": arrest_value}
         if justice == self_report:
             plan.outcomes[-1][3].update(arrest)
         else:
             plan.outcomes.append((at, point, justice, arrest))
+
+
+def cohort_records(plans: list[Plan]) -> list[CohortRecord]:
+    """The evaluation's view of a planned pilot, as the database would hold it had every step gone
+    through the API unchanged (pure: the recovery test runs the analysis on it without servers)."""
+    out = []
+    for p in plans:
+        status = (
+            "withdrawn"
+            if p.withdraw_at
+            else "closed"
+            if p.close_at
+            else "engaged"
+            if p.contact_at
+            else "accepted"
+        )
+        counts: Counter[str] = Counter(kind for _, kind, _, _ in p.interventions)
+        firsts: dict[str, date] = {}
+        for at, kind, _, _ in p.interventions:
+            day = local_date(at)
+            firsts[kind] = min(firsts.get(kind, day), day)
+        outcomes: dict[str, dict[str, str]] = {}
+        dates: dict[str, dict[str, date]] = {}
+        for at, point, _, measures in p.outcomes:
+            outcomes.setdefault(point, {}).update(measures)
+            dates.setdefault(point, {}).update({m: local_date(at) for m in measures})
+        out.append(
+            CohortRecord(
+                referral_id=str(uuid.UUID(int=p.n + 1)),
+                youth_key=f"youth-{p.n}",
+                received_at=p.received,
+                region=p.region,
+                partner=_PARTNER_NAMES[p.partner] if p.partner < len(_PARTNER_NAMES) else None,
+                age_years=p.age,
+                urgency=p.urgency,
+                needs=p.needs,
+                status=status,
+                close_reason=p.close_reason,
+                intake=p.intake,
+                engaged_at=p.contact_at,
+                closed_at=p.close_at,
+                interventions=dict(counts),
+                intervention_dates=firsts,
+                outcomes=outcomes,
+                outcome_dates=dates,
+            )
+        )
+    return out
 
 
 # --------------------------------------------------------------------------- playing it through the API

@@ -1,0 +1,123 @@
+"""Kaplan-Meier curves of time to first recidivism, published on a coarse grid of days; pure.
+
+Time runs from first contact to the follow-up that first reported a re-arrest or a return to
+exploitation (the event happened on or before that day), and a youth without one is censored at their
+last follow-up with a known answer. The estimate (lifelines' ``KaplanMeierFitter``, exponential
+Greenwood 95% bands) uses every day; the release shows it only at the grid's days, which fall between
+the follow-up windows (3, 6, 12 and 24 months), with the numbers at risk there and the events in
+between, so every count a reader can take from a curve is a count the release suppresses like any other.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
+
+import msgspec
+import numpy as np
+
+from services.intake.evaluation.release import Ledger
+
+__all__ = ["GRID_DAYS", "LANDMARK_DAYS", "Curve", "CurveData", "curve_data", "materialise", "register"]
+
+# Between the follow-up windows (due day -5 to +12): after 3, 6, 12 and 24 months.
+GRID_DAYS: tuple[int, ...] = (0, 120, 210, 400, 760)
+# Curves by intervention family start here: a youth belongs to a family's curve if they received it
+# before this day and had no recidivism reported up to it (a landmark analysis; comparing youth by help
+# received at any time would credit the help with the time they had to survive to receive it).
+LANDMARK_DAYS = 120
+
+
+class Curve(msgspec.Struct, kw_only=True):
+    """A survival curve at the grid's days; it stops where a count at risk or an event count would be
+    too small to publish."""
+
+    time_days: list[int]
+    survival: list[float]
+    ci_low: list[float]
+    ci_high: list[float]
+    at_risk: list[int]
+    # Events since the previous day of the grid (0 at the first).
+    events: list[int]
+
+
+@dataclass(frozen=True)
+class CurveData:
+    members: tuple[int, ...]
+    durations: tuple[float, ...]
+    events: tuple[bool, ...]
+    start: int = 0
+
+    @property
+    def grid(self) -> list[int]:
+        last = max(self.durations, default=0.0)
+        return [t for t in GRID_DAYS if t >= self.start and (t == self.start or t <= last)]
+
+
+def _key(name: Hashable, what: str, k: int) -> tuple[Hashable, ...]:
+    return ("survival", name, what, k)
+
+
+def register(ledger: Ledger, name: Hashable, data: CurveData) -> None:
+    """Put the curve's counts into the release: at risk at each day (published), events between days
+    (published: the curve's steps reveal them), and censored between days (derivable, protected)."""
+    grid = data.grid
+    for k, t in enumerate(grid):
+        ledger.add(
+            _key(name, "at_risk", k), [m for m, d in zip(data.members, data.durations, strict=True) if d >= t]
+        )
+        if k + 1 < len(grid):
+            nxt = grid[k + 1]
+            window = [
+                (m, e)
+                for m, d, e in zip(data.members, data.durations, data.events, strict=True)
+                if t <= d < nxt
+            ]
+            ledger.add(_key(name, "events", k), [m for m, e in window if e])
+            ledger.add(_key(name, "censored", k), [m for m, e in window if not e], published=False)
+
+
+def materialise(ledger: Ledger, name: Hashable, data: CurveData) -> Curve:
+    """The published curve: Kaplan-Meier at each grid day while its counts are shown."""
+    from lifelines import KaplanMeierFitter  # type: ignore[import-untyped]
+
+    out = Curve(time_days=[], survival=[], ci_low=[], ci_high=[], at_risk=[], events=[])
+    grid = data.grid
+    if not data.members:
+        return out
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # lifelines warns about ties and pandas internals; none matter here
+        kmf = KaplanMeierFitter(alpha=0.05).fit(np.array(data.durations), np.array(data.events))
+        times = np.asarray(kmf.survival_function_.index, dtype=float)
+        surv = np.asarray(kmf.survival_function_.iloc[:, 0], dtype=float)
+        band = kmf.confidence_interval_survival_function_
+        lows, highs = np.asarray(band.iloc[:, 0], dtype=float), np.asarray(band.iloc[:, 1], dtype=float)
+    for k, t in enumerate(grid):
+        at_risk = ledger.shown(_key(name, "at_risk", k))
+        events = ledger.shown(_key(name, "events", k - 1)) if k else 0
+        if not isinstance(at_risk, int) or not isinstance(events, int) or at_risk == 0:
+            break
+        # The estimate just before day t (events on day t belong to the next interval of the grid).
+        j = int(np.searchsorted(times, t, side="left")) - 1
+        # Members of a landmark curve all reached its first day without an event: it starts at 1.
+        s, lo, hi = (1.0, 1.0, 1.0) if j < 0 else (surv[j], lows[j], highs[j])
+        out.time_days.append(t)
+        out.survival.append(round(float(s), 4))
+        out.ci_low.append(round(float(lo), 4))
+        out.ci_high.append(round(float(hi), 4))
+        out.at_risk.append(at_risk)
+        out.events.append(events)
+    return out
+
+
+def curve_data(
+    members: Sequence[int], durations: Sequence[float], events: Sequence[bool], start: int = 0
+) -> CurveData:
+    keep = [(m, d, e) for m, d, e in zip(members, durations, events, strict=True) if d >= start]
+    return CurveData(
+        members=tuple(m for m, _, _ in keep),
+        durations=tuple(d for _, d, _ in keep),
+        events=tuple(e for _, _, e in keep),
+        start=start,
+    )
