@@ -1,23 +1,31 @@
 """Suppression across a whole release: every count of every table, checked together by linear programming.
 
 A release (the report's JSON, its HTML and its CSV tables, which all show the same numbers) publishes
-many counts of the same youth: by region, by status, by variable, at risk over time. Each count is the
-size of a set of records, so a reader who combines the published counts knows linear equations over
-the numbers of records in every combination of cells ("atoms"). For a hidden count, the smallest and
-largest values those equations allow (with every atom non-negative) are what the reader can narrow it
-to: ``scipy.optimize.linprog`` computes both. Suppression hides every count from 1 to the threshold,
-then hides further published counts (complements) until no small count, hidden or never published but
-derivable (e.g. "not re-arrested" = followed up - re-arrested), can be narrowed below its protection
-interval. The audit (``audit``) repeats the computation independently of how the hiding was chosen.
+many counts of the same youth: by region, by status, by variable, at risk over time. What a reader can
+combine is modelled as a linear programme over every count of the release (the unknowns):
 
-Hiding a published count only removes an equation, so a protected cell stays protected: one pass over
-the small cells suffices.
+- the sums each table states: a margin is the sum of its row, a group's youth are its events plus its
+  non-events, the youth at risk on one day are those at risk the next plus the events and censorings
+  between, and the like (``Ledger.constrain``);
+- the same set of youth counted in two tables is one unknown (a region's total in every table);
+- nesting between tables: a count of a subset of another count's youth is at most that count (derived
+  from the sets themselves, so no table has to declare it);
+- every count is non-negative, and every published count is fixed to its value.
+
+For a hidden count, the smallest and largest values this allows are what a reader can narrow it to.
+Suppression hides every count from 1 to the threshold, then further published counts (complements)
+until no small count, hidden or never published but derivable (e.g. "not re-arrested" = followed up -
+re-arrested), can be narrowed below its protection interval. The audit (``Ledger.audit``) recomputes
+every bound from scratch with ``scipy.optimize.linprog``.
+
+Hiding a published count only removes a constraint, so a protected count stays protected: one pass
+over the small counts suffices.
 """
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterable
-from dataclasses import dataclass
+from collections.abc import Hashable, Iterable, Sequence
+from dataclasses import dataclass, field
 
 import msgspec
 import numpy as np
@@ -33,16 +41,14 @@ Key = Hashable
 # The protection interval: whatever a reader combines from the release, a count from 1 to 10 must stay
 # possible anywhere from 1 to 10 — the release says no more about it than that it is small.
 PROTECTION = (1, THRESHOLD)
-# Complement candidates tried per step.
-_CANDIDATES = 8
+# Complement candidates tried per step (cheapest first).
+_CANDIDATES = 24
+_EPS = 1e-7
 
 
 def protection_interval(value: int) -> tuple[int, int]:
-    """The range a reader must not be able to narrow a small count below."""
-    import os
-    if os.environ.get("PROT") == "5":
-        return max(0, value - 5), value + 5
-    del value  # the same for every small count: the whole band
+    """The range a reader must not be able to narrow a small count below (the same for every one)."""
+    del value
     return PROTECTION
 
 
@@ -59,55 +65,88 @@ class AuditResult(msgspec.Struct, kw_only=True):
     cells: list[AuditCell]
     # The narrowest interval any small count can be narrowed to, and which.
     narrowest: AuditCell | None
-    variables: int
+    unknowns: int
     equations: int
+    inequalities: int
+    published: int
 
 
 @dataclass
 class _Cell:
-    key: Key
+    keys: list[Key]
     members: np.ndarray
     published: bool
+    # What hiding it costs readers: an ordinary cell 1, a margin more, a headline number most.
+    cost: float
+    value: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.value = int(self.members.sum())
 
 
 class Ledger:
-    """Every count of one release: its members (record indices) and whether it is published."""
+    """Every count of one release: its members (record indices), whether it is published, what hiding
+    it would cost, and the sums the tables state. Counts of the same records are one cell."""
 
     def __init__(self, records: int, *, threshold: int = THRESHOLD) -> None:
         self.records = records
         self.threshold = threshold
-        self._cells: dict[Key, _Cell] = {}
-        self._hidden: frozenset[Key] | None = None
+        self._cells: list[_Cell] = []
+        self._by_key: dict[Key, int] = {}
+        self._by_mask: dict[bytes, int] = {}
+        self._sums: list[tuple[int, tuple[int, ...]]] = []
+        self._hidden: frozenset[int] | None = None
 
-    def add(self, key: Key, members: Iterable[int] | np.ndarray, *, published: bool = True) -> Key:
+    def add(
+        self, key: Key, members: Iterable[int] | np.ndarray, *, published: bool = True, cost: float = 1.0
+    ) -> Key:
         """Register a count (the number of ``members``). ``published=False`` marks a count the release
-        does not show but a reader could derive (it is protected, never used as known)."""
+        does not show but a reader could derive through the sums (protected, never fixed)."""
         if self._hidden is not None:
             raise RuntimeError("the release is already suppressed")
         if isinstance(members, np.ndarray) and members.dtype == bool:
             mask = members
         else:
             mask = np.zeros(self.records, dtype=bool)
-            idx = np.fromiter(members, dtype=np.int64)
-            mask[idx] = True
-        if key in self._cells:
-            if not np.array_equal(self._cells[key].members, mask):
-                raise ValueError(f"{key!r} registered twice with different members")
-            self._cells[key].published |= published
-            return key
-        self._cells[key] = _Cell(key, mask, published)
+            mask[np.fromiter(members, dtype=np.int64)] = True
+        if key in self._by_key:
+            raise ValueError(f"{key!r} registered twice")
+        packed = np.packbits(mask).tobytes() + len(mask).to_bytes(4, "big")
+        cell = self._by_mask.get(packed)
+        if cell is None:
+            cell = self._by_mask[packed] = len(self._cells)
+            self._cells.append(_Cell([key], mask, published, cost))
+        else:
+            c = self._cells[cell]
+            c.keys.append(key)
+            c.published |= published
+            c.cost = max(c.cost, cost)
+        self._by_key[key] = cell
         return key
 
-    def value(self, key: Key) -> int:
-        return int(self._cells[key].members.sum())
+    def constrain(self, total: Key, parts: Sequence[Key]) -> None:
+        """State that ``total`` is the sum of ``parts`` (checked: their sets must partition it)."""
+        t = self._by_key[total]
+        ps = tuple(self._by_key[p] for p in parts)
+        union = np.zeros(self.records, dtype=int)
+        for p in ps:
+            union += self._cells[p].members
+        if not np.array_equal(union, self._cells[t].members.astype(int)):
+            raise ValueError(f"{parts!r} do not partition {total!r}")
+        if len(set(ps)) == 1 and ps[0] == t:
+            return
+        self._sums.append((t, ps))
 
-    def is_small(self, key: Key) -> bool:
-        return 1 <= self.value(key) <= self.threshold
+    def has(self, key: Key) -> bool:
+        return key in self._by_key
+
+    def value(self, key: Key) -> int:
+        return self._cells[self._by_key[key]].value
 
     def shown(self, key: Key) -> Shown:
         if self._hidden is None:
             raise RuntimeError("suppress() first")
-        return SUPPRESSED if key in self._hidden else self.value(key)
+        return SUPPRESSED if self._by_key[key] in self._hidden else self.value(key)
 
     def visible(self, key: Key) -> bool:
         return self.shown(key) != SUPPRESSED
@@ -116,189 +155,237 @@ class Ledger:
     def hidden(self) -> frozenset[Key]:
         if self._hidden is None:
             raise RuntimeError("suppress() first")
-        return self._hidden
+        return frozenset(k for i in self._hidden for k in self._cells[i].keys)
 
     # ----------------------------------------------------------------- the linear programme
 
-    def _system(self) -> tuple[list[Key], np.ndarray, np.ndarray]:
-        """Cells as rows over atoms (records with the same membership everywhere), and atom sizes."""
-        keys = list(self._cells)
-        if not keys or self.records == 0:
-            return keys, np.zeros((len(keys), 0), dtype=bool), np.zeros(0)
-        matrix = np.vstack([self._cells[k].members for k in keys])
-        atoms, counts = np.unique(matrix.T, axis=0, return_counts=True)
-        return keys, atoms.T, counts.astype(float)
+    def _programme(self) -> tuple[sparse.csr_matrix, sparse.csr_matrix, np.ndarray]:
+        """Equations (sums, = 0) and inequalities (nesting, <= 0) over the cells; and their values."""
+        n = len(self._cells)
+        eq_rows, eq_cols, eq_vals = [], [], []
+        for r, (t, ps) in enumerate(self._sums):
+            coeffs: dict[int, float] = {t: -1.0}
+            for p in ps:
+                coeffs[p] = coeffs.get(p, 0.0) + 1.0
+            for c, v in coeffs.items():
+                if v:
+                    eq_rows.append(r)
+                    eq_cols.append(c)
+                    eq_vals.append(v)
+        equations = sparse.csr_matrix((eq_vals, (eq_rows, eq_cols)), shape=(len(self._sums), n))
+        pairs = _direct_subsets(np.vstack([c.members for c in self._cells])) if n else []
+        rows = [r for r, _ in enumerate(pairs) for _ in (0, 1)]
+        cols = [c for pair in pairs for c in pair]
+        vals = [1.0, -1.0] * len(pairs)
+        nesting = sparse.csr_matrix((vals, (rows, cols)), shape=(len(pairs), n))
+        values = np.array([c.value for c in self._cells], dtype=float)
+        return equations, nesting, values
 
     def suppress(self) -> frozenset[Key]:
         """Hide every published small count and the complements that protect every small count."""
-        keys, rows, sizes = self._system()
-        values = rows.astype(float) @ sizes if rows.size else np.zeros(len(keys))
-        published = np.array([self._cells[k].published for k in keys], dtype=bool)
+        equations, nesting, values = self._programme()
+        published = np.array([c.published for c in self._cells], dtype=bool)
+        costs = np.array([c.cost for c in self._cells])
         small = (values >= 1) & (values <= self.threshold)
         hidden = published & small
         # Biggest small counts first: they are the hardest to protect and their complements help others.
-        protect = sorted(np.flatnonzero(small), key=lambda i: -values[i])
-        solver = _Solver(rows, sizes, list(np.flatnonzero(published & ~hidden)))
+        protect = sorted(np.flatnonzero(small), key=lambda i: (-values[i], i))
+        solver = _Solver(equations, nesting, values, published & ~hidden)
         for cell in protect:
             lo_req, hi_req = protection_interval(int(values[cell]))
-            for _ in range(len(keys)):
-                low, duals = solver.bound(cell, minimise=True)
-                if low <= lo_req + 1e-7:
-                    high, duals = solver.bound(cell, minimise=False)
-                    if high >= hi_req - 1e-7:
+            for _ in range(len(self._cells)):
+                low, reduced = solver.bound(int(cell), minimise=True)
+                if low <= lo_req + _EPS:
+                    high, reduced = solver.bound(int(cell), minimise=False)
+                    if high >= hi_req - _EPS:
                         break
                     side, current, wanted = False, high, float(hi_req)
                 else:
                     side, current, wanted = True, low, float(lo_req)
-                extra = self._complement(solver, cell, side, current, wanted, duals, values, published & ~hidden)
+                extra = _complement(solver, int(cell), side, current, wanted, reduced, costs)
                 if extra is None:
                     break  # nothing left to hide
                 hidden[extra] = True
                 solver.hide(extra)
-        self._hidden = frozenset(k for k, h in zip(keys, hidden, strict=True) if h)
-        return self._hidden
-
-    def _complement(
-        self,
-        solver: _Solver,
-        cell: int,
-        minimise: bool,
-        current: float,
-        wanted: float,
-        duals: np.ndarray,
-        values: np.ndarray,
-        shown: np.ndarray,
-    ) -> int | None:
-        """The published count to hide next. Candidates are the counts whose equation binds the bound
-        (non-zero dual); each is tried, and the one that moves the bound furthest towards the
-        protection interval wins, per unit of cost (one more hidden count, a little more for a big
-        one, which more readers would miss); ties go to the smaller count."""
-        binding = [i for i in np.flatnonzero(shown) if abs(duals[i]) > 1e-9]
-        if not binding:
-            binding = list(np.flatnonzero(shown))
-        if not binding:
-            return None
-        # Try the strongest constraints first; a handful is enough to find a good one.
-        binding.sort(key=lambda i: (-abs(duals[i]), values[i]))
-        needed = abs(wanted - current)
-        total = max(1.0, float(values.max()))
-        best: tuple[float, float, int] | None = None
-        for i in binding[:_CANDIDATES]:
-            solver.hide(i)
-            moved, _ = solver.bound(cell, minimise=minimise)
-            solver.show(i)
-            gain = min(abs(moved - current), needed) / needed
-            score = gain / (1.0 + values[i] / total)
-            if best is None or (score, -values[i]) > (best[0], -best[1]):
-                best = (score, values[i], i)
-            if gain >= 1.0 and values[i] <= self.threshold * 3:
-                break
-        return None if best is None else best[2]
+        self._hidden = frozenset(int(i) for i in np.flatnonzero(hidden))
+        return self.hidden
 
     def audit(self) -> AuditResult:
         """For every small count (published or derivable), the range a reader can narrow it to from
-        everything published, by linear programming; independent of how suppression chose its cells."""
-        keys, rows, sizes = self._system()
-        values = rows.astype(float) @ sizes if rows.size else np.zeros(len(keys))
-        hidden = self.hidden
-        known = [i for i, k in enumerate(keys) if self._cells[k].published and k not in hidden]
-        matrix = sparse.csr_matrix(rows.astype(float))
+        everything published, each bound solved from scratch by ``scipy.optimize.linprog``."""
+        equations, nesting, values = self._programme()
+        hidden = self._hidden if self._hidden is not None else frozenset()
+        known = [i for i, c in enumerate(self._cells) if c.published and i not in hidden]
         cells = []
-        for i, key in enumerate(keys):
-            v = int(values[i])
-            if not 1 <= v <= self.threshold:
+        for i, c in enumerate(self._cells):
+            if not 1 <= c.value <= self.threshold:
                 continue
-            low = _linprog_bound(matrix, values, i, known, minimise=True)
-            high = _linprog_bound(matrix, values, i, known, minimise=False)
-            lo_req, hi_req = protection_interval(v)
+            low = _linprog_bound(equations, nesting, values, known, i, minimise=True)
+            high = _linprog_bound(equations, nesting, values, known, i, minimise=False)
+            lo_req, hi_req = protection_interval(c.value)
             cells.append(
                 AuditCell(
-                    key=repr(key),
-                    value=v,
-                    published=self._cells[key].published,
+                    key=" = ".join(repr(k) for k in c.keys),
+                    value=c.value,
+                    published=c.published and i not in hidden,
                     low=round(low, 6),
                     high=round(high, 6),
-                    protected=low <= lo_req + 1e-7 and high >= hi_req - 1e-7,
+                    protected=low <= lo_req + _EPS and high >= hi_req - _EPS,
                 )
             )
-        narrowest = min(cells, key=lambda c: (c.high - c.low, c.key)) if cells else None
-        return AuditResult(cells=cells, narrowest=narrowest, variables=len(sizes), equations=len(known))
+        narrowest = min(cells, key=lambda a: (a.high - a.low, a.key)) if cells else None
+        return AuditResult(
+            cells=cells,
+            narrowest=narrowest,
+            unknowns=len(self._cells),
+            equations=equations.shape[0],
+            inequalities=nesting.shape[0],
+            published=len(known),
+        )
+
+
+def _direct_subsets(members: np.ndarray) -> list[tuple[int, int]]:
+    """Pairs (a, b) where a's set is a proper, non-empty subset of b's with nothing registered strictly
+    between them (the rest of the nesting follows from these)."""
+    # Float matrix products (BLAS) are exact for counts this size and far faster than integer ones.
+    m = members.astype(np.float32)
+    sizes = m.sum(axis=1)
+    # inside[a, b]: every member of a is in b (a has no member outside b).
+    inside = (m @ (1.0 - m).T) < 0.5
+    np.fill_diagonal(inside, False)
+    inside &= (sizes[:, None] > 0) & (sizes[:, None] < sizes[None, :])
+    # a -> c -> b makes a -> b redundant.
+    step = inside.astype(np.float32)
+    via = (step @ step) > 0.5
+    direct = inside & ~via
+    return [(int(a), int(b)) for a, b in zip(*np.nonzero(direct), strict=True)]
+
+
+def _complement(
+    solver: _Solver,
+    cell: int,
+    minimise: bool,
+    current: float,
+    wanted: float,
+    reduced: np.ndarray,
+    costs: np.ndarray,
+) -> int | None:
+    """The published count to hide next. Candidates are the fixed counts that bind the bound (non-zero
+    reduced cost), cheapest first; each is tried, and the one that moves the bound furthest towards
+    the protection interval per unit of cost wins."""
+    shown = np.flatnonzero(solver.fixed)
+    binding = [int(i) for i in shown if abs(reduced[i]) > 1e-9] or [int(i) for i in shown]
+    if not binding:
+        return None
+    binding.sort(key=lambda i: (costs[i], -abs(reduced[i]), solver.values[i], i))
+    needed = abs(wanted - current)
+    best: tuple[float, int] | None = None
+    for i in binding[:_CANDIDATES]:
+        solver.hide(i)
+        moved, _ = solver.bound(cell, minimise=minimise)
+        solver.show(i)
+        gain = min(abs(moved - current), needed) / needed
+        score = gain / costs[i]
+        if best is None or score > best[0] + 1e-12:
+            best = (score, i)
+        if gain >= 1.0 - 1e-9:
+            break  # candidates come cheapest first: none later can do better
+    return None if best is None else best[1]
 
 
 class _Solver:
-    """min / max of one cell's count subject to the published counts, atoms >= 0.
+    """min / max of one count over the programme, as counts are hidden one by one.
 
-    One HiGHS model for the whole suppression: every cell is a row, a published row is fixed to its
-    value and an unpublished one is free, and each bound only changes the objective (or frees a row),
-    so HiGHS re-solves from the previous basis. ``audit`` uses ``scipy.optimize.linprog`` instead, from
-    scratch, so the check does not share this code.
+    One HiGHS model for the whole suppression: hiding a count frees its variable's bounds and each
+    bound only changes the objective, so HiGHS re-solves from the previous basis. ``Ledger.audit``
+    uses ``scipy.optimize.linprog`` from scratch instead, so the check does not share this code.
     """
 
-    def __init__(self, rows: np.ndarray, sizes: np.ndarray, known: list[int]) -> None:
+    def __init__(
+        self, equations: sparse.csr_matrix, nesting: sparse.csr_matrix, values: np.ndarray, fixed: np.ndarray
+    ) -> None:
         import highspy  # type: ignore[import-untyped]
 
         self._hs = highspy
         # The pybind class itself: the Python subclass prints a banner to the process's stdout.
         self.highs = highspy._Highs()
         self.highs.setOptionValue("output_flag", False)
-        # Presolve would rebuild the problem on every solve and lose the warm start.
-        self.highs.setOptionValue("presolve", "off")
-        matrix = sparse.csr_matrix(rows.astype(float))
-        self.rows = matrix
-        self.values = matrix @ sizes
-        n_rows, n_cols = matrix.shape
+        self.values = values
+        self.fixed = fixed.copy()
+        n = len(values)
+        matrix = sparse.vstack([equations, nesting]).tocsr()
+        inf = highspy.kHighsInf
         lp = highspy.HighsLp()
-        lp.num_col_, lp.num_row_ = n_cols, n_rows
-        lp.col_cost_ = np.zeros(n_cols)
-        lp.col_lower_ = np.zeros(n_cols)
-        lp.col_upper_ = np.full(n_cols, highspy.kHighsInf)
-        known_set = set(known)
-        lp.row_lower_ = np.array(
-            [self.values[i] if i in known_set else -highspy.kHighsInf for i in range(n_rows)]
-        )
-        lp.row_upper_ = np.array(
-            [self.values[i] if i in known_set else highspy.kHighsInf for i in range(n_rows)]
-        )
+        lp.num_col_, lp.num_row_ = n, matrix.shape[0]
+        lp.col_cost_ = np.zeros(n)
+        lp.col_lower_ = np.where(self.fixed, values, 0.0)
+        lp.col_upper_ = np.where(self.fixed, values, inf)
+        lp.row_lower_ = np.concatenate([np.zeros(equations.shape[0]), np.full(nesting.shape[0], -inf)])
+        lp.row_upper_ = np.zeros(matrix.shape[0])
         lp.a_matrix_.format_ = highspy.MatrixFormat.kRowwise
         lp.a_matrix_.start_ = matrix.indptr.astype(np.int32)
         lp.a_matrix_.index_ = matrix.indices.astype(np.int32)
-        lp.a_matrix_.value_ = matrix.data
+        lp.a_matrix_.value_ = matrix.data.astype(float)
         self.highs.passModel(lp)
-        self.cols = np.arange(n_cols, dtype=np.int32)
+        self._equations, self._nesting = equations, nesting
+        self._cols = np.arange(n, dtype=np.int32)
 
-    def hide(self, row: int) -> None:
-        self.highs.changeRowBounds(int(row), -self._hs.kHighsInf, self._hs.kHighsInf)
+    def hide(self, cell: int) -> None:
+        self.fixed[cell] = False
+        self.highs.changeColBounds(int(cell), 0.0, self._hs.kHighsInf)
 
-    def show(self, row: int) -> None:
-        self.highs.changeRowBounds(int(row), float(self.values[row]), float(self.values[row]))
+    def show(self, cell: int) -> None:
+        self.fixed[cell] = True
+        self.highs.changeColBounds(int(cell), float(self.values[cell]), float(self.values[cell]))
 
     def bound(self, cell: int, *, minimise: bool) -> tuple[float, np.ndarray]:
         hs = self._hs
-        cost = self.rows[cell].toarray().ravel()
-        self.highs.changeColsCost(len(self.cols), self.cols, cost)
+        cost = np.zeros(len(self.values))
+        cost[cell] = 1.0
+        self.highs.changeColsCost(len(self._cols), self._cols, cost)
         self.highs.changeObjectiveSense(hs.ObjSense.kMinimize if minimise else hs.ObjSense.kMaximize)
         self.highs.run()
         status = self.highs.getModelStatus()
         if status in (hs.HighsModelStatus.kUnbounded, hs.HighsModelStatus.kUnboundedOrInfeasible):
-            return float("inf"), np.zeros(self.rows.shape[0])
+            return float("inf"), np.zeros(len(self.values))
         if status != hs.HighsModelStatus.kOptimal:
-            raise RuntimeError(f"suppression LP failed: {status}")
+            # Numerical trouble: solve this one from scratch instead.
+            known = [int(i) for i in np.flatnonzero(self.fixed)]
+            value = _linprog_bound(
+                self._equations, self._nesting, self.values, known, cell, minimise=minimise
+            )
+            return value, np.ones(len(self.values))
         value = float(self.highs.getInfo().objective_function_value)
-        return value, np.asarray(self.highs.getSolution().row_dual)
+        return value, np.asarray(self.highs.getSolution().col_dual)
 
 
 def _linprog_bound(
-    rows: sparse.csr_matrix, values: np.ndarray, cell: int, known: list[int], *, minimise: bool
+    equations: sparse.csr_matrix,
+    nesting: sparse.csr_matrix,
+    values: np.ndarray,
+    known: list[int],
+    cell: int,
+    *,
+    minimise: bool,
 ) -> float:
-    """The same bound by scipy.optimize.linprog, from scratch (for the audit)."""
-    objective = rows[cell].toarray().ravel()
-    if not minimise:
-        objective = -objective
-    if not known:
-        return 0.0 if minimise else float("inf")
-    res = linprog(objective, A_eq=rows[known], b_eq=values[known], bounds=(0, None), method="highs")
-    if res.status == 3:
+    """One bound by ``scipy.optimize.linprog``, from scratch."""
+    n = len(values)
+    objective = np.zeros(n)
+    objective[cell] = 1.0 if minimise else -1.0
+    bounds = [(0.0, None)] * n
+    for i in known:
+        bounds[i] = (float(values[i]), float(values[i]))
+    res = linprog(
+        objective,
+        A_ub=nesting if nesting.shape[0] else None,
+        b_ub=np.zeros(nesting.shape[0]) if nesting.shape[0] else None,
+        A_eq=equations if equations.shape[0] else None,
+        b_eq=np.zeros(equations.shape[0]) if equations.shape[0] else None,
+        bounds=bounds,
+        method="highs",
+    )
+    if res.status == 3:  # unbounded: the count can be arbitrarily large
         return float("inf")
     if res.status != 0:
-        raise RuntimeError(f"audit LP failed: {res.message}")
+        raise RuntimeError(f"suppression audit LP failed: {res.message}")
     return float(res.fun) if minimise else -float(res.fun)

@@ -314,6 +314,9 @@ _LEVEL_ORDER: dict[str, tuple[str, ...]] = {
     "region": REGIONS,
 }
 _EVENT_COLUMNS = ["re-offended or re-exploited", "neither"]
+# What hiding a count costs readers (suppression hides the cheapest complements that protect): an
+# ordinary cell 1, a margin 3-4, the numbers every reader looks at first this much.
+_HEADLINE = 100.0
 
 
 class RateRow(msgspec.Struct, kw_only=True):
@@ -446,12 +449,20 @@ class _GridSpec:
         for r in self.rows:
             for c in self.columns:
                 ledger.add((name, "cell", r, c), members.get((r, c), []))
-            ledger.add((name, "row", r), [m for c in self.columns for m in members.get((r, c), [])])
+            ledger.add((name, "row", r), [m for c in self.columns for m in members.get((r, c), [])], cost=4)
         for c in self.columns:
-            ledger.add((name, "col", c), [m for r in self.rows for m in members.get((r, c), [])])
+            ledger.add((name, "col", c), [m for r in self.rows for m in members.get((r, c), [])], cost=4)
         ledger.add(
-            (name, "total"), [m for r in self.rows for c in self.columns for m in members.get((r, c), [])]
+            (name, "total"),
+            [m for r in self.rows for c in self.columns for m in members.get((r, c), [])],
+            cost=_HEADLINE,
         )
+        for r in self.rows:
+            ledger.constrain((name, "row", r), [(name, "cell", r, c) for c in self.columns])
+        for c in self.columns:
+            ledger.constrain((name, "col", c), [(name, "cell", r, c) for r in self.rows])
+        ledger.constrain((name, "total"), [(name, "row", r) for r in self.rows])
+        ledger.constrain((name, "total"), [(name, "col", c) for c in self.columns])
 
     def grid(self) -> Grid:
         s, n = self.ledger.shown, self.name
@@ -529,8 +540,10 @@ def build_report(records: Sequence[CohortRecord], now: datetime, provenance: Seq
     and is suppressed together with all the others (see release.py)."""
     recs = list(records)
     months = sorted(r.received_at.strftime("%Y-%m") for r in recs)
-    ledger = Ledger(len(recs))
-    ledger.add(("referrals",), range(len(recs)))
+    # Counts are of referrals (0..n-1), except the follow-up tables, which count observations: referral
+    # i observed at the p-th follow-up point is unit n + p * n + i.
+    ledger = Ledger(len(recs) * (1 + len(FOLLOWUPS)))
+    ledger.add(("referrals",), range(len(recs)), cost=_HEADLINE)
 
     by_source = _by_region(
         ledger,
@@ -559,7 +572,20 @@ def build_report(records: Sequence[CohortRecord], now: datetime, provenance: Seq
     contact_groups = [(REGION_LABELS[g], [i for i in engaged if _region(recs[i]) == g]) for g in REGIONS]
     contact_groups = [(label, g) for label, g in contact_groups if g] + [("All regions", engaged)]
     for label, group in contact_groups:
-        ledger.add(("time_to_first_contact", label), group)
+        ledger.add(("time_to_first_contact", label), group, cost=_HEADLINE if label == "All regions" else 4)
+    ledger.constrain(
+        ("time_to_first_contact", "All regions"),
+        [("time_to_first_contact", label) for label, _ in contact_groups[:-1]],
+    )
+    # Youth reached, by their status now: never published, but what a reader can reason about from the
+    # status table and the time-to-contact table together (reached youth are engaged, closed, ...).
+    for label, group in contact_groups[:-1]:
+        parts = []
+        for status in REFERRAL_STATUSES:
+            subset = [i for i in group if recs[i].status == status]
+            if subset:
+                parts.append(ledger.add(("reached_by_status", label, status), subset, published=False))
+        ledger.constrain(("time_to_first_contact", label), parts)
 
     # Recidivism: the follow-up intervals of each referral (analysis.recidivism_intervals).
     intervals = [analysis.recidivism_intervals(r) for r in recs]
@@ -567,9 +593,10 @@ def build_report(records: Sequence[CohortRecord], now: datetime, provenance: Seq
     recidivist = {i for i in followed if intervals[i][-1].event}
     # Families received before the interval in which recidivism was reported (or last assessed).
     before = {i: intervals[i][-1].families for i in followed}
-    ledger.add(("recidivism", "n"), followed)
-    ledger.add(("recidivism", "events"), sorted(recidivist))
+    ledger.add(("recidivism", "n"), followed, cost=_HEADLINE)
+    ledger.add(("recidivism", "events"), sorted(recidivist), cost=_HEADLINE)
     ledger.add(("recidivism", "non_events"), [i for i in followed if i not in recidivist], published=False)
+    ledger.constrain(("recidivism", "n"), [("recidivism", "events"), ("recidivism", "non_events")])
 
     family_specs = {}
     for family in FAMILIES:
@@ -622,12 +649,13 @@ def build_report(records: Sequence[CohortRecord], now: datetime, provenance: Seq
     series_specs = []
     for measure in MEASURES:
         members = {}
-        for point in FOLLOWUPS:
+        for p, point in enumerate(FOLLOWUPS):
             for i, r in enumerate(recs):
                 value = r.outcomes.get(point, {}).get(measure)
                 verdict = favourable(measure, value) if value else None
                 if verdict is not None:
-                    members.setdefault((point, "favourable" if verdict else "not favourable"), []).append(i)
+                    unit = len(recs) * (1 + p) + i
+                    members.setdefault((point, "favourable" if verdict else "not favourable"), []).append(unit)
         series_specs.append(
             (
                 measure,
@@ -649,6 +677,12 @@ def build_report(records: Sequence[CohortRecord], now: datetime, provenance: Seq
         ("by_variable", followed, recidivist),
         ("engagement_by_variable", list(range(len(recs))), set(engaged)),
     ):
+        for what, everyone in (
+            ("n", population),
+            ("events", [i for i in population if i in events]),
+            ("non_events", [i for i in population if i not in events]),
+        ):
+            ledger.add((name, "all", what), everyone, published=False)
         for variable in VARIABLES:
             groups: dict[str, list[int]] = {}
             for i in population:
@@ -657,13 +691,21 @@ def build_report(records: Sequence[CohortRecord], now: datetime, provenance: Seq
             present = [lvl for lvl in (*order, "not_recorded") if groups.get(lvl)]
             levels[(name, variable)] = present
             for level in present:
-                ledger.add((name, variable, level, "n"), groups[level])
-                ledger.add((name, variable, level, "events"), [i for i in groups[level] if i in events])
+                ledger.add((name, variable, level, "n"), groups[level], cost=3)
+                ledger.add(
+                    (name, variable, level, "events"), [i for i in groups[level] if i in events], cost=2
+                )
                 ledger.add(
                     (name, variable, level, "non_events"),
                     [i for i in groups[level] if i not in events],
                     published=False,
                 )
+                ledger.constrain(
+                    (name, variable, level, "n"),
+                    [(name, variable, level, "events"), (name, variable, level, "non_events")],
+                )
+            for what in ("n", "events", "non_events"):
+                ledger.constrain((name, "all", what), [(name, variable, lvl, what) for lvl in present])
 
     # Time to first recidivism.
     durations = {
@@ -677,7 +719,7 @@ def build_report(records: Sequence[CohortRecord], now: datetime, provenance: Seq
             members, [durations[i] for i in members], [i in recidivist for i in members], start
         )
         curves[(kind, label)] = data
-        survival.register(ledger, (kind, label), data)
+        survival.register(ledger, (kind, label), data, cost=10.0 if kind == "overall" else 1.0)
 
     curve("overall", "all", followed)
     for level in ("none", "voluntary", "mandated", "not_recorded"):
@@ -700,9 +742,10 @@ def build_report(records: Sequence[CohortRecord], now: datetime, provenance: Seq
         curve("without_intervention_family", family, [i for i in followed if i not in got_set], landmark)
 
     fit = analysis.fit_hazard_model(recs, threshold=THRESHOLD)
-    ledger.add(("adjusted", "youth"), fit.youth)
-    ledger.add(("adjusted", "events"), fit.events)
+    ledger.add(("adjusted", "youth"), fit.youth, cost=_HEADLINE)
+    ledger.add(("adjusted", "events"), fit.events, cost=_HEADLINE)
     ledger.add(("adjusted", "non_events"), sorted(set(fit.youth) - set(fit.events)), published=False)
+    ledger.constrain(("adjusted", "youth"), [("adjusted", "events"), ("adjusted", "non_events")])
 
     ledger.suppress()
 

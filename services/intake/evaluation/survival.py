@@ -59,23 +59,57 @@ def _key(name: Hashable, what: str, k: int) -> tuple[Hashable, ...]:
     return ("survival", name, what, k)
 
 
-def register(ledger: Ledger, name: Hashable, data: CurveData) -> None:
-    """Put the curve's counts into the release: at risk at each day (published), events between days
-    (published: the curve's steps reveal them), and censored between days (derivable, protected)."""
+def _shown_points(data: CurveData, threshold: int) -> int:
+    """How many grid days the curve can show before a count at risk, of events or of censored youth
+    between days would be small (the curve stops there, before suppression has to step in)."""
     grid = data.grid
+    shown = 0
     for k, t in enumerate(grid):
-        ledger.add(
-            _key(name, "at_risk", k), [m for m, d in zip(data.members, data.durations, strict=True) if d >= t]
-        )
+        at_risk = sum(1 for d in data.durations if d >= t)
+        if at_risk <= threshold:
+            break
+        if k:
+            prev = grid[k - 1]
+            window = [e for d, e in zip(data.durations, data.events, strict=True) if prev <= d < t]
+            if any(1 <= n <= threshold for n in (sum(window), len(window) - sum(window))):
+                break
+        shown = k + 1
+    return shown
+
+
+def register(ledger: Ledger, name: Hashable, data: CurveData, *, cost: float = 1.0) -> None:
+    """Put the curve's counts into the release: at risk at each day shown and events between them
+    (published: the curve's steps reveal them), censored between them and whatever follows the last
+    day shown (derivable from other tables, so protected, never published)."""
+    grid = data.grid[: _shown_points(data, ledger.threshold)]
+    rows = list(zip(data.members, data.durations, data.events, strict=True))
+    for k, t in enumerate(grid):
+        ledger.add(_key(name, "at_risk", k), [m for m, d, _ in rows if d >= t], cost=cost * 2)
         if k + 1 < len(grid):
-            nxt = grid[k + 1]
-            window = [
-                (m, e)
-                for m, d, e in zip(data.members, data.durations, data.events, strict=True)
-                if t <= d < nxt
-            ]
-            ledger.add(_key(name, "events", k), [m for m, e in window if e])
+            window = [(m, e) for m, d, e in rows if t <= d < grid[k + 1]]
+            ledger.add(_key(name, "events", k), [m for m, e in window if e], cost=cost)
             ledger.add(_key(name, "censored", k), [m for m, e in window if not e], published=False)
+    if not grid:
+        return
+    tail = [(m, e) for m, d, e in rows if d >= grid[-1]]
+    ledger.add(_key(name, "events_after", 0), [m for m, e in tail if e], published=False)
+    ledger.add(_key(name, "censored_after", 0), [m for m, e in tail if not e], published=False)
+    # What the curve says: at risk on one day = at risk the next + events + censored in between; and
+    # its events add up to the group's (which other tables may show).
+    last = len(grid) - 1
+    for k in range(last):
+        ledger.constrain(
+            _key(name, "at_risk", k),
+            [_key(name, "at_risk", k + 1), _key(name, "events", k), _key(name, "censored", k)],
+        )
+    ledger.constrain(
+        _key(name, "at_risk", last), [_key(name, "events_after", 0), _key(name, "censored_after", 0)]
+    )
+    ledger.add(_key(name, "events_total", 0), [m for m, _, e in rows if e and m is not None], published=False)
+    ledger.constrain(
+        _key(name, "events_total", 0),
+        [*(_key(name, "events", k) for k in range(last)), _key(name, "events_after", 0)],
+    )
 
 
 def materialise(ledger: Ledger, name: Hashable, data: CurveData) -> Curve:
@@ -94,6 +128,8 @@ def materialise(ledger: Ledger, name: Hashable, data: CurveData) -> Curve:
         band = kmf.confidence_interval_survival_function_
         lows, highs = np.asarray(band.iloc[:, 0], dtype=float), np.asarray(band.iloc[:, 1], dtype=float)
     for k, t in enumerate(grid):
+        if not ledger.has(_key(name, "at_risk", k)):
+            break
         at_risk = ledger.shown(_key(name, "at_risk", k))
         events = ledger.shown(_key(name, "events", k - 1)) if k else 0
         if not isinstance(at_risk, int) or not isinstance(events, int) or at_risk == 0:
