@@ -293,12 +293,12 @@ def _arrest_band(n: int) -> str:
 
 def intake_log_hazard(intake: dict[str, Any]) -> float:
     """The planted log relative hazard of the intake variables (pure)."""
-    x = 0.0
+    x: float = 0.0
     x += PLANTED.get(f"prior_services:{intake['prior_services']}", 0.0)
     x += PLANTED.get(f"prior_arrests:{_arrest_band(intake['prior_arrests'])}", 0.0)
-    x += PLANTED["foster_care_history"] * bool(intake["foster_care_history"])
-    x += PLANTED["age_first_exploited:under 14"] * (intake["age_first_exploited"] < 14)
-    return x
+    x += PLANTED["foster_care_history"] * float(bool(intake["foster_care_history"]))
+    x += PLANTED["age_first_exploited:under 14"] * float(int(intake["age_first_exploited"]) < 14)
+    return float(x)
 
 
 def families_before(interventions: list[tuple[datetime, str, int | None, str | None]], day: date) -> set[str]:

@@ -25,8 +25,7 @@ from services.intake.evaluation.analysis import (
     level_of,
 )
 from services.intake.evaluation.kanon import K_ANONYMITY, generalise
-from services.intake.evaluation.release import PROTECTION, Ledger
-from services.intake.evaluation.suppression import SUPPRESSED, THRESHOLD, Grid, Shown
+from services.intake.evaluation.suppression import PROTECTION, SUPPRESSED, THRESHOLD, Grid, Ledger, Shown
 from services.intake.evaluation.survival import Curve
 from shared.casework import (
     FAMILIES,
@@ -50,6 +49,7 @@ __all__ = [
     "Report",
     "Survival",
     "age_band",
+    "build_release",
     "build_report",
     "export_csv",
     "export_rows",
@@ -537,7 +537,14 @@ def _level_rates(ledger: Ledger, name: str, variable: str, levels: list[str]) ->
 
 def build_report(records: Sequence[CohortRecord], now: datetime, provenance: Sequence[str] = ()) -> Report:
     """Aggregate the cohort into the published report. Every count of every table goes into one ledger
-    and is suppressed together with all the others (see release.py)."""
+    and is suppressed together with all the others (see suppression.py)."""
+    return build_release(records, now, provenance)[0]
+
+
+def build_release(
+    records: Sequence[CohortRecord], now: datetime, provenance: Sequence[str] = ()
+) -> tuple[Report, Ledger]:
+    """The report and the ledger of every count behind it (for the suppression audit)."""
     recs = list(records)
     months = sorted(r.received_at.strftime("%Y-%m") for r in recs)
     # Counts are of referrals (0..n-1), except the follow-up tables, which count observations: referral
@@ -655,7 +662,9 @@ def build_report(records: Sequence[CohortRecord], now: datetime, provenance: Seq
                 verdict = favourable(measure, value) if value else None
                 if verdict is not None:
                     unit = len(recs) * (1 + p) + i
-                    members.setdefault((point, "favourable" if verdict else "not favourable"), []).append(unit)
+                    members.setdefault((point, "favourable" if verdict else "not favourable"), []).append(
+                        unit
+                    )
         series_specs.append(
             (
                 measure,
@@ -752,13 +761,13 @@ def build_report(records: Sequence[CohortRecord], now: datetime, provenance: Seq
     # ------------------------------------------------------------------ materialise what is shown
     contact: list[ContactTime] = []
     for label, group in contact_groups:
-        row = ContactTime(label=label, n=ledger.shown(("time_to_first_contact", label)))
+        reached = ContactTime(label=label, n=ledger.shown(("time_to_first_contact", label)))
         if ledger.visible(("time_to_first_contact", label)) and len(group) > THRESHOLD:
             q1, q2, q3 = _quartiles(
                 sorted(_days(recs[i].received_at, recs[i].engaged_at) for i in group)  # type: ignore[arg-type]
             )
-            row.median_days, row.p25_days, row.p75_days = round(q2, 1), round(q1, 1), round(q3, 1)
-        contact.append(row)
+            reached.median_days, reached.p25_days, reached.p75_days = round(q2, 1), round(q1, 1), round(q3, 1)
+        contact.append(reached)
 
     baseline = _rate(
         "All youth followed up", ledger.shown(("recidivism", "events")), ledger.shown(("recidivism", "n"))
@@ -768,11 +777,13 @@ def build_report(records: Sequence[CohortRecord], now: datetime, provenance: Seq
     references: dict[tuple[str, str], str] = {}
     for family, spec in family_specs.items():
         grid = spec.grid()
-        rows = _rates_from_grid(grid)
-        by_family.append(FamilyComparison(family=family, received=rows[0], not_received=rows[1], table=grid))
-        for row in rows:
-            if isinstance(row.events, int) and isinstance(row.n, int) and row.n > 0:
-                comparison_groups.append(("recidivism", f"family:{family}", row.label, row.events, row.n))
+        pair = _rates_from_grid(grid)
+        by_family.append(FamilyComparison(family=family, received=pair[0], not_received=pair[1], table=grid))
+        for share in pair:
+            if isinstance(share.events, int) and isinstance(share.n, int) and share.n > 0:
+                comparison_groups.append(
+                    ("recidivism", f"family:{family}", share.label, share.events, share.n)
+                )
         references[("recidivism", f"family:{family}")] = "not received"
 
     by_variable: dict[str, list[LevelRate]] = {}
@@ -859,7 +870,7 @@ def build_report(records: Sequence[CohortRecord], now: datetime, provenance: Seq
             MeasureSeries(measure=measure, favourable=_FAVOURABLE_LABEL[measure], rows=rows, table=grid)
         )
 
-    return Report(
+    report = Report(
         generated_at=now,
         period_start=months[0] if months else None,
         period_end=months[-1] if months else None,
@@ -916,6 +927,7 @@ def build_report(records: Sequence[CohortRecord], now: datetime, provenance: Seq
             " school enrolment, job training); mentoring (mentoring, peer support).",
         ],
     )
+    return report, ledger
 
 
 def _split(groups: dict[str, list[int]], events: set[int]) -> dict[tuple[str, str], list[int]]:
@@ -989,14 +1001,14 @@ def tables_csv(report: Report) -> str:
             for r in rows:
                 for field in ("n", "events", "rate", "ci_low", "ci_high"):
                     w.writerow([f"{name}:{variable}", r.level, field, _cell(getattr(r, field))])
-    for c in report.comparisons:
+    for comp in report.comparisons:
         for field in ("difference", "ci_low", "ci_high", "p", "p_holm", "verdict"):
             w.writerow(
                 [
-                    f"comparison:{c.outcome}:{c.variable}",
-                    f"{c.level} vs {c.reference}",
+                    f"comparison:{comp.outcome}:{comp.variable}",
+                    f"{comp.level} vs {comp.reference}",
                     field,
-                    getattr(c, field),
+                    getattr(comp, field),
                 ]
             )
     surv = report.survival
@@ -1010,7 +1022,7 @@ def tables_csv(report: Report) -> str:
                 w.writerow([f"survival:{name}", t, field, getattr(curve, field)[k]])
     w.writerow(["adjusted", "model", "youth", report.adjusted.youth])
     w.writerow(["adjusted", "model", "events", report.adjusted.events])
-    for t in report.adjusted.terms:
+    for term in report.adjusted.terms:
         for field in ("ratio", "ci_low", "ci_high", "p"):
-            w.writerow(["adjusted", t.term, field, _cell(getattr(t, field))])
+            w.writerow(["adjusted", term.term, field, _cell(getattr(term, field))])
     return out.getvalue()

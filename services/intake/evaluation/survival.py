@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import msgspec
 import numpy as np
 
-from services.intake.evaluation.release import Ledger
+from services.intake.evaluation.suppression import Ledger
 
 __all__ = ["GRID_DAYS", "LANDMARK_DAYS", "Curve", "CurveData", "curve_data", "materialise", "register"]
 
