@@ -78,7 +78,9 @@ def _kustomization_paths(directory: Path) -> list[Path]:
     return [directory / r for r in refs]
 
 
-@pytest.mark.parametrize("directory", [K8S / "base", K8S / "overlays" / "production"], ids=["base", "production"])
+@pytest.mark.parametrize(
+    "directory", [K8S / "base", K8S / "overlays" / "production"], ids=["base", "production"]
+)
 def test_kustomization_references_existing_files(directory: Path) -> None:
     for ref in _kustomization_paths(directory):
         assert ref.exists(), f"{ref} (referenced by {directory}/kustomization.yaml) does not exist"
@@ -97,7 +99,11 @@ def test_kustomization_references_existing_files(directory: Path) -> None:
 @pytest.mark.parametrize("directory", ["base", "overlays/production"])
 def test_kustomize_builds(directory: Path) -> None:
     out = subprocess.run(
-        ["kubectl", "kustomize", str(K8S / directory)], capture_output=True, text=True, timeout=60, check=False
+        ["kubectl", "kustomize", str(K8S / directory)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert out.returncode == 0, out.stderr
     docs = [d for d in yaml.safe_load_all(out.stdout) if d]
@@ -188,7 +194,9 @@ def test_autoscaling_and_disruption_budgets() -> None:
         assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": name}
         assert hpa["spec"]["minReplicas"] >= 2 and hpa["spec"]["maxReplicas"] > hpa["spec"]["minReplicas"]
     pdbs = of_kind("PodDisruptionBudget")
-    assert {p["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"] for p in pdbs.values()} == set(SERVICES)
+    assert {p["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"] for p in pdbs.values()} == set(
+        SERVICES
+    )
 
 
 def test_network_policies_deny_by_default_and_select_real_pods() -> None:
@@ -203,7 +211,11 @@ def test_network_policies_deny_by_default_and_select_real_pods() -> None:
     # Only intake accepts traffic from outside, on its HTTP port; notify alone reaches the internet.
     intake = policies["intake-ingress"]["spec"]
     assert [p["port"] for p in intake["ingress"][0]["ports"]] == [8000]
-    internet = [n for n, p in policies.items() if any("ipBlock" in t for r in p["spec"].get("egress", []) for t in r.get("to", []))]
+    internet = [
+        n
+        for n, p in policies.items()
+        if any("ipBlock" in t for r in p["spec"].get("egress", []) for t in r.get("to", []))
+    ]
     assert sorted(internet) == ["notify-egress-internet", "postgres"]  # postgres: the Kubernetes API only
 
 
@@ -250,7 +262,11 @@ def test_local_cluster_configs_are_valid_for_nats_server() -> None:
     for name in ("n1", "n2", "n3"):
         conf = DEPLOY / "nats" / "cluster-local" / f"{name}.conf"
         out = subprocess.run(
-            [nats_server_binary(), "-c", str(conf), "-t"], capture_output=True, text=True, timeout=30, check=False
+            [nats_server_binary(), "-c", str(conf), "-t"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
         )
         assert out.returncode == 0, out.stderr or out.stdout
 
@@ -274,7 +290,9 @@ def test_compose_runs_the_right_commands() -> None:
         assert set(svc.get("secrets", [])) <= declared
     for secret in compose["secrets"].values():
         assert secret["file"].startswith("./compose/secrets/")  # generated, git-ignored
-    assert (DEPLOY / "compose" / "init-roles.sh").exists() and (DEPLOY / "compose" / "make-secrets.sh").exists()
+    assert (DEPLOY / "compose" / "init-roles.sh").exists() and (
+        DEPLOY / "compose" / "make-secrets.sh"
+    ).exists()
 
 
 def test_dockerfile_builds_a_non_root_refnet_image() -> None:

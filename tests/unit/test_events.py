@@ -159,7 +159,15 @@ def test_tags_are_unique_and_under_known_families() -> None:
     tags = [str(cls.__struct_config__.tag) for cls in get_args(AnyEvent)]
     assert len(tags) == len(set(tags))
     for tag in tags:
-        assert tag.split(".")[0] in {"referral", "assignment", "notification", "partner", "consent", "case", "webhook"}
+        assert tag.split(".")[0] in {
+            "referral",
+            "assignment",
+            "notification",
+            "partner",
+            "consent",
+            "case",
+            "webhook",
+        }
 
 
 @pytest.mark.parametrize("event", SAMPLES, ids=_ids)

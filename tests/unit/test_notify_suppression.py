@@ -28,9 +28,9 @@ def test_an_open_offer_email_goes_out() -> None:
 @pytest.mark.parametrize("channel", ["email", "webhook"])
 @pytest.mark.parametrize("kind", ["offer", "referral.status_changed", "followup_due", "unroutable"])
 def test_nothing_leaves_about_a_withdrawn_referral(channel: str, kind: str) -> None:
-    assert check(channel=channel, kind=kind, referral_status="withdrawn", endpoint_state="active") == Suppressed(
-        "cancelled", "referral_withdrawn"
-    )
+    assert check(
+        channel=channel, kind=kind, referral_status="withdrawn", endpoint_state="active"
+    ) == Suppressed("cancelled", "referral_withdrawn")
 
 
 @pytest.mark.parametrize("state", ["accepted", "declined", "expired", "cancelled"])
@@ -63,6 +63,11 @@ def test_a_followup_reminder_stops_once_the_followup_is_recorded() -> None:
 )
 def test_webhooks_follow_their_endpoint(endpoint_state: str | None, expected: Suppressed | None) -> None:
     assert (
-        check(channel="webhook", kind="referral.status_changed", assignment_state=None, endpoint_state=endpoint_state)
+        check(
+            channel="webhook",
+            kind="referral.status_changed",
+            assignment_state=None,
+            endpoint_state=endpoint_state,
+        )
         == expected
     )

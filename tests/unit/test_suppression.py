@@ -42,7 +42,7 @@ def test_zero_and_large_counts_are_published() -> None:
 
 def test_the_complement_must_be_large_enough_for_the_protection_interval() -> None:
     # Hiding 5 and 11 lets the 5 range only over 0..16 - fine; hiding 5 and 3 would not reach 10.
-    ledger, keys = _list([5, 3, 40])
+    ledger, _ = _list([5, 3, 40])
     ledger.suppress()
     audit = ledger.audit()
     assert all(c.protected for c in audit.cells)
@@ -51,7 +51,7 @@ def test_the_complement_must_be_large_enough_for_the_protection_interval() -> No
 
 
 def test_audit_catches_a_leak_that_primary_suppression_alone_leaves() -> None:
-    ledger, keys = _list([5, 40, 30])
+    ledger, _ = _list([5, 40, 30])
     ledger.suppress()
     audit = ledger.audit(hidden_keys=["c0"])  # only the small count hidden: total - 40 - 30 = 5
     [cell] = audit.cells
@@ -103,7 +103,9 @@ def test_nesting_is_known_to_the_reader() -> None:
     assert ledger.shown("a_plus") == SUPPRESSED
 
 
-def _brute_force_range(counts: list[list[int]], hidden: set[tuple[int, int]], cell: tuple[int, int]) -> set[int]:
+def _brute_force_range(
+    counts: list[list[int]], hidden: set[tuple[int, int]], cell: tuple[int, int]
+) -> set[int]:
     """Every value the hidden cell can take in a non-negative integer table with the same published
     cells and margins (small tables only)."""
     rows, cols = len(counts), len(counts[0])

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 import asyncpg
@@ -19,11 +19,15 @@ __all__ = ["load_cohort", "load_provenance", "report_from_database"]
 async def load_cohort(conn: asyncpg.Connection) -> list[CohortRecord]:
     """Every referral the caller may read, with its intervention counts and outcome observations."""
     counts: dict[str, dict[str, int]] = defaultdict(dict)
+    firsts: dict[str, dict[str, date]] = defaultdict(dict)
     for r in await conn.fetch(load_sql("services.intake.evaluation", "cohort_interventions")):
         counts[str(r["referral_id"])][r["type"]] = r["n"]
+        firsts[str(r["referral_id"])][r["type"]] = r["first_on"]
     outcomes: dict[str, dict[str, dict[str, str]]] = defaultdict(lambda: defaultdict(dict))
+    observed: dict[str, dict[str, dict[str, date]]] = defaultdict(lambda: defaultdict(dict))
     for r in await conn.fetch(load_sql("services.intake.evaluation", "cohort_outcomes")):
         outcomes[str(r["referral_id"])][r["point"]][r["measure"]] = r["value"]
+        observed[str(r["referral_id"])][r["point"]][r["measure"]] = r["observed_on"]
     records = []
     for r in await conn.fetch(load_sql("services.intake.evaluation", "cohort_referrals")):
         rid = str(r["id"])
@@ -33,6 +37,7 @@ async def load_cohort(conn: asyncpg.Connection) -> list[CohortRecord]:
                 youth_key=r["youth_key"],
                 received_at=r["received_at"],
                 region=r["region"],
+                partner=r["partner"],
                 age_years=r["age_years"],
                 urgency=r["urgency"],
                 needs=list(r["needs"]),
@@ -42,7 +47,9 @@ async def load_cohort(conn: asyncpg.Connection) -> list[CohortRecord]:
                 engaged_at=r["engaged_at"],
                 closed_at=r["closed_at"],
                 interventions=counts.get(rid, {}),
+                intervention_dates=firsts.get(rid, {}),
                 outcomes={p: dict(m) for p, m in outcomes.get(rid, {}).items()},
+                outcome_dates={p: dict(m) for p, m in observed.get(rid, {}).items()},
             )
         )
     return records
