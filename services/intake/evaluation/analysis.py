@@ -26,6 +26,8 @@ import numpy as np
 from shared.casework import FAMILIES, FOLLOWUPS, family_of, local_date
 
 __all__ = [
+    "FAMILY_TERMS",
+    "INTAKE_TERMS",
     "MODEL_DESCRIPTION",
     "TERMS",
     "Comparison",
@@ -48,8 +50,8 @@ AFTER_INTAKE = tuple(p for p in FOLLOWUPS if p != "intake")
 
 # The adjusted model's terms; reference levels: no earlier services, no prior arrests, first exploited
 # at 14 or older (or not recorded), SES above very low, South LA.
-TERMS: tuple[str, ...] = (
-    *(f"family:{f}" for f in FAMILIES),
+FAMILY_TERMS: tuple[str, ...] = tuple(f"family:{f}" for f in FAMILIES)
+INTAKE_TERMS: tuple[str, ...] = (
     "prior_services:voluntary",
     "prior_services:mandated",
     "prior_arrests:1",
@@ -60,6 +62,7 @@ TERMS: tuple[str, ...] = (
     "socioeconomic_status:very_low",
     "region:san_fernando_valley",
 )
+TERMS: tuple[str, ...] = (*FAMILY_TERMS, *INTAKE_TERMS)
 MODEL_DESCRIPTION = (
     "discrete-time proportional hazards (binomial GLM, complementary log-log link, one row per youth and"
     " follow-up interval, an intercept per kind of interval; intervention families counted from their"
