@@ -164,7 +164,8 @@ def render_html(report: Report, language: str = "en") -> str:
         T=lambda key, **kw: text(key, lang, **kw),
         L=lambda code: label(str(code), lang),
         N=number,
-        C=lambda value: "s" if value == SUPPRESSED else "",
+        # Count cells are class "n" (and "s" when suppressed), so they can be styled and checked.
+        C=lambda value: "n s" if value == SUPPRESSED else "n",
         P=_pct,
         R=lambda v: "—" if v is None else f"{v:.2f}",
         D=lambda v: "—" if v is None else f"{v:.1f}",
