@@ -13,6 +13,7 @@ it is: it shows when the simulation really ran.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import itertools
 import math
@@ -115,6 +116,9 @@ _CLOSE_REASONS = (
     ("other", 0.05),
 )
 _COMPLETION = {"intake": 0.97, "m3": 0.86, "m6": 0.78, "m12": 0.7, "m24": 0.62}
+MAX_YOUTH = 5000
+# Youths played at once.
+_CONCURRENCY = 64
 
 
 @dataclass
@@ -449,21 +453,37 @@ def cohort_records(plans: list[Plan]) -> list[CohortRecord]:
 
 
 class _Api:
-    """The platform's HTTP API as the demo's partners and staff, polite to rate limits."""
+    """The platform's HTTP API as the demo's partners and staff, polite to rate limits: requests with
+    one credential are paced just under intake's default limit (1,200 a minute per credential), so
+    many concurrent youths share each case manager's budget instead of running into 429s."""
 
-    def __init__(self, client: httpx.AsyncClient, creds: dict[str, Any]) -> None:
+    def __init__(self, client: httpx.AsyncClient, creds: dict[str, Any], per_minute: int = 1100) -> None:
         self.client = client
         self.creds = creds
         self.tokens: dict[str, str] = {}
         self.calls = 0
+        self._interval = 60.0 / per_minute if per_minute > 0 else 0.0
+        self._next: dict[str, float] = {}
+        self._logins: dict[str, asyncio.Lock] = {}
 
-    async def login(self, person: dict[str, Any]) -> str:
-        r = await self.call(
-            "POST", "/v1/auth/token", None, {"email": person["email"], "password": person["password"]}
-        )
-        token = str(r.json()["access_token"])
-        self.tokens[person["id"]] = token
-        return token
+    async def login(self, person: dict[str, Any], stale: str | None = None) -> str:
+        async with self._logins.setdefault(person["id"], asyncio.Lock()):
+            token = self.tokens.get(person["id"])
+            if token is not None and token != stale:
+                return token  # another task signed in meanwhile
+            r = await self.call(
+                "POST", "/v1/auth/token", None, {"email": person["email"], "password": person["password"]}
+            )
+            token = str(r.json()["access_token"])
+            self.tokens[person["id"]] = token
+            return token
+
+    async def _pace(self, key: str) -> None:
+        now = time.monotonic()
+        slot = max(now, self._next.get(key, now))
+        self._next[key] = slot + self._interval
+        if slot > now:
+            await asyncio.sleep(slot - now)
 
     async def call(
         self,
@@ -473,20 +493,22 @@ class _Api:
         body: Any = None,
         ok: tuple[int, ...] = (200, 201),
     ) -> httpx.Response:
-        for attempt in range(8):
+        for attempt in range(30):
             headers = {}
+            token = None
             if isinstance(who, str):
                 headers["Authorization"] = f"Bearer {who}"
             elif who is not None:
                 token = self.tokens.get(who["id"]) or await self.login(who)
                 headers["Authorization"] = f"Bearer {token}"
+            await self._pace(who if isinstance(who, str) else who["id"] if who else "anonymous")
             self.calls += 1
             r = await self.client.request(method, url, json=body, headers=headers)
             if r.status_code in (429, 503):
                 await asyncio.sleep(min(10.0, float(r.headers.get("retry-after", "1"))))
                 continue
-            if r.status_code == 401 and isinstance(who, dict) and attempt == 0:
-                await self.login(who)  # the short-lived staff token ran out
+            if r.status_code == 401 and isinstance(who, dict) and attempt < 2:
+                await self.login(who, stale=token)  # the short-lived staff token ran out
                 continue
             if r.status_code not in ok:
                 raise RuntimeError(f"{method} {url} -> {r.status_code}: {r.text[:300]}")
@@ -548,17 +570,57 @@ def _referral_body(plan: Plan, today: date, now: datetime) -> dict[str, Any]:
     }
 
 
-async def _poll(fn: Callable[[], Any], seconds: float = 30.0) -> Any:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        value = await fn()
-        if value:
-            return value
-        await asyncio.sleep(0.05)
-    return None
+class _OfferBoard:
+    """Who was offered which referral: one poller reads every case manager's offered assignments for
+    all the referrals waiting at once (instead of each referral scanning every case manager)."""
+
+    def __init__(self, api: _Api) -> None:
+        self.api = api
+        self.waiting: dict[str, asyncio.Future[tuple[dict[str, Any], str]]] = {}
+        self.task: asyncio.Task[None] | None = None
+        # Offers already answered: a page read before the answer may still list them.
+        self.answered: set[str] = set()
+
+    async def wait(self, rid: str, seconds: float) -> tuple[dict[str, Any], str] | None:
+        future = self.waiting.get(rid)
+        if future is None or future.done():
+            future = self.waiting[rid] = asyncio.get_running_loop().create_future()
+        if self.task is None or self.task.done():
+            self.task = asyncio.create_task(self._poll())
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), seconds)
+        except TimeoutError:
+            return None
+        finally:
+            if future.done():
+                self.waiting.pop(rid, None)
+
+    async def close(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+
+    async def _poll(self) -> None:
+        while any(not f.done() for f in self.waiting.values()):
+            pages = await asyncio.gather(
+                *(
+                    self.api.call("GET", "/v1/assignments?state=offered", cm)
+                    for cm in self.api.creds["case_managers"]
+                )
+            )
+            for cm, page in zip(self.api.creds["case_managers"], pages, strict=True):
+                for item in page.json()["items"]:
+                    if str(item["id"]) in self.answered:
+                        continue
+                    future = self.waiting.get(item["referral_id"])
+                    if future is not None and not future.done():
+                        future.set_result((cm, str(item["id"])))
+            # Twice a second: each read spends one request of every case manager's rate budget.
+            await asyncio.sleep(0.5)
 
 
-async def _refer(api: _Api, plan: Plan, cms: list[dict[str, Any]], now: datetime) -> _Case:
+async def _refer(api: _Api, board: _OfferBoard, plan: Plan, now: datetime) -> _Case:
     partner = api.creds["partners"][plan.partner]
     r = await api.call(
         "POST", "/v1/referrals", partner["api_key"], _referral_body(plan, local_date(now), now), ok=(201,)
@@ -566,42 +628,42 @@ async def _refer(api: _Api, plan: Plan, cms: list[dict[str, Any]], now: datetime
     rid = str(r.json()["id"])
     case = _Case(plan, rid, "received")
 
-    async def routed() -> str | None:
+    async def status() -> str:
         view = await api.call("GET", f"/v1/referrals/{rid}", partner["api_key"])
-        status = str(view.json()["status"])
-        return None if status == "received" else status
+        return str(view.json()["status"])
 
-    async def offer() -> tuple[dict[str, Any], str] | None:
-        for cm in cms:
-            items = (await api.call("GET", "/v1/assignments?state=offered", cm)).json()["items"]
-            for item in items:
-                if item["referral_id"] == rid:
-                    return cm, str(item["id"])
-        status = await routed()
-        return None if status == "assigned" else ({}, str(status))
+    async def offered() -> tuple[dict[str, Any], str] | None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            found = await board.wait(rid, 2.0)
+            if found is not None:
+                return found
+            case.status = await status()
+            if case.status not in ("received", "assigned"):
+                return None  # unroutable (waits in the supervisor queue) or withdrawn
+        return None
 
-    case.status = str(await _poll(routed) or "received")
     routed_at = plan.received + timedelta(minutes=2)
-    if case.status == "unroutable":
-        case.unroutable_at = routed_at
-    if case.status != "assigned":
+    found = await offered()
+    if found is None:
+        if case.status == "unroutable":
+            case.unroutable_at = routed_at
         return case
     case.assigned_at = routed_at
-    found = await _poll(offer)
-    if plan.decline_first and found and found[0]:
+    if plan.decline_first:
         case.offers += 1
+        board.answered.add(found[1])
         await api.call(
             "POST", f"/v1/assignments/{found[1]}/decline", found[0], {"reason": "caseload full this week"}
         )
-        await asyncio.sleep(0.05)
-        found = await _poll(offer)
-    if not found or not found[0]:
-        case.status = str(await routed() or case.status)
-        if case.status == "unroutable":
-            case.unroutable_at = plan.received + timedelta(hours=2)
-        return case
+        found = await offered()
+        if found is None:
+            if case.status == "unroutable":
+                case.unroutable_at = plan.received + timedelta(hours=2)
+            return case
     cm, aid = found
     case.offers += 1
+    board.answered.add(aid)
     await api.call("POST", f"/v1/assignments/{aid}/accept", cm)
     case.cm, case.status = cm, "accepted"
     return case
@@ -619,109 +681,102 @@ def _push_case_events(heap: list[Any], plan: Plan, gen: int, seq: Any) -> None:
         heapq.heappush(heap, (plan.close_at, 5, plan.n, next(seq), gen, "close", None))
 
 
-def _shift(plan: Plan, at: datetime, now: datetime) -> None:
-    """A referral that waited in the supervisor queue: its case starts when it is finally accepted."""
-    delta = at - plan.accept_at
-    plan.accept_at = at
-    plan.contact_at = plan.contact_at + delta if plan.contact_at and plan.contact_at + delta < now else None
-    if plan.contact_at is None:
-        plan.interventions, plan.outcomes = [], []
-    plan.interventions = [(t + delta, k, pr, d) for t, k, pr, d in plan.interventions if t + delta < now]
-    plan.outcomes = [(t + delta, pt, src, m) for t, pt, src, m in plan.outcomes if t + delta < now]
-    if plan.close_at is not None:
-        plan.close_at = plan.close_at + delta if plan.close_at + delta < now else None
-        if plan.close_at is None:
-            plan.close_reason = None
-
-
-async def _drain(
-    api: _Api, cases: dict[int, _Case], at: datetime, now: datetime, heap: list[Any], seq: Any
-) -> None:
-    """Routing offers queued referrals once capacity frees up: accept them, and start their cases then."""
-    for case in cases.values():
-        if case.status != "unroutable":
-            continue
-        partner = api.creds["partners"][case.plan.partner]
-        view = await api.call("GET", f"/v1/referrals/{case.referral_id}", partner["api_key"])
-        if view.json()["status"] != "assigned":
-            continue
-        for cm in api.creds["case_managers"]:
-            items = (await api.call("GET", "/v1/assignments?state=offered", cm)).json()["items"]
-            offer = next((i for i in items if i["referral_id"] == case.referral_id), None)
-            if offer is None:
-                continue
-            await api.call("POST", f"/v1/assignments/{offer['id']}/accept", cm)
-            case.cm, case.status, case.assigned_at = cm, "accepted", at
-            case.offers += 1
-            case.gen += 1
-            _shift(case.plan, at + timedelta(hours=1), now)
-            _push_case_events(heap, case.plan, case.gen, seq)
-            break
-
-
 async def _play(api: _Api, plans: list[Plan], now: datetime, log: Callable[[str], None]) -> list[_Case]:
-    seq = itertools.count()
-    # (simulated time, order within a moment, youth, tie-break, generation, kind, details)
-    heap: list[Any] = []
-    for p in plans:
-        heapq.heappush(heap, (p.received, 0, p.n, next(seq), 0, "refer", None))
-        if p.withdraw_at:
-            heapq.heappush(heap, (p.withdraw_at, 1, p.n, next(seq), 0, "withdraw", None))
-        _push_case_events(heap, p, 0, seq)
-    total = len(heap)
+    """Play every youth's events in their simulated order, many youths at once (started in the order
+    they were referred). Youths do not depend on each other once the case managers have room for
+    everyone (``_make_room``); a referral that still finds nobody waits in the supervisor queue."""
     cases: dict[int, _Case] = {}
+    board = _OfferBoard(api)
+    gate = asyncio.Semaphore(_CONCURRENCY)
+    progress = {"done": 0}
+
+    async def youth(plan: Plan) -> None:
+        seq = itertools.count()
+        heap: list[Any] = [(plan.received, 0, plan.n, next(seq), 0, "refer", None)]
+        if plan.withdraw_at:
+            heap.append((plan.withdraw_at, 1, plan.n, next(seq), 0, "withdraw", None))
+        _push_case_events(heap, plan, 0, seq)
+        heapq.heapify(heap)
+        async with gate:
+            while heap:
+                await _event(api, board, plans, cases, now, heapq.heappop(heap))
+        progress["done"] += 1
+        if progress["done"] % 250 == 0:
+            log(f"  {progress['done']}/{len(plans)} youth played")
+
+    try:
+        await asyncio.gather(*(youth(p) for p in sorted(plans, key=lambda p: p.received)))
+    finally:
+        await board.close()
+    return [cases[p.n] for p in plans if p.n in cases]
+
+
+async def _event(
+    api: _Api, board: _OfferBoard, plans: list[Plan], cases: dict[int, _Case], now: datetime, event: Any
+) -> None:
+    at, _, n, _, gen, kind, extra = event
+    plan = plans[n]
     partners = api.creds["partners"]
-    by_region = {
-        region: [cm for cm in api.creds["case_managers"] if region in cm["regions"]]
-        for region in ("south_la", "san_fernando_valley")
-    }
-    done = 0
-    while heap:
-        at, _, n, _, gen, kind, extra = heapq.heappop(heap)
-        plan = plans[n]
-        done += 1
-        if done % 200 == 0:
-            log(f"  {done}/{total} simulated events")
-        if kind == "refer":
-            cases[n] = await _refer(api, plan, by_region[plan.region], now)
-            continue
-        case = cases[n]
-        rid = case.referral_id
-        if kind == "withdraw":
-            if case.status in ("received", "assigned", "accepted", "unroutable"):
-                await api.call(
-                    "POST", f"/v1/referrals/{rid}/consent/withdraw", partners[plan.partner]["api_key"], {}
-                )
-                case.status = "withdrawn"
-                case.withdrawn_at = at
-            continue
-        if case.cm is None or case.status == "withdrawn" or gen != case.gen:
-            continue
-        if kind == "contact" and case.status == "accepted":
-            await api.call("POST", f"/v1/referrals/{rid}/contact", case.cm, {})
-            case.status = "engaged"
-        elif kind == "intervention" and case.status == "engaged":
-            itype, prov, dur = extra
-            body = {
-                "type": itype,
-                "delivered_on": local_date(datetime.now(UTC)).isoformat(),
-                "provider": partners[prov]["id"] if prov is not None else "external",
-            }
-            if dur:
-                body["duration"] = dur
-            r = await api.call("POST", f"/v1/referrals/{rid}/interventions", case.cm, body, ok=(201,))
-            case.interventions.append((str(r.json()["id"]), at))
-        elif kind == "outcome" and case.status in ("engaged", "closed"):
-            point, source, measures = extra
-            today = local_date(datetime.now(UTC)).isoformat()
-            body = {"followup": point, "observed_on": today, "source": source, **measures}
-            r = await api.call("POST", f"/v1/referrals/{rid}/outcomes", case.cm, body, ok=(201,))
-            case.outcomes.extend((str(o["id"]), at) for o in r.json()["items"])
-        elif kind == "close" and case.status in ("accepted", "engaged"):
-            await api.call("POST", f"/v1/referrals/{rid}/close", case.cm, {"reason": plan.close_reason})
-            case.status = "closed"
-            await _drain(api, cases, at, now, heap, seq)
-    return list(cases.values())
+    if kind == "refer":
+        cases[n] = await _refer(api, board, plan, now)
+        return
+    case = cases[n]
+    rid = case.referral_id
+    if kind == "withdraw":
+        if case.status in ("received", "assigned", "accepted", "unroutable"):
+            await api.call(
+                "POST", f"/v1/referrals/{rid}/consent/withdraw", partners[plan.partner]["api_key"], {}
+            )
+            case.status = "withdrawn"
+            case.withdrawn_at = at
+        return
+    if case.cm is None or case.status == "withdrawn" or gen != case.gen:
+        return
+    if kind == "contact" and case.status == "accepted":
+        await api.call("POST", f"/v1/referrals/{rid}/contact", case.cm, {})
+        case.status = "engaged"
+    elif kind == "intervention" and case.status == "engaged":
+        itype, prov, dur = extra
+        body = {
+            "type": itype,
+            "delivered_on": local_date(datetime.now(UTC)).isoformat(),
+            "provider": partners[prov]["id"] if prov is not None else "external",
+        }
+        if dur:
+            body["duration"] = dur
+        r = await api.call("POST", f"/v1/referrals/{rid}/interventions", case.cm, body, ok=(201,))
+        case.interventions.append((str(r.json()["id"]), at))
+    elif kind == "outcome" and case.status in ("engaged", "closed"):
+        point, source, measures = extra
+        today = local_date(datetime.now(UTC)).isoformat()
+        body = {"followup": point, "observed_on": today, "source": source, **measures}
+        r = await api.call("POST", f"/v1/referrals/{rid}/outcomes", case.cm, body, ok=(201,))
+        case.outcomes.extend((str(o["id"]), at) for o in r.json()["items"])
+    elif kind == "close" and case.status in ("accepted", "engaged"):
+        await api.call("POST", f"/v1/referrals/{rid}/close", case.cm, {"reason": plan.close_reason})
+        case.status = "closed"
+
+
+async def _make_room(conn: asyncpg.Connection, plans: list[Plan], now: datetime) -> int:
+    """As the operator, give the demo case managers room for the simulated caseload (the demo network
+    has 7 case managers with 12 places each; a pilot of thousands would queue almost every referral).
+    Returns the capacity set."""
+    peak = 0
+    for region in ("south_la", "san_fernando_valley"):
+        moments = []
+        for p in plans:
+            if p.region == region and not p.withdraw_at:
+                moments += [(p.received, 1), (p.close_at or now, -1)]
+        open_cases = 0
+        for _, step in sorted(moments):
+            open_cases += step
+            peak = max(peak, open_cases)
+    managers = await conn.fetchval(
+        "SELECT min(n) FROM (SELECT count(*) AS n FROM case_managers c, unnest(c.regions) AS r GROUP BY r) x"
+    )
+    capacity = max(12, math.ceil(1.5 * peak / max(1, managers or 1)))
+    await conn.execute("UPDATE case_managers SET capacity = greatest(capacity, $1)", capacity)
+    return int(capacity)
 
 
 # --------------------------------------------------------------------------- backdating, as the operator
@@ -838,6 +893,8 @@ async def simulate(
     log: Callable[[str], None] = print,
 ) -> Summary:
     """Play a synthetic pilot through the API at ``base_url``, then backdate it as the operator."""
+    if south < 0 or valley < 0 or not 0 < south + valley <= MAX_YOUTH:
+        raise ValueError(f"--south and --valley must add up to 1 to {MAX_YOUTH:,} youth")
     started = time.monotonic()
     conn = await asyncpg.connect(operator_dsn)
     try:
@@ -848,6 +905,7 @@ async def simulate(
             raise RuntimeError("this database already holds a simulated pilot; use a fresh data dir")
         now = datetime.now(UTC)
         plans = plan_pilot(seed, south, valley, now)
+        capacity = await _make_room(conn, plans, now)
         log(f"simulating {len(plans)} youth over two years through {base_url} ...")
         async with httpx.AsyncClient(base_url=base_url, timeout=30) as client:
             api = _Api(client, creds)
@@ -863,8 +921,10 @@ async def simulate(
                 f"Synthetic demo data: {len(plans)} fictitious youth ({south} South LA, {valley} San Fernando"
                 f" Valley) generated by `refnet demo simulate` (seed {seed}) on {now:%Y-%m-%d} through the"
                 " real API, then backdated over the two years before that date directly in the database by"
-                " the operator (the API only records the present). Effects of interventions are invented"
-                " to be plausible; nothing here describes real people or real results."
+                " the operator (the API only records the present); the demo case managers were given room"
+                f" for {capacity} cases each. Effects of interventions and intake characteristics are"
+                " planted by the simulator (refnet_dev.simulate.PLANTED) to test the evaluation; nothing"
+                " here describes real people or real results."
             )
             await conn.execute(
                 "INSERT INTO dataset_provenance (kind, note) VALUES ($1, $2)", PROVENANCE_KIND, note
