@@ -35,7 +35,18 @@ from shared import audit
 from shared.casework import FAMILIES, FOLLOWUP_MONTHS, add_months, local_date
 from shared.db import Identity
 
-__all__ = ["BASELINE_HAZARD", "PLANTED", "Plan", "Summary", "cohort_records", "plan_pilot", "simulate"]
+__all__ = [
+    "BASELINE_HAZARD",
+    "MAX_YOUTH",
+    "PLANTED",
+    "Plan",
+    "Summary",
+    "cohort_records",
+    "intake_log_hazard",
+    "interval_probability",
+    "plan_pilot",
+    "simulate",
+]
 
 OPERATOR = Identity(role="system", actor_id="demo-simulate")
 PROVENANCE_KIND = "synthetic_demo"

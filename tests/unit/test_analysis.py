@@ -8,7 +8,12 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 
 from refnet_dev.simulate import PLANTED, cohort_records, plan_pilot
-from services.intake.evaluation.analysis import TERMS, fit_hazard_model, newcombe_comparisons, recidivism_intervals
+from services.intake.evaluation.analysis import (
+    TERMS,
+    fit_hazard_model,
+    newcombe_comparisons,
+    recidivism_intervals,
+)
 from services.intake.evaluation.report import CohortRecord
 
 NOW = datetime(2026, 11, 23, 12, tzinfo=UTC)
@@ -103,7 +108,10 @@ def _record(**kw: object) -> CohortRecord:
 def test_intervals_credit_help_only_before_the_period_and_stop_at_the_first_event() -> None:
     start = date(2025, 1, 3)
     rec = _record(
-        intervention_dates={"housing_placement": start + timedelta(days=20), "therapy": start + timedelta(days=150)},
+        intervention_dates={
+            "housing_placement": start + timedelta(days=20),
+            "therapy": start + timedelta(days=150),
+        },
         outcomes={
             "intake": {"re_arrest": "yes"},  # the year before the referral: a baseline, never an event
             "m3": {"re_arrest": "no", "return_to_exploitation": "no"},
@@ -112,8 +120,14 @@ def test_intervals_credit_help_only_before_the_period_and_stop_at_the_first_even
             "m24": {"re_arrest": "yes"},
         },
         outcome_dates={
-            "m3": {"re_arrest": start + timedelta(days=92), "return_to_exploitation": start + timedelta(days=95)},
-            "m12": {"re_arrest": start + timedelta(days=370), "return_to_exploitation": start + timedelta(days=370)},
+            "m3": {
+                "re_arrest": start + timedelta(days=92),
+                "return_to_exploitation": start + timedelta(days=95),
+            },
+            "m12": {
+                "re_arrest": start + timedelta(days=370),
+                "return_to_exploitation": start + timedelta(days=370),
+            },
             "m24": {"re_arrest": start + timedelta(days=735)},
         },
     )

@@ -34,7 +34,7 @@ def test_linear_programming_audit_of_the_whole_release(release: tuple[Report, Le
     """Minimise and maximise every small count (published or derivable) with scipy's linprog subject to
     every published count, every sum the tables state, identical counts and nesting between tables:
     none can be narrowed below the protection interval 1-10."""
-    report, ledger, _ = release
+    _, ledger, _ = release
     audit = ledger.audit()
     unprotected = [c for c in audit.cells if not c.protected]
     assert not unprotected, unprotected[:5]
@@ -55,7 +55,7 @@ def test_no_small_count_anywhere_in_the_release(release: tuple[Report, Ledger, l
     report, _, _ = release
     assert_no_small_count(report)
     for row in tables_csv(report).splitlines()[1:]:
-        table, _, column, value = row.rsplit(",", 3)
+        _, _, column, value = row.rsplit(",", 3)
         if column in ("n", "events", "at_risk", "youth", "total", "count") and value.isdigit():
             assert not 1 <= int(value) <= 10, row
 
