@@ -17,7 +17,7 @@ from services.intake.evaluation.findings import findings
 from services.intake.evaluation.report import LevelRate, RateRow, Report
 from services.intake.evaluation.suppression import SUPPRESSED, Shown
 from services.intake.evaluation.survival import Curve
-from services.intake.evaluation.texts import LANGUAGES, label, text
+from services.intake.evaluation.texts import LANGUAGES, label, prose, text
 from services.intake.web import charts
 
 __all__ = ["render_html"]
@@ -141,7 +141,9 @@ def render_html(report: Report, language: str = "en") -> str:
     lang = language if language in LANGUAGES else "en"
     everyone = next((c for c in report.time_to_first_contact if c.label == "All regions"), None)
     period = (
-        f"{report.period_start} \u2013 {report.period_end}" if report.period_start else text("no_referrals", lang)
+        f"{report.period_start} \u2013 {report.period_end}"
+        if report.period_start
+        else text("no_referrals", lang)
     )
 
     def number(value: Shown) -> str:
@@ -162,6 +164,7 @@ def render_html(report: Report, language: str = "en") -> str:
         power={p.term: p for p in report.adjusted.power},
         charts=_charts(report, lang),
         T=lambda key, **kw: text(key, lang, **kw),
+        X=lambda paragraph: prose(paragraph, lang),
         L=lambda code: label(str(code), lang),
         N=number,
         # Count cells are class "n" (and "s" when suppressed), so they can be styled and checked.

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["LANGUAGES", "label", "text"]
+__all__ = ["LANGUAGES", "label", "prose", "text"]
 
 LANGUAGES = ("en", "es")
 
@@ -135,6 +135,50 @@ _LABELS: dict[str, dict[str, str]] = {
         "in_school_or_work": "Estudia o trabaja",
         "safety": "Se siente seguro/a",
         "all": "Todos los jóvenes con seguimiento",
+        # statuses, close reasons, settings, table columns, groupings
+        "assigned": "Asignada",
+        "accepted": "Aceptada",
+        "engaged": "En atención",
+        "closed": "Cerrada",
+        "unroutable": "Sin asignar",
+        "withdrawn": "Retirada",
+        "goals_met": "Objetivos cumplidos",
+        "youth_declined_services": "El joven rechazó servicios",
+        "lost_contact": "Se perdió el contacto",
+        "moved_out_of_area": "Se mudó fuera del área",
+        "transferred": "Transferido",
+        "aged_out": "Superó la edad",
+        "other": "Otro",
+        "emergency_room": "Urgencias",
+        "hospital": "Hospital",
+        "child_welfare": "Bienestar infantil",
+        "juvenile_justice": "Justicia juvenil",
+        "domestic_violence_center": "Centro de violencia doméstica",
+        "youth_shelter": "Albergue juvenil",
+        "faith_community": "Comunidad religiosa",
+        "community_organization": "Organización comunitaria",
+        "school": "Escuela",
+        "health_clinic": "Clínica de salud",
+        "refugee_services": "Servicios para refugiados",
+        "legal_aid": "Asistencia legal",
+        "street_outreach": "Trabajo de calle",
+        "homeless_services": "Servicios para personas sin hogar",
+        "re-offended or re-exploited": "Reincidió o fue reexplotado",
+        "neither": "Ninguno de los dos",
+        "favourable": "Favorable",
+        "not favourable": "No favorable",
+        "none of the five": "Ninguna de las cinco",
+        "other combinations": "Otras combinaciones",
+        "none or one kind": "Ninguna o una",
+        "two kinds": "Dos",
+        "three kinds": "Tres",
+        "four or five kinds": "Cuatro o cinco",
+        "under 1 day": "Menos de 1 día",
+        "1-2 days": "1-2 días",
+        "3-7 days": "3-7 días",
+        "8-14 days": "8-14 días",
+        "15-30 days": "15-30 días",
+        "over 30 days": "Más de 30 días",
         "under 12": "Menos de 12",
         "18+": "18 o más",
     },
@@ -211,6 +255,10 @@ _TEXT: dict[str, dict[str, str]] = {
         "f_not_estimated": "Too few youth to estimate at all: {terms}. The pilot cannot detect an effect of these, of any plausible size.",
         "f_detectable": "At this size an effect is detected 80% of the time only if it is at least as large as: {terms}.",
         "f_observational": "These are associations in observational data, not proof that the help caused the difference.",
+        "model_description": "Discrete-time proportional hazards model (binomial GLM with complementary log-log link, one row per youth and follow-up interval, an intercept per kind of interval; kinds of help counted from their first delivery before the interval; cluster-robust standard errors by youth). Ratios are hazard ratios of a first re-arrest or return to exploitation.",
+        "comparison_method": "Each level is compared with its variable's largest level (kinds of help: received with not received): the difference of the two shares with Newcombe's hybrid score 95% interval; Holm's correction across all {n} comparisons keeps the chance of any false 'higher' or 'lower' at 5%.",
+        "survival_definition": "Days from first contact to the follow-up that first reported a re-arrest or a return to exploitation; youth without one are censored at their last follow-up with a known answer. Kaplan-Meier estimates with 95% confidence bands.",
+        "recidivism_definition": "Re-arrested or returned to exploitation, as reported at a follow-up after intake (3, 6, 12 or 24 months after first contact), among youth with at least one such follow-up. Kinds of help count when first received before the follow-up period in which recidivism was reported (or last assessed).",
     },
     "es": {
         "title": "Evaluación del piloto: qué jóvenes, qué ayuda, qué reduce la reexplotación y el nuevo arresto",
@@ -281,15 +329,84 @@ _TEXT: dict[str, dict[str, str]] = {
         "f_not_estimated": "Demasiados pocos jóvenes para estimar: {terms}. El piloto no puede detectar un efecto de estas, de ningún tamaño plausible.",
         "f_detectable": "Con este tamaño un efecto se detecta el 80% de las veces solo si es al menos tan grande como: {terms}.",
         "f_observational": "Son asociaciones en datos observacionales, no prueba de que la ayuda causara la diferencia.",
+        "model_description": "Modelo de riesgos proporcionales en tiempo discreto (GLM binomial con enlace log-log complementario, una fila por joven e intervalo de seguimiento, un intercepto por tipo de intervalo; la ayuda cuenta desde su primera entrega antes del intervalo; errores estándar robustos por joven). Las razones son razones de riesgos de un primer nuevo arresto o regreso a la explotación.",
+        "comparison_method": "Cada nivel se compara con el nivel más numeroso de su variable (ayuda: recibida frente a no recibida): la diferencia de las dos proporciones con el intervalo híbrido de Newcombe al 95%; la corrección de Holm sobre las {n} comparaciones mantiene en 5% la probabilidad de cualquier 'mayor' o 'menor' falso.",
+        "survival_definition": "Días desde el primer contacto hasta el seguimiento que registró por primera vez un nuevo arresto o un regreso a la explotación; los jóvenes sin ninguno se censuran en su último seguimiento con respuesta conocida. Estimaciones de Kaplan-Meier con bandas de confianza al 95%.",
+        "recidivism_definition": "Nuevo arresto o regreso a la explotación, registrado en un seguimiento tras la admisión (3, 6, 12 o 24 meses tras el primer contacto), entre jóvenes con al menos un seguimiento así. La ayuda cuenta si se recibió por primera vez antes del periodo de seguimiento en que se registró la reincidencia (o se evaluó por última vez).",
     },
 }
 
 
 def label(code: str, lang: str = "en") -> str:
-    """A code's label in ``lang`` (English, then the code itself made readable, as fallbacks)."""
+    """A code's label in ``lang`` (English, then the code itself made readable, as fallbacks); a
+    combination "a + b" is labelled part by part."""
+    if " + " in code:
+        return " + ".join(label(part, lang) for part in code.split(" + "))
     return _LABELS.get(lang, {}).get(code) or _LABELS["en"].get(code) or code.replace("_", " ").capitalize()
 
 
 def text(key: str, lang: str = "en", **values: object) -> str:
     template = _TEXT.get(lang, {}).get(key) or _TEXT["en"][key]
     return template.format(**values) if values else template
+
+
+# The report's fixed paragraphs (notes, limits) in Spanish, keyed by their English wording.
+_PROSE_ES: dict[str, str] = {
+    "These are observational data: youth were not assigned their help at random. The adjusted model"
+    " accounts for the intake variables it names, not for what else led a case manager to offer a kind"
+    " of help (confounding by indication: help tends to go to youth at higher risk, which can hide a"
+    " benefit, or to youth already doing better, which can fake one).": (
+        "Son datos observacionales: la ayuda no se asignó al azar. El modelo ajustado tiene en cuenta las"
+        " variables de admisión que nombra, no lo que llevó a un gestor de casos a ofrecer una ayuda"
+        " (confusión por indicación: la ayuda suele ir a jóvenes de mayor riesgo, lo que puede ocultar un"
+        " beneficio, o a jóvenes a los que ya les va mejor, lo que puede fingirlo)."
+    ),
+    "A ratio below 1 means fewer first recidivisms in the periods after that help was received than"
+    " among comparable youth without it; it is an association after adjustment, not proof of effect.": (
+        "Una razón menor que 1 significa menos primeras reincidencias en los periodos posteriores a recibir"
+        " esa ayuda que entre jóvenes comparables sin ella; es una asociación tras el ajuste, no prueba de"
+        " efecto."
+    ),
+    "Missing intake answers count as the reference level in the model; recidivism known only from"
+    " follow-ups that took place (a youth who drops out is censored, assumed to be like those who stay).": (
+        "Las respuestas de admisión que faltan cuentan como el nivel de referencia del modelo; la"
+        " reincidencia solo se conoce por los seguimientos realizados (un joven que deja el seguimiento se"
+        " censura y se supone parecido a los que siguen)."
+    ),
+    "Follow-ups of the same youth are not independent samples: outcomes over time are described,"
+    " not tested against each other.": (
+        "Los seguimientos del mismo joven no son muestras independientes: los resultados a lo largo del"
+        " tiempo se describen, no se contrastan entre sí."
+    ),
+    "Intervals are 95%: Wilson score intervals for shares, Newcombe intervals for differences"
+    " between groups (with Holm's correction for the number of comparisons), Kaplan-Meier bands"
+    " for survival, cluster-robust Wald intervals for hazard ratios.": (
+        "Los intervalos son al 95%: de Wilson para proporciones, de Newcombe para diferencias entre grupos"
+        " (con la corrección de Holm por el número de comparaciones), bandas de Kaplan-Meier para la"
+        " supervivencia e intervalos de Wald robustos para las razones de riesgos."
+    ),
+    "Intervention families: housing (housing, housing placement); therapy (mental health,"
+    " therapy, substance use); legal (legal, court advocacy, vacatur or record relief,"
+    " immigration, T-visa or immigration relief); education and work (education, employment,"
+    " school enrolment, job training); mentoring (mentoring, peer support).": (
+        "Familias de ayuda: vivienda (vivienda, colocación en vivienda); terapia (salud mental, terapia,"
+        " consumo de sustancias); legal (legal, acompañamiento judicial, anulación o limpieza de"
+        " antecedentes, inmigración, visa T o alivio migratorio); educación y trabajo (educación, empleo,"
+        " inscripción escolar, formación laboral); mentoría (mentoría, apoyo entre pares)."
+    ),
+}
+
+
+def prose(paragraph: str, lang: str = "en") -> str:
+    """A fixed paragraph of the report in ``lang`` (as written, when there is no translation)."""
+    if lang == "es":
+        if paragraph.startswith("Counts from 1 to "):
+            return (
+                "Las cifras de 1 a 10 se muestran como 'suprimido'. Todas las cifras del informe, su página"
+                " web y sus tablas CSV se suprimen juntas: se ocultan más cifras hasta que ninguna"
+                " combinación de cifras publicadas (márgenes, otras tablas, curvas) reduce una cifra pequeña"
+                " oculta por debajo del rango 1 a 10 (comprobado por programación lineal). Las proporciones"
+                " solo se muestran cuando ambas partes se muestran."
+            )
+        return _PROSE_ES.get(paragraph, paragraph)
+    return paragraph
