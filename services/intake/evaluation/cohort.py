@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections import defaultdict
 from datetime import UTC, date, datetime
 from typing import Any
@@ -13,7 +14,7 @@ from services.intake.evaluation.report import CohortRecord, Report, build_report
 from shared import audit
 from shared.db import Identity, create_pool, load_sql, transaction
 
-__all__ = ["load_cohort", "load_provenance", "report_from_database"]
+__all__ = ["build_off_loop", "load_cohort", "load_provenance", "report_for", "report_from_database"]
 
 
 async def load_cohort(conn: asyncpg.Connection) -> list[CohortRecord]:
@@ -68,6 +69,20 @@ async def load_provenance(conn: asyncpg.Connection) -> list[str]:
     return [r["note"] for r in await conn.fetch("SELECT note FROM dataset_provenance ORDER BY id")]
 
 
+async def build_off_loop(records: list[CohortRecord], provenance: list[str]) -> Report:
+    """``build_report`` in a worker thread: the models and the suppression's linear programmes take
+    seconds for thousands of youth, which must not stall the service's event loop."""
+    return await asyncio.to_thread(build_report, records, datetime.now(UTC), provenance)
+
+
+async def report_for(conn: asyncpg.Connection, identity: Identity, detail: dict[str, Any]) -> Report:
+    """The report as ``identity`` may see it (row-level security applies), audited in ``conn``'s
+    transaction."""
+    report = await build_off_loop(await load_cohort(conn), await load_provenance(conn))
+    await audit.record(conn, identity, "evaluation.report", "evaluation", "", detail)
+    return report
+
+
 async def report_from_database(dsn: str, actor: str = "cli") -> Report:
     """Build the evaluation report as an evaluator would see it (connect as the service role: row-level
     security applies, so PII tables read as empty), and audit that it was produced."""
@@ -75,8 +90,7 @@ async def report_from_database(dsn: str, actor: str = "cli") -> Report:
     pool = await create_pool(dsn, min_size=1, max_size=1)
     try:
         async with transaction(pool, identity) as conn:
-            report = build_report(await load_cohort(conn), datetime.now(UTC), await load_provenance(conn))
-            await audit.record(conn, identity, "evaluation.report", "evaluation", "", {"via": "cli"})
+            report = await report_for(conn, identity, {"via": "cli"})
     finally:
         await pool.close()
     return report
