@@ -328,8 +328,10 @@ class _Solver:
         import highspy
 
         self._hs = highspy
-        # The pybind class itself: the Python subclass prints a banner to the process's stdout.
-        self.highs: Any = importlib.import_module("highspy._core")._Highs()
+        # The pybind class itself where it is exposed: the Python subclass prints a banner to the
+        # process's stdout (which is the service's log stream).
+        core = getattr(importlib.import_module("highspy._core"), "_Highs", None)
+        self.highs: Any = core() if core is not None else highspy.Highs()
         self.highs.setOptionValue("output_flag", False)
         self.values = values
         self.fixed = fixed.copy()
