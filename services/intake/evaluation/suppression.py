@@ -331,7 +331,7 @@ class _Solver:
         # The pybind class itself where it is exposed: the Python subclass prints a banner to the
         # process's stdout (which is the service's log stream).
         core = getattr(importlib.import_module("highspy._core"), "_Highs", None)
-        self.highs: Any = core() if core is not None else highspy.Highs()
+        self.highs: Any = core() if core is not None else highspy.Highs()  # type: ignore[no-untyped-call]
         self.highs.setOptionValue("output_flag", False)
         self.values = values
         self.fixed = fixed.copy()
