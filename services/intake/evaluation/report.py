@@ -1,4 +1,4 @@
-"""Programme evaluation: de-identified export rows and the aggregate report with small-cell suppression; pure."""
+"""Programme evaluation: de-identified export rows and the aggregate report, suppressed as one release; pure."""
 
 from __future__ import annotations
 
@@ -84,8 +84,6 @@ _DOSES = {
     "three kinds": (3, 3),
     "four or five kinds": (4, 5),
 }
-# Post-intake follow-ups: the intake observation describes the year before the referral (baseline).
-_AFTER_INTAKE = tuple(p for p in FOLLOWUPS if p != "intake")
 
 
 def wilson(events: int, n: int, z: float = Z95) -> tuple[float, float]:

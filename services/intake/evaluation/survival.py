@@ -38,7 +38,8 @@ class Curve(msgspec.Struct, kw_only=True):
     ci_low: list[float]
     ci_high: list[float]
     at_risk: list[int]
-    # Events since the previous day of the grid (0 at the first).
+    # Life-table style for follow-ups that come in windows: on day 0 everyone at the start; on a later
+    # day, the youth at risk entering the interval that ends on it, and that interval's events.
     events: list[int]
 
 
@@ -51,52 +52,75 @@ class CurveData:
 
     @property
     def grid(self) -> list[int]:
+        """The grid's days from the start up to the first one after every duration."""
         last = max(self.durations, default=0.0)
-        return [t for t in GRID_DAYS if t >= self.start and (t == self.start or t <= last)]
+        days = [t for t in GRID_DAYS if t >= self.start]
+        return [t for i, t in enumerate(days) if i == 0 or days[i - 1] <= last]
 
 
 def _key(name: Hashable, what: str, k: int) -> tuple[Hashable, ...]:
     return ("survival", name, what, k)
 
 
-def _shown_points(data: CurveData, threshold: int) -> int:
-    """How many grid days the curve can show before a count at risk, of events or of censored youth
-    between days would be small (the curve stops there, before suppression has to step in)."""
+def _small(counts: Sequence[int], threshold: int) -> bool:
+    return any(1 <= n <= threshold for n in counts)
+
+
+def _shown_days(data: CurveData, threshold: int) -> list[int]:
+    """The grid days the curve shows. A day after the first is shown when the youth at risk entering the
+    interval that ends on it, and its events and censorings, are not small counts; an interval that
+    would show a small count is merged with the next (the step then spans both). Whatever follows
+    the last day shown can be worked out from the group's totals in other tables, so if it would be a
+    small count the curve ends a day earlier (rather than hide a count elsewhere to protect it). A
+    Kaplan-Meier step taken with a handful at risk would describe those few youths, so the curve is
+    never stretched to cover them."""
     grid = data.grid
-    shown = 0
-    for k, t in enumerate(grid):
-        at_risk = sum(1 for d in data.durations if d >= t)
-        if at_risk <= threshold:
-            break
-        if k:
-            prev = grid[k - 1]
-            window = [e for d, e in zip(data.durations, data.events, strict=True) if prev <= d < t]
-            if any(1 <= n <= threshold for n in (sum(window), len(window) - sum(window))):
+    rows = list(zip(data.durations, data.events, strict=True))
+
+    def window(lo: float, hi: float) -> tuple[int, int]:
+        inside = [e for d, e in rows if lo <= d < hi]
+        return sum(inside), len(inside) - sum(inside)
+
+    shown: list[int] = []
+    for t in grid:
+        if not shown:
+            if sum(1 for d, _ in rows if d >= t) <= threshold:
                 break
-        shown = k + 1
+            shown.append(t)
+            continue
+        entering = shown[-1]
+        if sum(1 for d, _ in rows if d >= entering) <= threshold:
+            break
+        # A window with a small count of events or censorings is merged with the next one.
+        if not _small(window(entering, t), threshold):
+            shown.append(t)
+    while len(shown) >= 2 and _small(window(shown[-1], float("inf")), threshold):
+        shown.pop()
     return shown
 
 
 def register(ledger: Ledger, name: Hashable, data: CurveData, *, cost: float = 1.0) -> None:
-    """Put the curve's counts into the release: at risk at each day shown and events between them
-    (published: the curve's steps reveal them), censored between them and whatever follows the last
-    day shown (derivable from other tables, so protected, never published)."""
-    grid = data.grid[: _shown_points(data, ledger.threshold)]
+    """Put the curve's counts into the release, life-table style: for each interval between shown grid
+    days, the youth at risk entering it and its events (published: the curve's steps reveal them) and
+    censorings (derivable, so protected); and whatever follows the last day shown (protected)."""
+    grid = _shown_days(data, ledger.threshold)
+    if not grid:
+        return
     rows = list(zip(data.members, data.durations, data.events, strict=True))
+    # at_risk k: youth at risk on grid day k (entering interval k, which ends on day k + 1).
     for k, t in enumerate(grid):
-        ledger.add(_key(name, "at_risk", k), [m for m, d, _ in rows if d >= t], cost=cost * 2)
+        members = [m for m, d, _ in rows if d >= t]
+        ledger.add(_key(name, "at_risk", k), members, cost=cost * 2, published=k < len(grid) - 1 or k == 0)
         if k + 1 < len(grid):
             window = [(m, e) for m, d, e in rows if t <= d < grid[k + 1]]
             ledger.add(_key(name, "events", k), [m for m, e in window if e], cost=cost)
             ledger.add(_key(name, "censored", k), [m for m, e in window if not e], published=False)
-    if not grid:
-        return
-    tail = [(m, e) for m, d, e in rows if d >= grid[-1]]
+    last = len(grid) - 1
+    tail = [(m, e) for m, d, e in rows if d >= grid[last]]
     ledger.add(_key(name, "events_after", 0), [m for m, e in tail if e], published=False)
     ledger.add(_key(name, "censored_after", 0), [m for m, e in tail if not e], published=False)
     # What the curve says: at risk on one day = at risk the next + events + censored in between; and
     # its events add up to the group's (which other tables may show).
-    last = len(grid) - 1
     for k in range(last):
         ledger.constrain(
             _key(name, "at_risk", k),
@@ -105,7 +129,7 @@ def register(ledger: Ledger, name: Hashable, data: CurveData, *, cost: float = 1
     ledger.constrain(
         _key(name, "at_risk", last), [_key(name, "events_after", 0), _key(name, "censored_after", 0)]
     )
-    ledger.add(_key(name, "events_total", 0), [m for m, _, e in rows if e and m is not None], published=False)
+    ledger.add(_key(name, "events_total", 0), [m for m, _, e in rows if e], published=False)
     ledger.constrain(
         _key(name, "events_total", 0),
         [*(_key(name, "events", k) for k in range(last)), _key(name, "events_after", 0)],
@@ -117,7 +141,7 @@ def materialise(ledger: Ledger, name: Hashable, data: CurveData) -> Curve:
     from lifelines import KaplanMeierFitter  # type: ignore[import-untyped]
 
     out = Curve(time_days=[], survival=[], ci_low=[], ci_high=[], at_risk=[], events=[])
-    grid = data.grid
+    grid = _shown_days(data, ledger.threshold)
     if not data.members:
         return out
     with warnings.catch_warnings():
@@ -130,11 +154,12 @@ def materialise(ledger: Ledger, name: Hashable, data: CurveData) -> Curve:
     for k, t in enumerate(grid):
         if not ledger.has(_key(name, "at_risk", k)):
             break
-        at_risk = ledger.shown(_key(name, "at_risk", k))
+        # Day 0 shows everyone at the start; day k > 0 the youth entering the interval ending on it.
+        at_risk = ledger.shown(_key(name, "at_risk", max(0, k - 1)))
         events = ledger.shown(_key(name, "events", k - 1)) if k else 0
         if not isinstance(at_risk, int) or not isinstance(events, int) or at_risk == 0:
             break
-        # The estimate just before day t (events on day t belong to the next interval of the grid).
+        # The estimate just before day t: the interval's events are in, the next interval's are not.
         j = int(np.searchsorted(times, t, side="left")) - 1
         # Members of a landmark curve all reached its first day without an event: it starts at 1.
         s, lo, hi = (1.0, 1.0, 1.0) if j < 0 else (surv[j], lows[j], highs[j])

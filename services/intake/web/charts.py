@@ -149,12 +149,15 @@ def interval_chart(
             ticks.append(t)
             t *= 2
     else:
-        hi_axis = min(1.0, math.ceil(max([0.5] + [hi for _, hi in shown]) * 10) / 10)
+        # 0 to a round share (50%, 60%, 80% or 100%) in steps of 10% or 20%.
+        top_share = max([0.5] + [hi for _, hi in shown])
+        hi_axis = next(v for v in (0.5, 0.6, 0.8, 1.0) if top_share <= v + 1e-9)
+        step_share = 0.1 if hi_axis <= 0.6 else 0.2
 
         def x(v: float) -> float:
             return label_w + plot_w * min(max(v, 0.0), hi_axis) / hi_axis
 
-        ticks = [hi_axis * k / 5 for k in range(6)]
+        ticks = [step_share * k for k in range(round(hi_axis / step_share) + 1)]
 
     def fmt(v: float) -> str:
         return f"{v * 100:.0f}%" if percent and not log else (f"{v:.2f}" if v < 10 else f"{v:.0f}")
