@@ -20,7 +20,9 @@ NOW = datetime(2026, 11, 23, 12, tzinfo=UTC)
 # The simulator's default seed, and the pilot's 5:1 split of South LA and the Valley (100:20) at 5,000.
 # With 14 terms, each 95% interval misses its planted value one time in twenty, so a single draw holds
 # all 14 only about half the time: this draw does (it was the first one run); other draws miss a term
-# now and then (at 4,200:800 mentoring's interval is 0.36-0.60 around a planted 0.64), which is why
+# now and then (at 4,200:800 mentoring's interval is 0.36-0.60 around a planted 0.64; `refnet demo
+# simulate --south 4167 --valley 833` through the API gave 2.03 (1.70-2.43) for 4+ arrests, planted
+# 2.46, and the pure generator gives the same for that draw), which is why
 # test_intervals_are_calibrated_across_seeds checks the coverage itself over independent draws.
 SEED = 2026
 SOUTH, VALLEY = 5000 * 5 // 6, 5000 - 5000 * 5 // 6
