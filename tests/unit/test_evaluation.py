@@ -217,6 +217,13 @@ def test_by_variable_has_the_contract_shape() -> None:
         assert set(term) == {"term", "ratio", "ci_low", "ci_high", "p"}
 
 
+def test_an_empty_cohort_still_makes_a_report() -> None:
+    report = build_report([], NOW)
+    assert report.referrals == 0 and report.adjusted.youth == 0
+    assert report.survival.overall.time_days == []
+    assert all(t.ratio is None for t in report.adjusted.terms)
+
+
 def test_tiny_cohort_shows_no_statistics() -> None:
     report = build_report(cohort(6), NOW)
     assert report.referrals == SUPPRESSED
