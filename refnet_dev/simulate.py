@@ -13,10 +13,12 @@ it is: it shows when the simulation really ran.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import itertools
 import math
 import random
+import secrets
 import time
 import uuid
 from collections import Counter
@@ -28,11 +30,24 @@ from typing import Any
 import asyncpg
 import httpx
 
+from refnet_dev.demo import PARTNERS
+from services.intake.evaluation.report import CohortRecord
 from shared import audit
-from shared.casework import FOLLOWUP_MONTHS, add_months, local_date
+from shared.casework import FAMILIES, FOLLOWUP_MONTHS, add_months, local_date
 from shared.db import Identity
 
-__all__ = ["Plan", "Summary", "plan_pilot", "simulate"]
+__all__ = [
+    "BASELINE_HAZARD",
+    "MAX_YOUTH",
+    "PLANTED",
+    "Plan",
+    "Summary",
+    "cohort_records",
+    "intake_log_hazard",
+    "interval_probability",
+    "plan_pilot",
+    "simulate",
+]
 
 OPERATOR = Identity(role="system", actor_id="demo-simulate")
 PROVENANCE_KIND = "synthetic_demo"
@@ -113,6 +128,11 @@ _CLOSE_REASONS = (
     ("other", 0.05),
 )
 _COMPLETION = {"intake": 0.97, "m3": 0.86, "m6": 0.78, "m12": 0.7, "m24": 0.62}
+MAX_YOUTH = 5000
+# Youths played at once.
+_CONCURRENCY = 128
+# A large pilot gets a synthetic case manager per this many youth in a region (see _make_room).
+_YOUTH_PER_CASE_MANAGER = 40
 
 
 @dataclass
@@ -259,30 +279,80 @@ def _plan_services(rnd: random.Random, plan: Plan, now: datetime) -> None:
     plan.interventions.sort(key=lambda x: x[0])
 
 
+# The planted truth, on the scale the evaluation estimates it (services.intake.evaluation.analysis):
+# log hazard ratios of a grouped-time proportional-hazards model of the first re-arrest or return to
+# exploitation. Time runs from first contact; each follow-up interval (from the previous follow-up at
+# which recidivism was known, to this one) has the probability 1 - exp(-dH * exp(x.b)), where dH is the
+# baseline cumulative hazard of the scheduled periods it spans and x holds the intake variables and the
+# intervention families received (first delivery) before the interval began. Terms not named are 0.
+PLANTED: dict[str, float] = {
+    "family:housing": -1.2,
+    "family:therapy": -0.75,
+    "family:legal": -0.5,
+    "family:education_work": -0.4,
+    "family:mentoring": -0.45,
+    "prior_services:mandated": 0.6,
+    "prior_arrests:1": 0.2,
+    "prior_arrests:2-3": 0.45,
+    "prior_arrests:4+": 0.9,
+    "foster_care_history": 0.35,
+    "age_first_exploited:under 14": 0.3,
+}
+# Baseline cumulative hazard of each scheduled period (contact to 3 months, 3 to 6, 6 to 12, 12 to 24).
+BASELINE_HAZARD: dict[str, float] = {"m3": 0.22, "m6": 0.18, "m12": 0.3, "m24": 0.4}
+# Which intervention types make up each family (as shared.casework.FAMILIES).
+_FAMILY_TYPES = dict(FAMILIES)
+_PARTNER_NAMES = tuple(name for name, _ in PARTNERS)
+
+
+def _arrest_band(n: int) -> str:
+    return "0" if n == 0 else "1" if n == 1 else "2-3" if n <= 3 else "4+"
+
+
+def intake_log_hazard(intake: dict[str, Any]) -> float:
+    """The planted log relative hazard of the intake variables (pure)."""
+    x: float = 0.0
+    x += PLANTED.get(f"prior_services:{intake['prior_services']}", 0.0)
+    x += PLANTED.get(f"prior_arrests:{_arrest_band(intake['prior_arrests'])}", 0.0)
+    x += PLANTED["foster_care_history"] * float(bool(intake["foster_care_history"]))
+    x += PLANTED["age_first_exploited:under 14"] * float(int(intake["age_first_exploited"]) < 14)
+    return float(x)
+
+
+def families_before(interventions: list[tuple[datetime, str, int | None, str | None]], day: date) -> set[str]:
+    """Families with a first delivery on a local date before ``day`` (so it precedes the interval)."""
+    return {
+        family
+        for at, kind, _, _ in interventions
+        if local_date(at) < day
+        for family, types in _FAMILY_TYPES.items()
+        if kind in types
+    }
+
+
+def interval_probability(intake: dict[str, Any], families: set[str], periods: list[str]) -> float:
+    """Probability of a first recidivism within an interval spanning ``periods`` (pure)."""
+    xb = intake_log_hazard(intake) + sum(PLANTED.get(f"family:{f}", 0.0) for f in families)
+    dh = sum(BASELINE_HAZARD[p] for p in periods)
+    return 1 - math.exp(-dh * math.exp(xb))
+
+
 def _plan_outcomes(rnd: random.Random, plan: Plan, now: datetime) -> None:
     assert plan.contact_at is not None
     got = {kind for _, kind, _, _ in plan.interventions}
     intake = plan.intake
-    risk = (
-        -0.55
-        + 0.22 * min(intake["prior_arrests"], 4)
-        + 0.35 * intake["foster_care_history"]
-        + 0.3 * (intake["age_first_exploited"] < 14)
-        + 0.35 * (intake["prior_services"] == "mandated")
-        - 1.2 * ("housing_placement" in got)
-        - 0.75 * ("therapy" in got)
-        - 0.5 * bool(got & {"court_advocacy", "vacatur_or_record_relief"})
-        - 0.4 * bool(got & {"school_enrollment", "job_training"})
-        - 0.45 * ("mentoring" in got)
-    )
     first = local_date(plan.contact_at)
     disengaged = plan.close_reason in ("lost_contact", "moved_out_of_area", "youth_declined_services")
+    # The recidivism chain: the last follow-up at which it was known, and the periods since then.
+    known_at, pending, relapsed = first, [], False
     for i, (point, months) in enumerate(FOLLOWUP_MONTHS.items()):
         due = add_months(first, months)
         at = datetime(due.year, due.month, due.day, 17, tzinfo=UTC) + timedelta(days=rnd.uniform(-5, 12))
         at = max(at, plan.contact_at + timedelta(hours=1))
         if at > now:
             break
+        if point != "intake":
+            pending.append(point)
         completion = _COMPLETION[point]
         if disengaged and plan.close_at is not None and at > plan.close_at:
             completion *= 0.3
@@ -304,11 +374,6 @@ def _plan_outcomes(rnd: random.Random, plan: Plan, now: datetime) -> None:
         safe = rnd.random() < (
             0.3 if not later else 0.45 + 0.15 * ("therapy" in got) + 0.1 * housed + 0.03 * i
         )
-        factor = {0: 0.0, 1: 0.55, 2: 0.55, 3: 0.9, 4: 1.1}[i]
-        arrested = rnd.random() < (
-            _sigmoid(-0.9 + 0.35 * min(intake["prior_arrests"], 4)) if not later else factor * _sigmoid(risk)
-        )
-        exploited = later and rnd.random() < factor * _sigmoid(risk - 0.2 + 0.9 * arrested)
         status = {
             "housing_stability": maybe(
                 "stable" if housed else ("homeless" if rnd.random() < 0.4 else "unstable")
@@ -319,48 +384,120 @@ def _plan_outcomes(rnd: random.Random, plan: Plan, now: datetime) -> None:
             "safety": maybe("safe" if safe else ("unsafe" if rnd.random() < 0.35 else "at_risk")),
         }
         if not later:
+            # The intake interview asks about the year before the referral (a baseline, not an outcome).
+            arrested = rnd.random() < _sigmoid(-0.9 + 0.35 * min(intake["prior_arrests"], 4))
             plan.outcomes.append(
                 (at, point, "youth_self_report", {**status, "re_arrest": maybe("yes" if arrested else "no")})
             )
             continue
+        if rnd.random() < 0.04:
+            # Neither could be established at this follow-up: the interval runs on to the next one.
+            arrest_value = exploit_value = "unknown"
+        else:
+            p = interval_probability(intake, families_before(plan.interventions, known_at), pending)
+            event = rnd.random() < p
+            if relapsed:
+                event = rnd.random() < p  # later episodes: the evaluation looks at the first only
+            relapsed = relapsed or event
+            kind = rnd.random()
+            arrest_value = "yes" if event and kind < 0.6 else "no"
+            exploit_value = "yes" if event and kind >= 0.4 else "no"
+            known_at, pending = local_date(at), []
         self_report = _pick(
             rnd, (("youth_self_report", 0.7), ("case_manager_observation", 0.2), ("caregiver_report", 0.1))
         )
-        plan.outcomes.append(
-            (
-                at,
-                point,
-                self_report,
-                {**status, "return_to_exploitation": maybe("yes" if exploited else "no")},
-            )
-        )
+        plan.outcomes.append((at, point, self_report, {**status, "return_to_exploitation": exploit_value}))
         justice = "justice_system_record" if rnd.random() < 0.4 else self_report
-        arrest = {"re_arrest": maybe("yes" if arrested else "no")}
+        arrest = {"re_arrest": arrest_value}
         if justice == self_report:
             plan.outcomes[-1][3].update(arrest)
         else:
             plan.outcomes.append((at, point, justice, arrest))
 
 
+def cohort_records(plans: list[Plan]) -> list[CohortRecord]:
+    """The evaluation's view of a planned pilot, as the database would hold it had every step gone
+    through the API unchanged (pure: the recovery test runs the analysis on it without servers)."""
+    out = []
+    for p in plans:
+        status = (
+            "withdrawn"
+            if p.withdraw_at
+            else "closed"
+            if p.close_at
+            else "engaged"
+            if p.contact_at
+            else "accepted"
+        )
+        counts: Counter[str] = Counter(kind for _, kind, _, _ in p.interventions)
+        firsts: dict[str, date] = {}
+        for at, kind, _, _ in p.interventions:
+            day = local_date(at)
+            firsts[kind] = min(firsts.get(kind, day), day)
+        outcomes: dict[str, dict[str, str]] = {}
+        dates: dict[str, dict[str, date]] = {}
+        for at, point, _, measures in p.outcomes:
+            outcomes.setdefault(point, {}).update(measures)
+            dates.setdefault(point, {}).update({m: local_date(at) for m in measures})
+        out.append(
+            CohortRecord(
+                referral_id=str(uuid.UUID(int=p.n + 1)),
+                youth_key=f"youth-{p.n}",
+                received_at=p.received,
+                region=p.region,
+                partner=_PARTNER_NAMES[p.partner] if p.partner < len(_PARTNER_NAMES) else None,
+                age_years=p.age,
+                urgency=p.urgency,
+                needs=p.needs,
+                status=status,
+                close_reason=p.close_reason,
+                intake=p.intake,
+                engaged_at=p.contact_at,
+                closed_at=p.close_at,
+                interventions=dict(counts),
+                intervention_dates=firsts,
+                outcomes=outcomes,
+                outcome_dates=dates,
+            )
+        )
+    return out
+
+
 # --------------------------------------------------------------------------- playing it through the API
 
 
 class _Api:
-    """The platform's HTTP API as the demo's partners and staff, polite to rate limits."""
+    """The platform's HTTP API as the demo's partners and staff, polite to rate limits: requests with
+    one credential are paced just under intake's default limit (1,200 a minute per credential), so
+    many concurrent youths share each case manager's budget instead of running into 429s."""
 
-    def __init__(self, client: httpx.AsyncClient, creds: dict[str, Any]) -> None:
+    def __init__(self, client: httpx.AsyncClient, creds: dict[str, Any], per_minute: int = 1100) -> None:
         self.client = client
         self.creds = creds
         self.tokens: dict[str, str] = {}
         self.calls = 0
+        self._interval = 60.0 / per_minute if per_minute > 0 else 0.0
+        self._next: dict[str, float] = {}
+        self._logins: dict[str, asyncio.Lock] = {}
 
-    async def login(self, person: dict[str, Any]) -> str:
-        r = await self.call(
-            "POST", "/v1/auth/token", None, {"email": person["email"], "password": person["password"]}
-        )
-        token = str(r.json()["access_token"])
-        self.tokens[person["id"]] = token
-        return token
+    async def login(self, person: dict[str, Any], stale: str | None = None) -> str:
+        async with self._logins.setdefault(person["id"], asyncio.Lock()):
+            token = self.tokens.get(person["id"])
+            if token is not None and token != stale:
+                return token  # another task signed in meanwhile
+            r = await self.call(
+                "POST", "/v1/auth/token", None, {"email": person["email"], "password": person["password"]}
+            )
+            token = str(r.json()["access_token"])
+            self.tokens[person["id"]] = token
+            return token
+
+    async def _pace(self, key: str) -> None:
+        now = time.monotonic()
+        slot = max(now, self._next.get(key, now))
+        self._next[key] = slot + self._interval
+        if slot > now:
+            await asyncio.sleep(slot - now)
 
     async def call(
         self,
@@ -370,20 +507,22 @@ class _Api:
         body: Any = None,
         ok: tuple[int, ...] = (200, 201),
     ) -> httpx.Response:
-        for attempt in range(8):
+        for attempt in range(30):
             headers = {}
+            token = None
             if isinstance(who, str):
                 headers["Authorization"] = f"Bearer {who}"
             elif who is not None:
                 token = self.tokens.get(who["id"]) or await self.login(who)
                 headers["Authorization"] = f"Bearer {token}"
+            await self._pace(who if isinstance(who, str) else who["id"] if who else "anonymous")
             self.calls += 1
             r = await self.client.request(method, url, json=body, headers=headers)
             if r.status_code in (429, 503):
                 await asyncio.sleep(min(10.0, float(r.headers.get("retry-after", "1"))))
                 continue
-            if r.status_code == 401 and isinstance(who, dict) and attempt == 0:
-                await self.login(who)  # the short-lived staff token ran out
+            if r.status_code == 401 and isinstance(who, dict) and attempt < 2:
+                await self.login(who, stale=token)  # the short-lived staff token ran out
                 continue
             if r.status_code not in ok:
                 raise RuntimeError(f"{method} {url} -> {r.status_code}: {r.text[:300]}")
@@ -445,17 +584,58 @@ def _referral_body(plan: Plan, today: date, now: datetime) -> dict[str, Any]:
     }
 
 
-async def _poll(fn: Callable[[], Any], seconds: float = 30.0) -> Any:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        value = await fn()
-        if value:
-            return value
-        await asyncio.sleep(0.05)
-    return None
+class _OfferBoard:
+    """Who was offered which referral: one poller reads every case manager's offered assignments for
+    all the referrals waiting at once (instead of each referral scanning every case manager)."""
+
+    def __init__(self, api: _Api) -> None:
+        self.api = api
+        self.waiting: dict[str, asyncio.Future[tuple[dict[str, Any], str]]] = {}
+        self.task: asyncio.Task[None] | None = None
+        # Offers already answered: a page read before the answer may still list them.
+        self.answered: set[str] = set()
+
+    async def wait(self, rid: str, seconds: float) -> tuple[dict[str, Any], str] | None:
+        future = self.waiting.get(rid)
+        if future is None or future.done():
+            future = self.waiting[rid] = asyncio.get_running_loop().create_future()
+        if self.task is None or self.task.done():
+            self.task = asyncio.create_task(self._poll())
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), seconds)
+        except TimeoutError:
+            return None
+        finally:
+            if future.done():
+                self.waiting.pop(rid, None)
+
+    async def close(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+
+    async def _poll(self) -> None:
+        while any(not f.done() for f in self.waiting.values()):
+            pages = await asyncio.gather(
+                *(
+                    self.api.call("GET", "/v1/assignments?state=offered", cm)
+                    for cm in self.api.creds["case_managers"]
+                )
+            )
+            for cm, page in zip(self.api.creds["case_managers"], pages, strict=True):
+                for item in page.json()["items"]:
+                    if str(item["id"]) in self.answered:
+                        continue
+                    future = self.waiting.get(item["referral_id"])
+                    if future is not None and not future.done():
+                        future.set_result((cm, str(item["id"])))
+            # Each round spends one request of every case manager's rate budget (and the server's time):
+            # twice a second for the demo network, less often for a large synthetic one.
+            await asyncio.sleep(max(0.5, len(self.api.creds["case_managers"]) / 40))
 
 
-async def _refer(api: _Api, plan: Plan, cms: list[dict[str, Any]], now: datetime) -> _Case:
+async def _refer(api: _Api, board: _OfferBoard, plan: Plan, now: datetime) -> _Case:
     partner = api.creds["partners"][plan.partner]
     r = await api.call(
         "POST", "/v1/referrals", partner["api_key"], _referral_body(plan, local_date(now), now), ok=(201,)
@@ -463,42 +643,42 @@ async def _refer(api: _Api, plan: Plan, cms: list[dict[str, Any]], now: datetime
     rid = str(r.json()["id"])
     case = _Case(plan, rid, "received")
 
-    async def routed() -> str | None:
+    async def status() -> str:
         view = await api.call("GET", f"/v1/referrals/{rid}", partner["api_key"])
-        status = str(view.json()["status"])
-        return None if status == "received" else status
+        return str(view.json()["status"])
 
-    async def offer() -> tuple[dict[str, Any], str] | None:
-        for cm in cms:
-            items = (await api.call("GET", "/v1/assignments?state=offered", cm)).json()["items"]
-            for item in items:
-                if item["referral_id"] == rid:
-                    return cm, str(item["id"])
-        status = await routed()
-        return None if status == "assigned" else ({}, str(status))
+    async def offered() -> tuple[dict[str, Any], str] | None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            found = await board.wait(rid, 2.0)
+            if found is not None:
+                return found
+            case.status = await status()
+            if case.status not in ("received", "assigned"):
+                return None  # unroutable (waits in the supervisor queue) or withdrawn
+        return None
 
-    case.status = str(await _poll(routed) or "received")
     routed_at = plan.received + timedelta(minutes=2)
-    if case.status == "unroutable":
-        case.unroutable_at = routed_at
-    if case.status != "assigned":
+    found = await offered()
+    if found is None:
+        if case.status == "unroutable":
+            case.unroutable_at = routed_at
         return case
     case.assigned_at = routed_at
-    found = await _poll(offer)
-    if plan.decline_first and found and found[0]:
+    if plan.decline_first:
         case.offers += 1
+        board.answered.add(found[1])
         await api.call(
             "POST", f"/v1/assignments/{found[1]}/decline", found[0], {"reason": "caseload full this week"}
         )
-        await asyncio.sleep(0.05)
-        found = await _poll(offer)
-    if not found or not found[0]:
-        case.status = str(await routed() or case.status)
-        if case.status == "unroutable":
-            case.unroutable_at = plan.received + timedelta(hours=2)
-        return case
+        found = await offered()
+        if found is None:
+            if case.status == "unroutable":
+                case.unroutable_at = plan.received + timedelta(hours=2)
+            return case
     cm, aid = found
     case.offers += 1
+    board.answered.add(aid)
     await api.call("POST", f"/v1/assignments/{aid}/accept", cm)
     case.cm, case.status = cm, "accepted"
     return case
@@ -516,109 +696,138 @@ def _push_case_events(heap: list[Any], plan: Plan, gen: int, seq: Any) -> None:
         heapq.heappush(heap, (plan.close_at, 5, plan.n, next(seq), gen, "close", None))
 
 
-def _shift(plan: Plan, at: datetime, now: datetime) -> None:
-    """A referral that waited in the supervisor queue: its case starts when it is finally accepted."""
-    delta = at - plan.accept_at
-    plan.accept_at = at
-    plan.contact_at = plan.contact_at + delta if plan.contact_at and plan.contact_at + delta < now else None
-    if plan.contact_at is None:
-        plan.interventions, plan.outcomes = [], []
-    plan.interventions = [(t + delta, k, pr, d) for t, k, pr, d in plan.interventions if t + delta < now]
-    plan.outcomes = [(t + delta, pt, src, m) for t, pt, src, m in plan.outcomes if t + delta < now]
-    if plan.close_at is not None:
-        plan.close_at = plan.close_at + delta if plan.close_at + delta < now else None
-        if plan.close_at is None:
-            plan.close_reason = None
-
-
-async def _drain(
-    api: _Api, cases: dict[int, _Case], at: datetime, now: datetime, heap: list[Any], seq: Any
-) -> None:
-    """Routing offers queued referrals once capacity frees up: accept them, and start their cases then."""
-    for case in cases.values():
-        if case.status != "unroutable":
-            continue
-        partner = api.creds["partners"][case.plan.partner]
-        view = await api.call("GET", f"/v1/referrals/{case.referral_id}", partner["api_key"])
-        if view.json()["status"] != "assigned":
-            continue
-        for cm in api.creds["case_managers"]:
-            items = (await api.call("GET", "/v1/assignments?state=offered", cm)).json()["items"]
-            offer = next((i for i in items if i["referral_id"] == case.referral_id), None)
-            if offer is None:
-                continue
-            await api.call("POST", f"/v1/assignments/{offer['id']}/accept", cm)
-            case.cm, case.status, case.assigned_at = cm, "accepted", at
-            case.offers += 1
-            case.gen += 1
-            _shift(case.plan, at + timedelta(hours=1), now)
-            _push_case_events(heap, case.plan, case.gen, seq)
-            break
-
-
 async def _play(api: _Api, plans: list[Plan], now: datetime, log: Callable[[str], None]) -> list[_Case]:
-    seq = itertools.count()
-    # (simulated time, order within a moment, youth, tie-break, generation, kind, details)
-    heap: list[Any] = []
-    for p in plans:
-        heapq.heappush(heap, (p.received, 0, p.n, next(seq), 0, "refer", None))
-        if p.withdraw_at:
-            heapq.heappush(heap, (p.withdraw_at, 1, p.n, next(seq), 0, "withdraw", None))
-        _push_case_events(heap, p, 0, seq)
-    total = len(heap)
+    """Play every youth's events in their simulated order, many youths at once (started in the order
+    they were referred). Youths do not depend on each other once the case managers have room for
+    everyone (``_make_room``); a referral that still finds nobody waits in the supervisor queue."""
     cases: dict[int, _Case] = {}
+    board = _OfferBoard(api)
+    gate = asyncio.Semaphore(_CONCURRENCY)
+    progress = {"done": 0}
+
+    async def youth(plan: Plan) -> None:
+        seq = itertools.count()
+        heap: list[Any] = [(plan.received, 0, plan.n, next(seq), 0, "refer", None)]
+        if plan.withdraw_at:
+            heap.append((plan.withdraw_at, 1, plan.n, next(seq), 0, "withdraw", None))
+        _push_case_events(heap, plan, 0, seq)
+        heapq.heapify(heap)
+        async with gate:
+            while heap:
+                await _event(api, board, plans, cases, now, heapq.heappop(heap))
+        progress["done"] += 1
+        if progress["done"] % 250 == 0:
+            log(f"  {progress['done']}/{len(plans)} youth played")
+
+    try:
+        await asyncio.gather(*(youth(p) for p in sorted(plans, key=lambda p: p.received)))
+    finally:
+        await board.close()
+    return [cases[p.n] for p in plans if p.n in cases]
+
+
+async def _event(
+    api: _Api, board: _OfferBoard, plans: list[Plan], cases: dict[int, _Case], now: datetime, event: Any
+) -> None:
+    at, _, n, _, gen, kind, extra = event
+    plan = plans[n]
     partners = api.creds["partners"]
-    by_region = {
-        region: [cm for cm in api.creds["case_managers"] if region in cm["regions"]]
-        for region in ("south_la", "san_fernando_valley")
-    }
-    done = 0
-    while heap:
-        at, _, n, _, gen, kind, extra = heapq.heappop(heap)
-        plan = plans[n]
-        done += 1
-        if done % 200 == 0:
-            log(f"  {done}/{total} simulated events")
-        if kind == "refer":
-            cases[n] = await _refer(api, plan, by_region[plan.region], now)
-            continue
-        case = cases[n]
-        rid = case.referral_id
-        if kind == "withdraw":
-            if case.status in ("received", "assigned", "accepted", "unroutable"):
-                await api.call(
-                    "POST", f"/v1/referrals/{rid}/consent/withdraw", partners[plan.partner]["api_key"], {}
-                )
-                case.status = "withdrawn"
-                case.withdrawn_at = at
-            continue
-        if case.cm is None or case.status == "withdrawn" or gen != case.gen:
-            continue
-        if kind == "contact" and case.status == "accepted":
-            await api.call("POST", f"/v1/referrals/{rid}/contact", case.cm, {})
-            case.status = "engaged"
-        elif kind == "intervention" and case.status == "engaged":
-            itype, prov, dur = extra
-            body = {
-                "type": itype,
-                "delivered_on": local_date(datetime.now(UTC)).isoformat(),
-                "provider": partners[prov]["id"] if prov is not None else "external",
-            }
-            if dur:
-                body["duration"] = dur
-            r = await api.call("POST", f"/v1/referrals/{rid}/interventions", case.cm, body, ok=(201,))
-            case.interventions.append((str(r.json()["id"]), at))
-        elif kind == "outcome" and case.status in ("engaged", "closed"):
-            point, source, measures = extra
-            today = local_date(datetime.now(UTC)).isoformat()
-            body = {"followup": point, "observed_on": today, "source": source, **measures}
-            r = await api.call("POST", f"/v1/referrals/{rid}/outcomes", case.cm, body, ok=(201,))
-            case.outcomes.extend((str(o["id"]), at) for o in r.json()["items"])
-        elif kind == "close" and case.status in ("accepted", "engaged"):
-            await api.call("POST", f"/v1/referrals/{rid}/close", case.cm, {"reason": plan.close_reason})
-            case.status = "closed"
-            await _drain(api, cases, at, now, heap, seq)
-    return list(cases.values())
+    if kind == "refer":
+        cases[n] = await _refer(api, board, plan, now)
+        return
+    case = cases[n]
+    rid = case.referral_id
+    if kind == "withdraw":
+        if case.status in ("received", "assigned", "accepted", "unroutable"):
+            await api.call(
+                "POST", f"/v1/referrals/{rid}/consent/withdraw", partners[plan.partner]["api_key"], {}
+            )
+            case.status = "withdrawn"
+            case.withdrawn_at = at
+        return
+    if case.cm is None or case.status == "withdrawn" or gen != case.gen:
+        return
+    if kind == "contact" and case.status == "accepted":
+        await api.call("POST", f"/v1/referrals/{rid}/contact", case.cm, {})
+        case.status = "engaged"
+    elif kind == "intervention" and case.status == "engaged":
+        itype, prov, dur = extra
+        body = {
+            "type": itype,
+            "delivered_on": local_date(datetime.now(UTC)).isoformat(),
+            "provider": partners[prov]["id"] if prov is not None else "external",
+        }
+        if dur:
+            body["duration"] = dur
+        r = await api.call("POST", f"/v1/referrals/{rid}/interventions", case.cm, body, ok=(201,))
+        case.interventions.append((str(r.json()["id"]), at))
+    elif kind == "outcome" and case.status in ("engaged", "closed"):
+        point, source, measures = extra
+        today = local_date(datetime.now(UTC)).isoformat()
+        body = {"followup": point, "observed_on": today, "source": source, **measures}
+        r = await api.call("POST", f"/v1/referrals/{rid}/outcomes", case.cm, body, ok=(201,))
+        case.outcomes.extend((str(o["id"]), at) for o in r.json()["items"])
+    elif kind == "close" and case.status in ("accepted", "engaged"):
+        await api.call("POST", f"/v1/referrals/{rid}/close", case.cm, {"reason": plan.close_reason})
+        case.status = "closed"
+
+
+async def _make_room(
+    conn: asyncpg.Connection, creds: dict[str, Any], plans: list[Plan], now: datetime
+) -> int:
+    """As the operator, size the demo network to the simulated caseload: the demo has 7 case managers
+    with 12 places each, so a pilot of thousands would queue almost every referral, and each case
+    manager's requests are rate-limited (1,200 a minute per credential) — so a large pilot gets one
+    more synthetic case manager per ``_YOUTH_PER_CASE_MANAGER`` youth in a region (all needs, English
+    and Spanish; added to ``creds`` for this run only), and every case manager room for its share of the
+    peak caseload. Returns the capacity set."""
+    from refnet_dev.demo import _email  # one spelling of demo addresses
+    from shared.codes import NEED_CODES
+    from shared.credentials import hash_password
+
+    for region in ("south_la", "san_fernando_valley"):
+        wanted = math.ceil(sum(p.region == region for p in plans) / _YOUTH_PER_CASE_MANAGER)
+        have = [cm for cm in creds["case_managers"] if region in cm["regions"]]
+        for k in range(len(have), wanted):
+            sid, password = uuid.uuid4(), secrets.token_urlsafe(12)
+            name = f"Synthetic Case Manager {region} {k + 1}"
+            email = _email(name)
+            await conn.execute(
+                "INSERT INTO staff (id, email, display_name, role, region, password_hash)"
+                " VALUES ($1, $2, $3, 'case_manager', $4, $5)",
+                sid,
+                email,
+                name,
+                region,
+                hash_password(password),
+            )
+            await conn.execute(
+                "INSERT INTO case_managers (staff_id, regions, needs, languages, capacity, specialisms)"
+                " VALUES ($1, $2, $3, $4, 12, '{}')",
+                sid,
+                [region],
+                list(NEED_CODES),
+                ["en", "es"],
+            )
+            creds["case_managers"].append(
+                {"id": str(sid), "email": email, "password": password, "regions": [region], "capacity": 12}
+            )
+    peak = 0
+    for region in ("south_la", "san_fernando_valley"):
+        moments = []
+        for p in plans:
+            if p.region == region and not p.withdraw_at:
+                moments += [(p.received, 1), (p.close_at or now, -1)]
+        open_cases = 0
+        for _, step in sorted(moments):
+            open_cases += step
+            peak = max(peak, open_cases)
+    managers = await conn.fetchval(
+        "SELECT min(n) FROM (SELECT count(*) AS n FROM case_managers c, unnest(c.regions) AS r GROUP BY r) x"
+    )
+    capacity = max(12, math.ceil(1.5 * peak / max(1, managers or 1)))
+    await conn.execute("UPDATE case_managers SET capacity = greatest(capacity, $1)", capacity)
+    return int(capacity)
 
 
 # --------------------------------------------------------------------------- backdating, as the operator
@@ -735,6 +944,8 @@ async def simulate(
     log: Callable[[str], None] = print,
 ) -> Summary:
     """Play a synthetic pilot through the API at ``base_url``, then backdate it as the operator."""
+    if south < 0 or valley < 0 or not 0 < south + valley <= MAX_YOUTH:
+        raise ValueError(f"--south and --valley must add up to 1 to {MAX_YOUTH:,} youth")
     started = time.monotonic()
     conn = await asyncpg.connect(operator_dsn)
     try:
@@ -745,6 +956,10 @@ async def simulate(
             raise RuntimeError("this database already holds a simulated pilot; use a fresh data dir")
         now = datetime.now(UTC)
         plans = plan_pilot(seed, south, valley, now)
+        creds = {**creds, "case_managers": list(creds["case_managers"])}
+        demo_managers = len(creds["case_managers"])
+        capacity = await _make_room(conn, creds, plans, now)
+        added = len(creds["case_managers"]) - demo_managers
         log(f"simulating {len(plans)} youth over two years through {base_url} ...")
         async with httpx.AsyncClient(base_url=base_url, timeout=30) as client:
             api = _Api(client, creds)
@@ -760,8 +975,10 @@ async def simulate(
                 f"Synthetic demo data: {len(plans)} fictitious youth ({south} South LA, {valley} San Fernando"
                 f" Valley) generated by `refnet demo simulate` (seed {seed}) on {now:%Y-%m-%d} through the"
                 " real API, then backdated over the two years before that date directly in the database by"
-                " the operator (the API only records the present). Effects of interventions are invented"
-                " to be plausible; nothing here describes real people or real results."
+                " the operator (the API only records the present); the demo network was given"
+                f" {added} synthetic case managers more and room for {capacity} cases each. Effects of interventions and intake characteristics are"
+                " planted by the simulator (refnet_dev.simulate.PLANTED) to test the evaluation; nothing"
+                " here describes real people or real results."
             )
             await conn.execute(
                 "INSERT INTO dataset_provenance (kind, note) VALUES ($1, $2)", PROVENANCE_KIND, note

@@ -236,6 +236,11 @@ async def test_evaluator_reads_the_cohort_through_rls(world: dict[str, Any]) -> 
     assert rec.interventions == {"therapy": 1}
     assert rec.outcomes == {"intake": {"safety": "safe"}}
     assert rec.intake == {"referral_setting": "school"}
+    # The days the analysis times things by, and the referring partner organisation by name.
+    today = await world["admin"].fetchval("SELECT current_date")
+    assert rec.intervention_dates == {"therapy": today}
+    assert rec.outcome_dates == {"intake": {"safety": today}}
+    assert rec.partner == world["creds"]["partners"][0]["name"]
     report = build_report(records, datetime.now(UTC))
     assert report.referrals == "suppressed"  # one referral: far below the threshold
 

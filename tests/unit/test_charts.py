@@ -99,3 +99,36 @@ def test_projection_fits_the_box() -> None:
         coords = [tuple(map(float, p.strip("MLZ ").split(","))) for p in path.replace(" Z", "").split(" L")]
         assert all(-0.5 <= x <= 300.5 and -0.5 <= y <= 200.5 for x, y in coords)
         assert 0 <= cx <= 300 and 0 <= cy <= 200
+
+
+def test_bar_chart_shows_a_hidden_value_as_a_word_without_a_bar() -> None:
+    root = _parse(charts.bar_chart("s", "Sources", [("School", 40), ("Clinic", None)], missing="suppressed"))
+    assert len(list(root.iter(SVG + "rect"))) == 1
+    desc = root.find(SVG + "desc")
+    assert desc is not None and desc.text == "School: 40; Clinic: suppressed"
+
+
+def test_interval_chart_states_estimates_and_marks_the_reference() -> None:
+    rows = [("Housing", 0.31, 0.22, 0.43), ("Mentoring", None, None, None), ("4+ arrests", 2.4, 1.9, 2.8)]
+    root = _parse(charts.interval_chart("f", "Hazard ratios", rows, log=True, reference=1.0, percent=False))
+    desc = root.find(SVG + "desc")
+    assert desc is not None
+    assert "Housing: 0.31 (0.22 to 0.43)" in (desc.text or "") and "Mentoring: —" in (desc.text or "")
+    assert len(list(root.iter(SVG + "circle"))) == 2
+    dashed = [line for line in root.iter(SVG + "line") if line.get("stroke-dasharray")]
+    assert len(dashed) == 1, "one reference line at 1"
+    shares = _parse(charts.interval_chart("r", "Shares", [("A", 0.4, 0.3, 0.5)]))
+    assert "A: 40% (30% to 50%)" in (shares.find(SVG + "desc").text or "")  # type: ignore[union-attr]
+
+
+def test_step_chart_draws_a_band_and_a_curve_per_series() -> None:
+    series = [
+        ("Received", [120.0, 210.0, 400.0], [1.0, 0.8, 0.7], [1.0, 0.7, 0.6], [1.0, 0.9, 0.8]),
+        ("Not received", [120.0, 210.0], [1.0, 0.6], [1.0, 0.5], [1.0, 0.7]),
+    ]
+    root = _parse(charts.step_chart("k", "Survival", series))
+    assert len(list(root.iter(SVG + "polygon"))) == 2
+    assert len(list(root.iter(SVG + "polyline"))) == 2
+    desc = root.find(SVG + "desc")
+    assert desc is not None and "Received: 120 days 100%, 210 days 80%, 400 days 70%" in (desc.text or "")
+    _parse(charts.step_chart("k2", "Nothing", []))

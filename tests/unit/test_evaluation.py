@@ -5,22 +5,26 @@ from __future__ import annotations
 import csv
 import io
 import random
+import re
 import secrets
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import msgspec
+import pytest
 
 from services.intake.evaluation.report import (
+    VARIABLES,
     CohortRecord,
     build_report,
     csv_header,
     export_csv,
     export_rows,
     pseudonym,
+    tables_csv,
 )
 from services.intake.evaluation.suppression import SUPPRESSED
-from shared.casework import FOLLOWUPS, INTERVENTION_TYPES, MEASURES
+from shared.casework import FOLLOWUPS, INTERVENTION_TYPES, MEASURES, local_date
 
 NOW = datetime(2026, 11, 23, 18, 0, tzinfo=UTC)
 
@@ -33,20 +37,25 @@ def cohort(n: int = 150, seed: int = 7) -> list[CohortRecord]:
         engaged = received + timedelta(days=rnd.choice([0.2, 1.5, 4, 9, 20])) if rnd.random() < 0.85 else None
         housing = rnd.random() < 0.5
         interventions = {"case_management": 3}
+        first: dict[str, date] = {}
         if housing:
             interventions["housing_placement"] = 1
         if rnd.random() < 0.4:
             interventions["therapy"] = rnd.randint(1, 8)
         outcomes: dict[str, dict[str, str]] = {}
+        dates: dict[str, dict[str, date]] = {}
         if engaged is not None:
+            day = local_date(engaged)
+            first = {t: day + timedelta(days=5) for t in interventions}
             outcomes["intake"] = {"housing_stability": rnd.choice(["stable", "unstable", "homeless"])}
-            for p in ("m3", "m6", "m12"):
+            for p, months in (("m3", 3), ("m6", 6), ("m12", 12)):
                 risk = 0.12 if housing else 0.3
                 outcomes[p] = {
                     "re_arrest": "yes" if rnd.random() < risk else "no",
                     "return_to_exploitation": rnd.choice(["no", "no", "no", "unknown"]),
                     "housing_stability": "stable" if housing or rnd.random() < 0.3 else "unstable",
                 }
+                dates[p] = {m: day + timedelta(days=30 * months) for m in outcomes[p]}
         out.append(
             CohortRecord(
                 referral_id=f"00000000-0000-0000-0000-{i:012d}",
@@ -64,7 +73,9 @@ def cohort(n: int = 150, seed: int = 7) -> list[CohortRecord]:
                 },
                 engaged_at=engaged,
                 interventions=interventions,
+                intervention_dates=first,
                 outcomes=outcomes,
+                outcome_dates=dates,
             )
         )
     return out
@@ -92,9 +103,10 @@ def test_export_is_de_identified() -> None:
     for secret in ids:
         assert secret not in text
     for row in rows:
-        assert row.age_band in {"10-13", "14-15", "16-17", "18-20", "21-24"}
-        assert row.region in {"south_la", "san_fernando_valley", "out_of_area"}
-        assert len(row.referral_month) == 7  # YYYY-MM, never a day
+        # Bands, wider bands after k-anonymous generalisation, or nothing at all.
+        assert row.age_band in {"10-13", "14-15", "16-17", "18-20", "21-24", "10-15", "18-24", "*"}
+        assert row.region in {"south_la", "san_fernando_valley", "out_of_area", "*"}
+        assert re.fullmatch(r"\d{4}(-\d{2}|-Q[1-4]|-H[12])?|\*", row.referral_month), "never a day"
         assert set(row.interventions) == set(INTERVENTION_TYPES)
         assert set(row.outcomes) == set(FOLLOWUPS)
         assert row.prior_arrests_band in {"0", "1", "2-3", "4+"}
@@ -116,19 +128,34 @@ def _walk(node: Any, path: str = "") -> list[tuple[str, Any]]:
     return [(path, node)]
 
 
-def test_report_never_publishes_a_small_count() -> None:
-    report = msgspec.to_builtins(build_report(cohort(), NOW, ["synthetic"]))
-    counts = [
-        (p, v)
-        for p, v in _walk(report)
-        if any(k in p for k in ("cells", "_totals", ".total", ".n", ".events", ".referrals", ".followed_up"))
-        and not p.endswith(("rows", "columns"))
-    ]
-    assert counts
-    for path, value in counts:
+# Integers in the report that are not counts of youth.
+NOT_COUNTS = ("threshold", "combination_min_group", "protection_interval", "time_days", "landmark_days")
+
+
+def assert_no_small_count(report: Any) -> int:
+    """Every integer anywhere in the report that counts youth is 0 or above 10; returns how many."""
+    seen = 0
+    for path, value in _walk(msgspec.to_builtins(report)):
+        if any(f".{name}" in path for name in NOT_COUNTS):
+            continue
         if isinstance(value, int) and not isinstance(value, bool):
+            seen += 1
             assert not 1 <= value <= 10, f"{path} = {value} should be suppressed"
-    assert any(v == SUPPRESSED for _, v in counts), "this cohort has small cells"
+    return seen
+
+
+def test_report_never_publishes_a_small_count() -> None:
+    report = build_report(cohort(), NOW, ["synthetic"])
+    assert assert_no_small_count(report) > 20
+    tree = msgspec.to_builtins(report)
+    assert any(v == SUPPRESSED for _, v in _walk(tree)), "this cohort has small cells"
+    # The CSV tables carry the same numbers: no small count there either.
+    for row in csv.DictReader(io.StringIO(tables_csv(report))):
+        counted = row["column"] in ("n", "events", "at_risk", "youth", "count") or row["table"].startswith(
+            ("referrals", "status", "close", "time_to_first_contact_histogram", "recidivism_by", "outcomes")
+        )
+        if counted and row["value"].isdigit():
+            assert not 1 <= int(row["value"]) <= 10, row
 
 
 def test_rates_only_with_both_parts_published() -> None:
@@ -158,13 +185,43 @@ def test_recidivism_by_family_reflects_the_data() -> None:
     assert housing.received.rate is not None and housing.not_received.rate is not None
     # Simulated risk 0.12 per follow-up with housing vs 0.30 without, over three follow-ups.
     assert housing.received.rate < housing.not_received.rate
-    assert housing.received.versus_baseline == "lower"
-    base = report.recidivism_baseline
-    assert base.rate is not None and isinstance(base.n, int)
-    assert housing.received.difference_pp == round((housing.received.rate - base.rate) * 100, 1)
+    # A difference between the two groups, with its own interval, corrected for multiplicity.
+    diff = housing.difference
+    assert diff is not None and diff.reference == "not received" and diff.level == "received"
+    assert diff.ci_high < 0 and diff.verdict == "lower" and diff.p_holm >= diff.p
+    assert diff.difference == pytest.approx(housing.received.rate - housing.not_received.rate)
     contact = {c.label: c for c in report.time_to_first_contact}
     assert contact["All regions"].median_days is not None
     assert report.period_start is not None and report.period_end is not None
+
+
+def test_by_variable_has_the_contract_shape() -> None:
+    report = build_report(cohort(400, seed=3), NOW)
+    doc = msgspec.to_builtins(report)
+    assert list(doc["by_variable"]) == list(VARIABLES)
+    assert set(doc["survival"]) >= {"overall", "by_intervention_family"}
+    assert set(doc["adjusted"]) >= {"model", "terms"}
+    for levels in doc["by_variable"].values():
+        for row in levels:
+            assert set(row) == {"level", "n", "events", "rate", "ci_low", "ci_high"}
+            if SUPPRESSED in (row["n"], row["events"]):
+                assert row["rate"] is None and row["ci_low"] is None and row["ci_high"] is None
+            elif row["n"]:
+                assert row["rate"] == row["events"] / row["n"]
+                assert row["ci_low"] <= row["rate"] <= row["ci_high"]
+    overall = doc["survival"]["overall"]
+    assert set(overall) >= {"time_days", "survival", "ci_low", "ci_high", "at_risk"}
+    assert overall["time_days"][0] == 0 and overall["survival"][0] == 1.0
+    assert overall["survival"] == sorted(overall["survival"], reverse=True)
+    for term in doc["adjusted"]["terms"]:
+        assert set(term) == {"term", "ratio", "ci_low", "ci_high", "p"}
+
+
+def test_an_empty_cohort_still_makes_a_report() -> None:
+    report = build_report([], NOW)
+    assert report.referrals == 0 and report.adjusted.youth == 0
+    assert report.survival.overall.time_days == []
+    assert all(t.ratio is None for t in report.adjusted.terms)
 
 
 def test_tiny_cohort_shows_no_statistics() -> None:

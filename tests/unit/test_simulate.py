@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
-from refnet_dev.simulate import plan_pilot
-from shared.casework import FOLLOWUPS, INTERVENTION_TYPES, MEASURE_VALUES, OUTCOME_SOURCES
+import pytest
+
+from refnet_dev.simulate import (
+    BASELINE_HAZARD,
+    PLANTED,
+    cohort_records,
+    intake_log_hazard,
+    interval_probability,
+    plan_pilot,
+    simulate,
+)
+from services.intake.evaluation.analysis import recidivism_intervals
+from shared.casework import FOLLOWUPS, INTERVENTION_TYPES, MEASURE_VALUES, OUTCOME_SOURCES, local_date
 
 NOW = datetime(2026, 11, 23, 12, tzinfo=UTC)
 
@@ -50,14 +62,56 @@ def test_records_use_the_closed_code_lists() -> None:
         assert points == sorted(points, key=FOLLOWUPS.index)
 
 
-def test_plausible_effect_housing_placement_lowers_recidivism() -> None:
+def test_plausible_effect_housing_lowers_recidivism_in_the_periods_after_it() -> None:
     got, not_got = [0, 0], [0, 0]
-    for p in plan_pilot(1, 500, 0, NOW):
-        later = [m for _, point, _, m in p.outcomes if point != "intake"]
-        values = [v for m in later for k, v in m.items() if k in ("re_arrest", "return_to_exploitation")]
-        if not any(v in ("yes", "no") for v in values):
-            continue
-        group = got if any(k == "housing_placement" for _, k, _, _ in p.interventions) else not_got
-        group[0] += "yes" in values
-        group[1] += 1
+    for record in cohort_records(plan_pilot(1, 1500, 0, NOW)):
+        for interval in recidivism_intervals(record):
+            group = got if "housing" in interval.families else not_got
+            group[0] += interval.event
+            group[1] += 1
+    assert got[1] > 50
     assert got[0] / got[1] < not_got[0] / not_got[1] - 0.1
+
+
+def test_the_planted_model_is_a_pure_grouped_hazard() -> None:
+    base = {
+        "prior_services": "none",
+        "prior_arrests": 0,
+        "foster_care_history": False,
+        "age_first_exploited": 15,
+    }
+    p0 = interval_probability(base, set(), ["m3"])
+    assert p0 == pytest.approx(1 - math.exp(-BASELINE_HAZARD["m3"]))
+    # Housing multiplies the hazard by exp(-1.2); two periods add their baseline hazards.
+    housed = interval_probability(base, {"housing"}, ["m3"])
+    assert -math.log(1 - housed) == pytest.approx(BASELINE_HAZARD["m3"] * math.exp(PLANTED["family:housing"]))
+    both = interval_probability(base, set(), ["m3", "m6"])
+    assert -math.log(1 - both) == pytest.approx(BASELINE_HAZARD["m3"] + BASELINE_HAZARD["m6"])
+    risky = {**base, "prior_services": "mandated", "prior_arrests": 5}
+    assert intake_log_hazard(risky) == pytest.approx(
+        PLANTED["prior_services:mandated"] + PLANTED["prior_arrests:4+"]
+    )
+    # The planted effects, on the hazard scale the evaluation estimates.
+    assert PLANTED["family:housing"] == -1.2 and PLANTED["family:therapy"] == -0.75
+    assert PLANTED["family:mentoring"] == -0.45
+    assert PLANTED["prior_services:mandated"] > 0 and PLANTED["prior_arrests:4+"] > 0
+
+
+def test_cohort_records_mirror_the_plan() -> None:
+    plans = plan_pilot(5, 60, 12, NOW)
+    records = cohort_records(plans)
+    assert len(records) == len(plans)
+    for plan, rec in zip(plans, records, strict=True):
+        assert rec.engaged_at == plan.contact_at and rec.region == plan.region
+        assert sum(rec.interventions.values()) == len(plan.interventions)
+        for kind, day in rec.intervention_dates.items():
+            assert day == min(local_date(t) for t, k, _, _ in plan.interventions if k == kind)
+        assert set(rec.outcomes) == {point for _, point, _, _ in plan.outcomes}
+        assert rec.partner is not None
+
+
+async def test_simulate_refuses_more_than_5000_youth() -> None:
+    with pytest.raises(ValueError, match="5,000"):
+        await simulate("http://127.0.0.1:9", {}, "postgresql://nowhere", south=4500, valley=501)
+    with pytest.raises(ValueError, match="5,000"):
+        await simulate("http://127.0.0.1:9", {}, "postgresql://nowhere", south=-1, valley=3)

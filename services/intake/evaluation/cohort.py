@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections import defaultdict
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 import asyncpg
@@ -13,17 +14,21 @@ from services.intake.evaluation.report import CohortRecord, Report, build_report
 from shared import audit
 from shared.db import Identity, create_pool, load_sql, transaction
 
-__all__ = ["load_cohort", "load_provenance", "report_from_database"]
+__all__ = ["build_off_loop", "load_cohort", "load_provenance", "report_for", "report_from_database"]
 
 
 async def load_cohort(conn: asyncpg.Connection) -> list[CohortRecord]:
     """Every referral the caller may read, with its intervention counts and outcome observations."""
     counts: dict[str, dict[str, int]] = defaultdict(dict)
+    firsts: dict[str, dict[str, date]] = defaultdict(dict)
     for r in await conn.fetch(load_sql("services.intake.evaluation", "cohort_interventions")):
         counts[str(r["referral_id"])][r["type"]] = r["n"]
+        firsts[str(r["referral_id"])][r["type"]] = r["first_on"]
     outcomes: dict[str, dict[str, dict[str, str]]] = defaultdict(lambda: defaultdict(dict))
+    observed: dict[str, dict[str, dict[str, date]]] = defaultdict(lambda: defaultdict(dict))
     for r in await conn.fetch(load_sql("services.intake.evaluation", "cohort_outcomes")):
         outcomes[str(r["referral_id"])][r["point"]][r["measure"]] = r["value"]
+        observed[str(r["referral_id"])][r["point"]][r["measure"]] = r["observed_on"]
     records = []
     for r in await conn.fetch(load_sql("services.intake.evaluation", "cohort_referrals")):
         rid = str(r["id"])
@@ -33,6 +38,7 @@ async def load_cohort(conn: asyncpg.Connection) -> list[CohortRecord]:
                 youth_key=r["youth_key"],
                 received_at=r["received_at"],
                 region=r["region"],
+                partner=r["partner"],
                 age_years=r["age_years"],
                 urgency=r["urgency"],
                 needs=list(r["needs"]),
@@ -42,7 +48,9 @@ async def load_cohort(conn: asyncpg.Connection) -> list[CohortRecord]:
                 engaged_at=r["engaged_at"],
                 closed_at=r["closed_at"],
                 interventions=counts.get(rid, {}),
+                intervention_dates=firsts.get(rid, {}),
                 outcomes={p: dict(m) for p, m in outcomes.get(rid, {}).items()},
+                outcome_dates={p: dict(m) for p, m in observed.get(rid, {}).items()},
             )
         )
     return records
@@ -61,6 +69,20 @@ async def load_provenance(conn: asyncpg.Connection) -> list[str]:
     return [r["note"] for r in await conn.fetch("SELECT note FROM dataset_provenance ORDER BY id")]
 
 
+async def build_off_loop(records: list[CohortRecord], provenance: list[str]) -> Report:
+    """``build_report`` in a worker thread: the models and the suppression's linear programmes take
+    seconds for thousands of youth, which must not stall the service's event loop."""
+    return await asyncio.to_thread(build_report, records, datetime.now(UTC), provenance)
+
+
+async def report_for(conn: asyncpg.Connection, identity: Identity, detail: dict[str, Any]) -> Report:
+    """The report as ``identity`` may see it (row-level security applies), audited in ``conn``'s
+    transaction."""
+    report = await build_off_loop(await load_cohort(conn), await load_provenance(conn))
+    await audit.record(conn, identity, "evaluation.report", "evaluation", "", detail)
+    return report
+
+
 async def report_from_database(dsn: str, actor: str = "cli") -> Report:
     """Build the evaluation report as an evaluator would see it (connect as the service role: row-level
     security applies, so PII tables read as empty), and audit that it was produced."""
@@ -68,8 +90,7 @@ async def report_from_database(dsn: str, actor: str = "cli") -> Report:
     pool = await create_pool(dsn, min_size=1, max_size=1)
     try:
         async with transaction(pool, identity) as conn:
-            report = build_report(await load_cohort(conn), datetime.now(UTC), await load_provenance(conn))
-            await audit.record(conn, identity, "evaluation.report", "evaluation", "", {"via": "cli"})
+            report = await report_for(conn, identity, {"via": "cli"})
     finally:
         await pool.close()
     return report

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import secrets
-from datetime import UTC, datetime
+from datetime import datetime
 
 import asyncpg
 
 from services.intake.core.auth import Caller
-from services.intake.evaluation.cohort import load_cohort, load_provenance
-from services.intake.evaluation.report import ExportRow, Report, build_report, export_rows
+from services.intake.evaluation.cohort import load_cohort, report_for
+from services.intake.evaluation.report import ExportRow, Report, export_rows
 from shared import audit
 
 __all__ = ["export", "report"]
@@ -25,7 +25,6 @@ async def export(conn: asyncpg.Connection, caller: Caller, fmt: str, now: dateti
 
 
 async def report(conn: asyncpg.Connection, caller: Caller) -> Report:
-    """The aggregate report with small-cell suppression."""
-    result = build_report(await load_cohort(conn), datetime.now(UTC), await load_provenance(conn))
-    await audit.record(conn, caller.identity, "evaluation.report", "evaluation", "", {})
-    return result
+    """The aggregate report with small-cell suppression, built off the event loop (seconds at 5,000
+    youth) and audited."""
+    return await report_for(conn, caller.identity, {})

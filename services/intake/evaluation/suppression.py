@@ -1,27 +1,51 @@
-"""Small-cell suppression for published counts: primary (1-10) and complementary, so totals betray nothing."""
+"""Small-count suppression across a whole release: every count of every table, protected together by LP.
+
+A release (the report's JSON, its HTML and its CSV tables, which all show the same numbers) publishes
+many counts of the same youth: by region, by status, by variable, at risk over time. What a reader can
+combine is modelled as a linear programme over every count of the release (the unknowns):
+
+- the sums each table states: a margin is the sum of its row, a group's youth are its events plus its
+  non-events, the youth at risk on one day are those at risk the next plus the events and censorings
+  between, and the like (``Ledger.constrain``);
+- the same set of youth counted in two tables is one unknown (a region's total in every table);
+- nesting between tables: a count of a subset of another count's youth is at most that count (derived
+  from the sets themselves, so no table has to declare it);
+- every count is non-negative, and every published count is fixed to its value.
+
+For a hidden count, the smallest and largest values this allows are what a reader can narrow it to.
+Suppression hides every count from 1 to the threshold, then further published counts (complements)
+until no small count, hidden or never published but derivable (e.g. "not re-arrested" = followed up -
+re-arrested), can be narrowed below its protection interval. The audit (``Ledger.audit``) recomputes
+every bound from scratch with ``scipy.optimize.linprog``.
+
+Hiding a published count only removes a constraint, so a protected count stays protected: one pass
+over the small counts suffices.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Mapping, Sequence
-from fractions import Fraction
-from math import gcd
-from typing import Literal, TypeVar
+from collections.abc import Hashable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 import msgspec
+import numpy as np
+from scipy import sparse  # type: ignore[import-untyped]
+from scipy.optimize import linprog  # type: ignore[import-untyped]
 
 __all__ = [
+    "PROTECTION",
     "SUPPRESSED",
     "THRESHOLD",
+    "AuditCell",
+    "AuditResult",
     "Grid",
+    "Ledger",
     "Shown",
-    "exposed_cells",
-    "show",
-    "suppress",
-    "suppress_grid",
-    "suppress_list",
+    "protection_interval",
 ]
 
-K = TypeVar("K", bound=Hashable)
+Key = Hashable
 
 # Counts from 1 to THRESHOLD are never published (the common 11+ rule for health and justice data);
 # zero is published: it describes nobody.
@@ -29,153 +53,365 @@ THRESHOLD = 10
 SUPPRESSED: Literal["suppressed"] = "suppressed"
 Shown = int | Literal["suppressed"]
 
+# The protection interval: whatever a reader combines from the release, a count from 1 to 10 must stay
+# possible anywhere from 1 to 10 — the release says no more about it than that it is small.
+PROTECTION = (1, THRESHOLD)
+# Complement candidates tried per step (cheapest first).
+_CANDIDATES = 24
+_EPS = 1e-7
 
-def suppress(
-    values: Mapping[K, int],
-    constraints: Sequence[tuple[K, Sequence[K]]],
-    *,
-    threshold: int = THRESHOLD,
-    propose: Callable[[K, frozenset[K]], list[set[K]]] | None = None,
-) -> frozenset[K]:
-    """The cells to hide: every count in 1..threshold, plus complementary cells chosen until no hidden
-    small count can be worked out exactly from the published ones.
 
-    ``constraints`` are the sums a reader knows hold: ``(total, parts)`` means
-    ``values[total] == sum(values[p] for p in parts)``. A hidden cell is recoverable when the published
-    cells and these sums leave it only one non-negative value; see ``exposed_cells``.
+def protection_interval(value: int) -> tuple[int, int]:
+    """The range a reader must not be able to narrow a small count below (the same for every one)."""
+    del value
+    return PROTECTION
 
-    Complements: ``propose(cell, hidden)`` may offer sets of cells that would protect ``cell`` (a
-    table knows its own geometry, e.g. rectangles in a two-way table); the first proposal that leaves
-    the fewest cells exposed, then hides the fewest and smallest counts, wins. Without a proposal that
-    helps, one published cell sharing a sum with the exposed cell is hidden (look-ahead of one step,
-    preferring parts over totals, non-zero cells, then the smallest count), and the loop continues.
-    """
-    for total, parts in constraints:
-        if values[total] != sum(values[p] for p in parts):
-            raise ValueError(f"constraint does not hold for {total!r}")
-    hidden = {k for k, v in values.items() if 1 <= v <= threshold}
-    totals = {t for t, _ in constraints}
 
-    def exposed(cells: set[K]) -> list[K]:
-        # Only small counts need protecting; a recoverable complement (0 or > threshold) harms nobody.
-        return [k for k in exposed_cells(values, constraints, cells) if 1 <= values[k] <= threshold]
+class AuditCell(msgspec.Struct, kw_only=True):
+    key: str
+    value: int
+    published: bool
+    low: float
+    high: float
+    protected: bool
 
-    at_risk = exposed(hidden)
-    while at_risk:
-        cell = at_risk[0]
-        options: list[set[K]] = [s - hidden for s in (propose(cell, frozenset(hidden)) if propose else [])]
-        options = [s for s in options if s]
-        if not options:
-            near = _neighbours(constraints, hidden, cell) or [k for k in values if k not in hidden]
-            options = [{k} for k in near]
-        if not options:
-            break  # everything is hidden already
-        scored: list[tuple[tuple[bool, int, int, int, int, int], int, set[K], list[K]]] = []
-        for extra in options:
-            after = exposed(hidden | extra)
-            cost = (
-                cell in after,
-                len(after),
-                len(extra),
-                sum(values[c] == 0 for c in extra),
-                sum(c in totals for c in extra),
-                sum(values[c] for c in extra),
+
+class AuditResult(msgspec.Struct, kw_only=True):
+    cells: list[AuditCell]
+    # The narrowest interval any small count can be narrowed to, and which.
+    narrowest: AuditCell | None
+    unknowns: int
+    equations: int
+    inequalities: int
+    published: int
+
+
+@dataclass
+class _Cell:
+    keys: list[Key]
+    members: np.ndarray
+    published: bool
+    # What hiding it costs readers: an ordinary cell 1, a margin more, a headline number most.
+    cost: float
+    value: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.value = int(self.members.sum())
+
+
+class Ledger:
+    """Every count of one release: its members (record indices), whether it is published, what hiding
+    it would cost, and the sums the tables state. Counts of the same records are one cell."""
+
+    def __init__(self, records: int, *, threshold: int = THRESHOLD) -> None:
+        self.records = records
+        self.threshold = threshold
+        self._cells: list[_Cell] = []
+        self._by_key: dict[Key, int] = {}
+        self._by_mask: dict[bytes, int] = {}
+        self._sums: list[tuple[int, tuple[int, ...]]] = []
+        self._hidden: frozenset[int] | None = None
+
+    def add(
+        self, key: Key, members: Iterable[int] | np.ndarray, *, published: bool = True, cost: float = 1.0
+    ) -> Key:
+        """Register a count (the number of ``members``). ``published=False`` marks a count the release
+        does not show but a reader could derive through the sums (protected, never fixed)."""
+        if self._hidden is not None:
+            raise RuntimeError("the release is already suppressed")
+        if isinstance(members, np.ndarray) and members.dtype == bool:
+            mask = members
+        else:
+            mask = np.zeros(self.records, dtype=bool)
+            mask[np.fromiter(members, dtype=np.int64)] = True
+        if key in self._by_key:
+            raise ValueError(f"{key!r} registered twice")
+        packed = np.packbits(mask).tobytes() + len(mask).to_bytes(4, "big")
+        cell = self._by_mask.get(packed)
+        if cell is None:
+            cell = self._by_mask[packed] = len(self._cells)
+            self._cells.append(_Cell([key], mask, published, cost))
+        else:
+            c = self._cells[cell]
+            c.keys.append(key)
+            c.published |= published
+            c.cost = max(c.cost, cost)
+        self._by_key[key] = cell
+        return key
+
+    def constrain(self, total: Key, parts: Sequence[Key]) -> None:
+        """State that ``total`` is the sum of ``parts`` (checked: their sets must partition it)."""
+        t = self._by_key[total]
+        ps = tuple(self._by_key[p] for p in parts)
+        union = np.zeros(self.records, dtype=int)
+        for p in ps:
+            union += self._cells[p].members
+        if not np.array_equal(union, self._cells[t].members.astype(int)):
+            raise ValueError(f"{parts!r} do not partition {total!r}")
+        if len(set(ps)) == 1 and ps[0] == t:
+            return
+        self._sums.append((t, ps))
+
+    def has(self, key: Key) -> bool:
+        return key in self._by_key
+
+    def value(self, key: Key) -> int:
+        return self._cells[self._by_key[key]].value
+
+    def shown(self, key: Key) -> Shown:
+        if self._hidden is None:
+            raise RuntimeError("suppress() first")
+        return SUPPRESSED if self._by_key[key] in self._hidden else self.value(key)
+
+    def visible(self, key: Key) -> bool:
+        return self.shown(key) != SUPPRESSED
+
+    @property
+    def hidden(self) -> frozenset[Key]:
+        if self._hidden is None:
+            raise RuntimeError("suppress() first")
+        return frozenset(k for i in self._hidden for k in self._cells[i].keys)
+
+    # ----------------------------------------------------------------- the linear programme
+
+    def _programme(self) -> tuple[sparse.csr_matrix, sparse.csr_matrix, np.ndarray]:
+        """Equations (sums, = 0) and inequalities (nesting, <= 0) over the cells; and their values."""
+        n = len(self._cells)
+        eq_rows, eq_cols, eq_vals = [], [], []
+        for r, (t, ps) in enumerate(self._sums):
+            coeffs: dict[int, float] = {t: -1.0}
+            for p in ps:
+                coeffs[p] = coeffs.get(p, 0.0) + 1.0
+            for c, v in coeffs.items():
+                if v:
+                    eq_rows.append(r)
+                    eq_cols.append(c)
+                    eq_vals.append(v)
+        equations = sparse.csr_matrix((eq_vals, (eq_rows, eq_cols)), shape=(len(self._sums), n))
+        pairs = _direct_subsets(np.vstack([c.members for c in self._cells])) if n else []
+        rows = [r for r, _ in enumerate(pairs) for _ in (0, 1)]
+        cols = [c for pair in pairs for c in pair]
+        vals = [1.0, -1.0] * len(pairs)
+        nesting = sparse.csr_matrix((vals, (rows, cols)), shape=(len(pairs), n))
+        values = np.array([c.value for c in self._cells], dtype=float)
+        return equations, nesting, values
+
+    def suppress(self) -> frozenset[Key]:
+        """Hide every published small count and the complements that protect every small count."""
+        equations, nesting, values = self._programme()
+        published = np.array([c.published for c in self._cells], dtype=bool)
+        costs = np.array([c.cost for c in self._cells])
+        small = (values >= 1) & (values <= self.threshold)
+        hidden = published & small
+        # Biggest small counts first: they are the hardest to protect and their complements help others.
+        protect = sorted(np.flatnonzero(small), key=lambda i: (-values[i], i))
+        solver = _Solver(equations, nesting, values, published & ~hidden)
+        for cell in protect:
+            lo_req, hi_req = protection_interval(int(values[cell]))
+            for _ in range(len(self._cells)):
+                low, reduced = solver.bound(int(cell), minimise=True)
+                if low <= lo_req + _EPS:
+                    high, reduced = solver.bound(int(cell), minimise=False)
+                    if high >= hi_req - _EPS:
+                        break
+                    side, current, wanted = False, high, float(hi_req)
+                else:
+                    side, current, wanted = True, low, float(lo_req)
+                extra = _complement(solver, int(cell), side, current, wanted, reduced, costs)
+                if extra is None:
+                    break  # nothing left to hide
+                hidden[extra] = True
+                solver.hide(extra)
+        self._hidden = frozenset(int(i) for i in np.flatnonzero(hidden))
+        return self.hidden
+
+    def audit(self, hidden_keys: Iterable[Key] | None = None) -> AuditResult:
+        """For every small count (published or derivable), the range a reader can narrow it to from
+        everything published, each bound solved from scratch by ``scipy.optimize.linprog``.
+        ``hidden_keys`` audits another choice of hidden counts than ``suppress``'s."""
+        equations, nesting, values = self._programme()
+        if hidden_keys is not None:
+            hidden = frozenset(self._by_key[k] for k in hidden_keys)
+        else:
+            hidden = self._hidden if self._hidden is not None else frozenset()
+        known = [i for i, c in enumerate(self._cells) if c.published and i not in hidden]
+        cells = []
+        for i, c in enumerate(self._cells):
+            if not 1 <= c.value <= self.threshold:
+                continue
+            low = _linprog_bound(equations, nesting, values, known, i, minimise=True)
+            high = _linprog_bound(equations, nesting, values, known, i, minimise=False)
+            lo_req, hi_req = protection_interval(c.value)
+            cells.append(
+                AuditCell(
+                    key=" = ".join(repr(k) for k in c.keys),
+                    value=c.value,
+                    published=c.published and i not in hidden,
+                    low=round(low, 6),
+                    high=round(high, 6),
+                    protected=low <= lo_req + _EPS and high >= hi_req - _EPS,
+                )
             )
-            scored.append((cost, len(scored), extra, after))
-        _, _, extra, at_risk = min(scored, key=lambda s: (s[0], s[1]))
-        hidden |= extra
-    return frozenset(hidden)
+        narrowest = min(cells, key=lambda a: (a.high - a.low, a.key)) if cells else None
+        return AuditResult(
+            cells=cells,
+            narrowest=narrowest,
+            unknowns=len(self._cells),
+            equations=equations.shape[0],
+            inequalities=nesting.shape[0],
+            published=len(known),
+        )
 
 
-def _neighbours(constraints: Sequence[tuple[K, Sequence[K]]], hidden: set[K], cell: K) -> list[K]:
-    """Published cells that share a sum with ``cell``."""
-    out: list[K] = []
-    for total, parts in constraints:
-        members = [total, *parts]
-        if cell in members:
-            out.extend(m for m in members if m not in hidden and m != cell and m not in out)
-    return out
+def _direct_subsets(members: np.ndarray) -> list[tuple[int, int]]:
+    """Pairs (a, b) where a's set is a proper, non-empty subset of b's with nothing registered strictly
+    between them (the rest of the nesting follows from these)."""
+    # Float matrix products (BLAS) are exact for counts this size and far faster than integer ones.
+    m = members.astype(np.float32)
+    sizes = m.sum(axis=1)
+    # inside[a, b]: every member of a is in b (a has no member outside b).
+    inside = (m @ (1.0 - m).T) < 0.5
+    np.fill_diagonal(inside, False)
+    inside &= (sizes[:, None] > 0) & (sizes[:, None] < sizes[None, :])
+    # a -> c -> b makes a -> b redundant.
+    step = inside.astype(np.float32)
+    via = (step @ step) > 0.5
+    direct = inside & ~via
+    return [(int(a), int(b)) for a, b in zip(*np.nonzero(direct), strict=True)]
 
 
-def exposed_cells(
-    values: Mapping[K, int],
-    constraints: Sequence[tuple[K, Sequence[K]]],
-    hidden: set[K] | frozenset[K],
-) -> list[K]:
-    """Hidden cells whose value a reader could recover exactly from the published cells and the sums."""
-    unknown = [k for k in values if k in hidden]
-    if not unknown:
-        return []
-    index = {k: i for i, k in enumerate(unknown)}
-    rows: list[list[Fraction]] = []
-    for total, parts in constraints:
-        row = [Fraction(0)] * len(unknown)
-        if total in index:
-            row[index[total]] -= 1
-        for p in parts:
-            if p in index:
-                row[index[p]] += 1
-        if any(row):
-            rows.append(row)
-    basis = _null_space(rows, len(unknown))
-    x = [values[k] for k in unknown]
-    movable = [False] * len(unknown)
-    for vec in basis:
-        ints = _primitive(vec)
-        # Another non-negative integer table with the same published cells and sums: x ± d.
-        for sign in (1, -1):
-            if all(xi + sign * di >= 0 for xi, di in zip(x, ints, strict=True)):
-                for i, di in enumerate(ints):
-                    if di:
-                        movable[i] = True
-                break
-    return [k for k, m in zip(unknown, movable, strict=True) if not m]
+def _complement(
+    solver: _Solver,
+    cell: int,
+    minimise: bool,
+    current: float,
+    wanted: float,
+    reduced: np.ndarray,
+    costs: np.ndarray,
+) -> int | None:
+    """The published count to hide next. Candidates are the fixed counts that bind the bound (non-zero
+    reduced cost), cheapest first; each is tried, and the one that moves the bound furthest towards
+    the protection interval per unit of cost wins."""
+    shown = np.flatnonzero(solver.fixed)
+    binding = [int(i) for i in shown if abs(reduced[i]) > 1e-9] or [int(i) for i in shown]
+    if not binding:
+        return None
+    binding.sort(key=lambda i: (costs[i], -abs(reduced[i]), solver.values[i], i))
+    needed = abs(wanted - current)
+    best: tuple[float, int] | None = None
+    for i in binding[:_CANDIDATES]:
+        solver.hide(i)
+        moved, _ = solver.bound(cell, minimise=minimise)
+        solver.show(i)
+        gain = min(abs(moved - current), needed) / needed
+        score = gain / costs[i]
+        if best is None or score > best[0] + 1e-12:
+            best = (score, i)
+        if gain >= 1.0 - 1e-9:
+            break  # candidates come cheapest first: none later can do better
+    return None if best is None else best[1]
 
 
-def _null_space(rows: list[list[Fraction]], n: int) -> list[list[Fraction]]:
-    """A basis of {x : A x = 0} by reduced row echelon form over the rationals (exact)."""
-    a = [r[:] for r in rows]
-    pivots: list[int] = []
-    r = 0
-    for c in range(n):
-        pivot = next((i for i in range(r, len(a)) if a[i][c] != 0), None)
-        if pivot is None:
-            continue
-        a[r], a[pivot] = a[pivot], a[r]
-        pv = a[r][c]
-        a[r] = [v / pv for v in a[r]]
-        for i in range(len(a)):
-            if i != r and a[i][c] != 0:
-                factor = a[i][c]
-                a[i] = [vi - factor * vr for vi, vr in zip(a[i], a[r], strict=True)]
-        pivots.append(c)
-        r += 1
-        if r == len(a):
-            break
-    free = [c for c in range(n) if c not in pivots]
-    basis = []
-    for f in free:
-        vec = [Fraction(0)] * n
-        vec[f] = Fraction(1)
-        for row_i, pc in enumerate(pivots):
-            vec[pc] = -a[row_i][f]
-        basis.append(vec)
-    return basis
+class _Solver:
+    """min / max of one count over the programme, as counts are hidden one by one.
+
+    One HiGHS model for the whole suppression: hiding a count frees its variable's bounds and each
+    bound only changes the objective, so HiGHS re-solves from the previous basis. ``Ledger.audit``
+    uses ``scipy.optimize.linprog`` from scratch instead, so the check does not share this code.
+    """
+
+    def __init__(
+        self, equations: sparse.csr_matrix, nesting: sparse.csr_matrix, values: np.ndarray, fixed: np.ndarray
+    ) -> None:
+        import importlib
+
+        import highspy
+
+        self._hs = highspy
+        # The pybind class itself where it is exposed: the Python subclass prints a banner to the
+        # process's stdout (which is the service's log stream).
+        core = getattr(importlib.import_module("highspy._core"), "_Highs", None)
+        self.highs: Any = core() if core is not None else highspy.Highs()  # type: ignore[no-untyped-call]
+        self.highs.setOptionValue("output_flag", False)
+        self.values = values
+        self.fixed = fixed.copy()
+        n = len(values)
+        matrix = sparse.vstack([equations, nesting]).tocsr()
+        inf = highspy.kHighsInf
+        lp = highspy.HighsLp()
+        lp.num_col_, lp.num_row_ = n, matrix.shape[0]
+        lp.col_cost_ = np.zeros(n)
+        lp.col_lower_ = np.where(self.fixed, values, 0.0)
+        lp.col_upper_ = np.where(self.fixed, values, inf)
+        lp.row_lower_ = np.concatenate([np.zeros(equations.shape[0]), np.full(nesting.shape[0], -inf)])
+        lp.row_upper_ = np.zeros(matrix.shape[0])
+        lp.a_matrix_.format_ = highspy.MatrixFormat.kRowwise
+        lp.a_matrix_.start_ = matrix.indptr.astype(np.int32)
+        lp.a_matrix_.index_ = matrix.indices.astype(np.int32)
+        lp.a_matrix_.value_ = matrix.data.astype(float)
+        self.highs.passModel(lp)
+        self._equations, self._nesting = equations, nesting
+        self._cols = np.arange(n, dtype=np.int32)
+
+    def hide(self, cell: int) -> None:
+        self.fixed[cell] = False
+        self.highs.changeColBounds(int(cell), 0.0, self._hs.kHighsInf)
+
+    def show(self, cell: int) -> None:
+        self.fixed[cell] = True
+        self.highs.changeColBounds(int(cell), float(self.values[cell]), float(self.values[cell]))
+
+    def bound(self, cell: int, *, minimise: bool) -> tuple[float, np.ndarray]:
+        hs = self._hs
+        cost = np.zeros(len(self.values))
+        cost[cell] = 1.0
+        self.highs.changeColsCost(len(self._cols), self._cols, cost)
+        self.highs.changeObjectiveSense(hs.ObjSense.kMinimize if minimise else hs.ObjSense.kMaximize)
+        self.highs.run()
+        status = self.highs.getModelStatus()
+        if status in (hs.HighsModelStatus.kUnbounded, hs.HighsModelStatus.kUnboundedOrInfeasible):
+            return float("inf"), np.zeros(len(self.values))
+        if status != hs.HighsModelStatus.kOptimal:
+            # Numerical trouble: solve this one from scratch instead.
+            known = [int(i) for i in np.flatnonzero(self.fixed)]
+            value = _linprog_bound(
+                self._equations, self._nesting, self.values, known, cell, minimise=minimise
+            )
+            return value, np.ones(len(self.values))
+        value = float(self.highs.getInfo().objective_function_value)
+        return value, np.asarray(self.highs.getSolution().col_dual)
 
 
-def _primitive(vec: list[Fraction]) -> list[int]:
-    denominators = 1
-    for v in vec:
-        denominators = denominators * v.denominator // gcd(denominators, v.denominator)
-    ints = [int(v * denominators) for v in vec]
-    g = 0
-    for i in ints:
-        g = gcd(g, abs(i))
-    return [i // g for i in ints] if g else ints
-
-
-def show(value: int, hidden: bool) -> Shown:
-    return SUPPRESSED if hidden else value
+def _linprog_bound(
+    equations: sparse.csr_matrix,
+    nesting: sparse.csr_matrix,
+    values: np.ndarray,
+    known: list[int],
+    cell: int,
+    *,
+    minimise: bool,
+) -> float:
+    """One bound by ``scipy.optimize.linprog``, from scratch."""
+    n = len(values)
+    objective = np.zeros(n)
+    objective[cell] = 1.0 if minimise else -1.0
+    bounds: list[tuple[float, float | None]] = [(0.0, None)] * n
+    for i in known:
+        bounds[i] = (float(values[i]), float(values[i]))
+    res = linprog(
+        objective,
+        A_ub=nesting if nesting.shape[0] else None,
+        b_ub=np.zeros(nesting.shape[0]) if nesting.shape[0] else None,
+        A_eq=equations if equations.shape[0] else None,
+        b_eq=np.zeros(equations.shape[0]) if equations.shape[0] else None,
+        bounds=bounds,
+        method="highs",
+    )
+    if res.status == 3:  # unbounded: the count can be arbitrarily large
+        return float("inf")
+    if res.status != 0:
+        raise RuntimeError(f"suppression audit LP failed: {res.message}")
+    return float(res.fun) if minimise else -float(res.fun)
 
 
 class Grid(msgspec.Struct, frozen=True):
@@ -187,76 +423,3 @@ class Grid(msgspec.Struct, frozen=True):
     row_totals: list[Shown]
     column_totals: list[Shown]
     total: Shown
-
-
-def suppress_grid(
-    rows: Sequence[str],
-    columns: Sequence[str],
-    counts: Sequence[Sequence[int]],
-    *,
-    threshold: int = THRESHOLD,
-) -> Grid:
-    """Suppress a two-way table of counts whose row, column and grand totals are published too."""
-    if len(counts) != len(rows) or any(len(r) != len(columns) for r in counts):
-        raise ValueError("counts must be len(rows) x len(columns)")
-    values: dict[tuple[object, ...], int] = {}
-    for i, row in enumerate(counts):
-        for j, v in enumerate(row):
-            if v < 0:
-                raise ValueError("counts are non-negative")
-            values[("cell", i, j)] = v
-        values[("row", i)] = sum(row)
-    for j in range(len(columns)):
-        values[("col", j)] = sum(counts[i][j] for i in range(len(rows)))
-    values[("total",)] = sum(values[("row", i)] for i in range(len(rows)))
-    constraints: list[tuple[tuple[object, ...], Sequence[tuple[object, ...]]]] = []
-    for i in range(len(rows)):
-        constraints.append((("row", i), [("cell", i, j) for j in range(len(columns))]))
-    for j in range(len(columns)):
-        constraints.append((("col", j), [("cell", i, j) for i in range(len(rows))]))
-    constraints.append((("total",), [("row", i) for i in range(len(rows))]))
-    constraints.append((("total",), [("col", j) for j in range(len(columns))]))
-
-    def rectangles(
-        cell: tuple[object, ...], hidden: frozenset[tuple[object, ...]]
-    ) -> list[set[tuple[object, ...]]]:
-        # In a two-way table a hidden cell is protected by a rectangle of hidden cells: moving +1/-1
-        # around its corners keeps every margin. Offer every rectangle through the cell that could move.
-        if cell[0] != "cell":
-            return []
-        _, i, j = cell
-        out: list[set[tuple[object, ...]]] = []
-        for i2 in range(len(rows)):
-            for j2 in range(len(columns)):
-                if i2 == i or j2 == j:
-                    continue
-                a: tuple[object, ...] = ("cell", i, j2)
-                b: tuple[object, ...] = ("cell", i2, j)
-                c: tuple[object, ...] = ("cell", i2, j2)
-                if values[c] >= 1 or (values[a] >= 1 and values[b] >= 1):
-                    out.append({a, b, c})
-        return out
-
-    hidden = suppress(values, constraints, threshold=threshold, propose=rectangles)
-
-    def out(key: tuple[object, ...]) -> Shown:
-        return show(values[key], key in hidden)
-
-    return Grid(
-        rows=list(rows),
-        columns=list(columns),
-        cells=[[out(("cell", i, j)) for j in range(len(columns))] for i in range(len(rows))],
-        row_totals=[out(("row", i)) for i in range(len(rows))],
-        column_totals=[out(("col", j)) for j in range(len(columns))],
-        total=out(("total",)),
-    )
-
-
-def suppress_list(counts: Sequence[int], *, threshold: int = THRESHOLD) -> tuple[list[Shown], Shown]:
-    """Suppress a one-way list of counts published with its total."""
-    values: dict[tuple[object, ...], int] = {("cell", i): v for i, v in enumerate(counts)}
-    values[("total",)] = sum(counts)
-    hidden = suppress(values, [(("total",), [("cell", i) for i in range(len(counts))])], threshold=threshold)
-    return [show(v, ("cell", i) in hidden) for i, v in enumerate(counts)], show(
-        values[("total",)], ("total",) in hidden
-    )

@@ -16,7 +16,16 @@ from markupsafe import Markup
 
 from shared.regions import Region
 
-__all__ = ["SERIES_COLOURS", "bar_chart", "histogram", "line_chart", "project_regions", "region_map"]
+__all__ = [
+    "SERIES_COLOURS",
+    "bar_chart",
+    "histogram",
+    "interval_chart",
+    "line_chart",
+    "project_regions",
+    "region_map",
+    "step_chart",
+]
 
 # Dark enough for 3:1 against white (WCAG 1.4.11 non-text contrast).
 SERIES_COLOURS = ("#1f5fa8", "#b34700", "#2d6a2e", "#6b3fa0", "#8a1c3b")
@@ -60,13 +69,15 @@ def _clip(text: str, chars: int) -> str:
 def bar_chart(
     uid: str,
     title: str,
-    items: Sequence[tuple[str, float]],
+    items: Sequence[tuple[str, float | None]],
     *,
     unit: str = "",
     maximum: float | None = None,
     width: int = 440,
+    missing: str = "—",
 ) -> Markup:
-    """Horizontal bars, one per labelled value (labels left, values at the bar's end).
+    """Horizontal bars, one per labelled value (labels left, values at the bar's end). A value of
+    None (e.g. a suppressed count) gets no bar, only the ``missing`` word.
 
     Long labels are shortened on the chart; the description (and the page's table) has them whole.
     """
@@ -75,12 +86,18 @@ def bar_chart(
     chars = label_w // 8
     value_w = 56
     height = max(row, row * len(items)) + 8
-    top = max([v for _, v in items] + [0.0]) if maximum is None else maximum
+    top = max([v for _, v in items if v is not None] + [0.0]) if maximum is None else maximum
     scale = _ticks(top)[0] if maximum is None else max(maximum, 1e-9)
     plot_w = width - label_w - value_w
     body: list[str] = []
     for i, (label, value) in enumerate(items):
         y = 4 + i * row
+        if value is None:
+            body.append(
+                f'<text x="{label_w - 6}" y="{y + 17}" text-anchor="end" font-size="13" fill="{_INK}">{_e(_clip(label, chars))}</text>'
+                f'<text x="{label_w + 4}" y="{y + 17}" font-size="13" font-style="italic" fill="{_GRID}">{_e(missing)}</text>'
+            )
+            continue
         w = max(0.0, min(1.0, value / scale)) * plot_w
         body.append(
             f'<text x="{label_w - 6}" y="{y + 17}" text-anchor="end" font-size="13" fill="{_INK}">{_e(_clip(label, chars))}</text>'
@@ -89,7 +106,176 @@ def bar_chart(
         )
     if not items:
         body.append(f'<text x="8" y="18" font-size="13" fill="{_INK}">—</text>')
-    desc = "; ".join(f"{label}: {_fmt(value)}{unit}" for label, value in items) or "no data"
+    desc = (
+        "; ".join(f"{label}: {missing if value is None else _fmt(value) + unit}" for label, value in items)
+        or "no data"
+    )
+    return _svg(uid, width, height, title, desc, body)
+
+
+def interval_chart(
+    uid: str,
+    title: str,
+    rows: Sequence[tuple[str, float | None, float | None, float | None]],
+    *,
+    log: bool = False,
+    reference: float | None = None,
+    percent: bool = True,
+    width: int = 640,
+    missing: str = "—",
+) -> Markup:
+    """Point estimates with their intervals, one row each (a forest plot): shares on a 0-100% axis, or
+    ratios on a log axis with a reference line at 1. A row without an estimate gets the ``missing``
+    word. The description states every estimate and interval."""
+    row_h, label_w, top_pad, axis_h = 26, int(width * 0.36), 6, 26
+    plot_w = width - label_w - 20
+    height = top_pad + row_h * max(1, len(rows)) + axis_h
+    shown = [(lo, hi) for _, est, lo, hi in rows if est is not None and lo is not None and hi is not None]
+    if log:
+        lows = [lo for lo, _ in shown if lo > 0] + ([reference] if reference else []) + [0.5]
+        highs = [hi for _, hi in shown] + ([reference] if reference else []) + [2.0]
+        lo_axis = 2.0 ** math.floor(math.log2(max(min(lows), 1e-3)))
+        hi_axis = 2.0 ** math.ceil(math.log2(min(max(highs), 1e3)))
+
+        def x(v: float) -> float:
+            v = min(max(v, lo_axis), hi_axis)
+            return label_w + plot_w * (math.log(v) - math.log(lo_axis)) / (
+                math.log(hi_axis) - math.log(lo_axis)
+            )
+
+        ticks = []
+        t = lo_axis
+        while t <= hi_axis * 1.0001:
+            ticks.append(t)
+            t *= 2
+    else:
+        # 0 to a round share (50%, 60%, 80% or 100%) in steps of 10% or 20%.
+        top_share = max([0.5] + [hi for _, hi in shown])
+        hi_axis = next(v for v in (0.5, 0.6, 0.8, 1.0) if top_share <= v + 1e-9)
+        step_share = 0.1 if hi_axis <= 0.6 else 0.2
+
+        def x(v: float) -> float:
+            return label_w + plot_w * min(max(v, 0.0), hi_axis) / hi_axis
+
+        ticks = [step_share * k for k in range(round(hi_axis / step_share) + 1)]
+
+    def fmt(v: float) -> str:
+        return f"{v * 100:.0f}%" if percent and not log else (f"{v:.2f}" if v < 10 else f"{v:.0f}")
+
+    body: list[str] = []
+    chars = label_w // 7
+    plot_bottom = top_pad + row_h * max(1, len(rows))
+    for t in ticks:
+        body.append(
+            f'<line x1="{x(t):.1f}" y1="{top_pad}" x2="{x(t):.1f}" y2="{plot_bottom}" stroke="#d0d0d0" stroke-width="0.5"/>'
+            f'<text x="{x(t):.1f}" y="{plot_bottom + 16}" text-anchor="middle" font-size="11" fill="{_INK}">{_e(fmt(t))}</text>'
+        )
+    if reference is not None:
+        body.append(
+            f'<line x1="{x(reference):.1f}" y1="{top_pad}" x2="{x(reference):.1f}" y2="{plot_bottom}"'
+            f' stroke="{_INK}" stroke-dasharray="4 3"/>'
+        )
+    for i, (label, est, lo, hi) in enumerate(rows):
+        y = top_pad + i * row_h + row_h / 2
+        body.append(
+            f'<text x="{label_w - 8}" y="{y + 4:.1f}" text-anchor="end" font-size="12" fill="{_INK}">{_e(_clip(label, chars))}</text>'
+        )
+        if est is None or lo is None or hi is None:
+            body.append(
+                f'<text x="{label_w + 4}" y="{y + 4:.1f}" font-size="12" font-style="italic" fill="{_GRID}">{_e(missing)}</text>'
+            )
+            continue
+        colour = SERIES_COLOURS[0]
+        if reference is not None and (hi < reference or lo > reference):
+            colour = SERIES_COLOURS[0] if hi < reference else SERIES_COLOURS[1]
+        body.append(
+            f'<line x1="{x(lo):.1f}" y1="{y:.1f}" x2="{x(hi):.1f}" y2="{y:.1f}" stroke="{colour}" stroke-width="2.5"/>'
+            f'<circle cx="{x(est):.1f}" cy="{y:.1f}" r="4.5" fill="{colour}"/>'
+        )
+    desc = (
+        "; ".join(
+            f"{label}: {missing}"
+            if est is None or lo is None or hi is None
+            else f"{label}: {fmt(est)} ({fmt(lo)} to {fmt(hi)})"
+            for label, est, lo, hi in rows
+        )
+        or "no data"
+    )
+    return _svg(uid, width, height, title, desc, body)
+
+
+def step_chart(
+    uid: str,
+    title: str,
+    series: Sequence[tuple[str, Sequence[float], Sequence[float], Sequence[float], Sequence[float]]],
+    *,
+    x_label: str = "days",
+    width: int = 640,
+    height: int = 260,
+) -> Markup:
+    """Step curves from 100% down (survival), each ``(name, x, y, low, high)`` with a shaded band for
+    its interval; distinct colour and dash per series, and a legend."""
+    left, right, top, bottom = 44, 16, 30, 36
+    plot_w, plot_h = width - left - right, height - top - bottom
+    x_max = max([max(xs) for _, xs, _, _, _ in series if xs] + [1.0])
+
+    def px(v: float) -> float:
+        return left + plot_w * v / x_max
+
+    def py(v: float) -> float:
+        return top + plot_h * (1 - v)
+
+    body: list[str] = []
+    for k in range(6):
+        v = k / 5
+        body.append(
+            f'<line x1="{left}" y1="{py(v):.1f}" x2="{left + plot_w}" y2="{py(v):.1f}" stroke="#d0d0d0" stroke-width="0.5"/>'
+            f'<text x="{left - 4}" y="{py(v) + 4:.1f}" text-anchor="end" font-size="11" fill="{_INK}">{v * 100:.0f}%</text>'
+        )
+    step = _ticks(x_max, 6)[1]
+    t = 0.0
+    while t <= x_max + 1e-9:
+        body.append(
+            f'<text x="{px(t):.1f}" y="{top + plot_h + 16}" text-anchor="middle" font-size="11" fill="{_INK}">{_e(_fmt(t))}</text>'
+        )
+        t += step
+    body.append(
+        f'<text x="{left + plot_w}" y="{height - 4}" text-anchor="end" font-size="11" fill="{_INK}">{_e(x_label)}</text>'
+    )
+    for s_i, (name, xs, ys, lows, highs) in enumerate(series):
+        colour = SERIES_COLOURS[s_i % len(SERIES_COLOURS)]
+        dash = _DASHES[s_i % len(_DASHES)]
+        if not xs:
+            continue
+        # The estimate holds from one day of the table to the next.
+        upper, lower, line = [], [], []
+        for j, (x0, y0, lo, hi) in enumerate(zip(xs, ys, lows, highs, strict=True)):
+            x1 = xs[j + 1] if j + 1 < len(xs) else x0
+            upper += [(px(x0), py(hi)), (px(x1), py(hi))]
+            lower += [(px(x0), py(lo)), (px(x1), py(lo))]
+            line += [(px(x0), py(y0)), (px(x1), py(y0))]
+        band = " ".join(f"{a:.1f},{b:.1f}" for a, b in upper + lower[::-1])
+        body.append(f'<polygon points="{band}" fill="{colour}" fill-opacity="0.15" stroke="none"/>')
+        dash_attr = f' stroke-dasharray="{dash}"' if dash else ""
+        points = " ".join(f"{a:.1f},{b:.1f}" for a, b in line)
+        body.append(
+            f'<polyline points="{points}" fill="none" stroke="{colour}" stroke-width="2.5"{dash_attr}/>'
+        )
+        for a, b in line[::2]:
+            body.append(_marker(s_i, a, b, colour))
+        lx = left + s_i * 170
+        body.append(
+            f'<line x1="{lx}" y1="12" x2="{lx + 24}" y2="12" stroke="{colour}" stroke-width="2.5"{dash_attr}/>'
+            f'<text x="{lx + 30}" y="16" font-size="12" fill="{_INK}">{_e(_clip(name, 20))}</text>'
+        )
+    desc = (
+        "; ".join(
+            f"{name}: "
+            + ", ".join(f"{_fmt(x0)} {x_label} {y0 * 100:.0f}%" for x0, y0 in zip(xs, ys, strict=True))
+            for name, xs, ys, _, _ in series
+        )
+        or "no data"
+    )
     return _svg(uid, width, height, title, desc, body)
 
 
