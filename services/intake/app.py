@@ -29,7 +29,7 @@ from services.intake.maintenance import run_maintenance
 from services.intake.notifications.controller import NotificationController
 from services.intake.notifications.hub import NotificationHub
 from services.intake.partners.controller import ROUTES as PARTNER_ROUTES
-from services.intake.referrals.controller import ReferralController
+from services.intake.referrals.controller import ReferralController, YouthMatchController
 from services.intake.staff.controller import ROUTES as STAFF_ROUTES
 from services.intake.web.controller import web_router
 from services.intake.web.render import static_router, template_config
@@ -85,6 +85,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     app = Litestar(
         route_handlers=[
             ReferralController,
+            YouthMatchController,
             *CASE_ROUTES,
             NotificationController,
             *STAFF_ROUTES,
