@@ -25,6 +25,7 @@ from services.intake.core.openapi import refine_openapi
 from services.intake.core.problems import exception_handlers
 from services.intake.core.ratelimit import rate_limit_middleware
 from services.intake.evaluation.controller import EvaluationController
+from services.intake.fhir.controller import fhir_router
 from services.intake.maintenance import run_maintenance
 from services.intake.notifications.controller import NotificationController
 from services.intake.notifications.hub import NotificationHub
@@ -96,6 +97,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             readyz,
             web_router(),
             static_router(),
+            fhir_router(),
         ],
         lifespan=[resources],
         state=State({"settings": settings, "pii_keys": keys, "regions": regions, "metrics": IntakeMetrics()}),
