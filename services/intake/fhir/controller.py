@@ -77,7 +77,9 @@ async def metadata(request: Request[Any, Any, Any]) -> Response[bytes]:
 @post(
     "/", guards=[require_partner()], summary="A transaction Bundle (Patient, ServiceRequest, Consent, Task)"
 )
-async def transaction(request: Request[Any, Any, Any], caller: Caller, db: CallerDb) -> Response[bytes]:
+async def submit_transaction(
+    request: Request[Any, Any, Any], caller: Caller, db: CallerDb
+) -> Response[bytes]:
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media != FHIR_JSON:
         raise Problem(415, f"Send the Bundle as {FHIR_JSON}.")
@@ -119,7 +121,7 @@ def fhir_router() -> Router:
     """The /fhir/r4 routes (a new Router per app: a router belongs to one application)."""
     return Router(
         path="/fhir/r4",
-        route_handlers=[metadata, transaction, read_task, search_tasks],
+        route_handlers=[metadata, submit_transaction, read_task, search_tasks],
         exception_handlers={Problem: _outcome, HTTPException: _outcome, Exception: _outcome},
         tags=["fhir"],
     )
