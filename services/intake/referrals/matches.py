@@ -89,11 +89,23 @@ def _rid(value: str) -> str:
         raise Problem(404, "No such referral.") from None
 
 
-async def list_matches(conn: asyncpg.Connection, caller: Caller, referral_id: str) -> list[MatchView]:
-    """The referral's probable matches (staff who may see the referral; others see nothing)."""
+async def _visible(conn: asyncpg.Connection, caller: Caller, referral_id: str) -> uuid.UUID:
+    """The referral, if the caller may see it (else 404, whether or not it exists)."""
+    rid = uuid.UUID(_rid(referral_id))
     if caller.kind != "staff" or caller.role not in _STAFF_ROLES:
         raise Problem(404, "No such referral.")
-    rows = await conn.fetch(_YOUTH_MATCHES_OF, _rid(referral_id))
+    # Imported here: the referral service records matches through this module at intake.
+    from services.intake.referrals.service import visible_referrals
+
+    if not await visible_referrals(conn, caller, referral_id=rid):
+        raise Problem(404, "No such referral.")
+    return rid
+
+
+async def list_matches(conn: asyncpg.Connection, caller: Caller, referral_id: str) -> list[MatchView]:
+    """The referral's probable matches, for staff who may see the referral (others: 404)."""
+    rid = await _visible(conn, caller, referral_id)
+    rows = await conn.fetch(_YOUTH_MATCHES_OF, rid)
     return [_view(r) for r in rows]
 
 
@@ -105,7 +117,7 @@ async def decide(
         raise Problem(403, "Only staff link or dismiss possible matches.")
     if verdict not in ("linked", "dismissed"):
         raise Problem(422, "Unknown verdict.", errors=[{"field": "verdict", "message": "link or dismiss"}])
-    rid = _rid(referral_id)
+    rid = str(await _visible(conn, caller, referral_id))
     try:
         mid = str(uuid.UUID(match_id))
     except ValueError:
