@@ -28,6 +28,7 @@ from fhir.resources.R4B.task import Task
 from refnet_dev.embedded import EmbeddedPostgres, free_port
 from tests.conftest import SEEDED_TEMPLATE, clone_database
 from tests.support.platform import Platform, referral_body, running_platform, wait_for
+from tests.support.receivers import WebhookReceiver
 
 FHIR = "application/fhir+json"
 
@@ -214,6 +215,15 @@ async def test_fhir_bundle_becomes_a_referral_whose_task_follows_it(
     capability = CapabilityStatement.model_validate_json(meta.content)
     assert capability.fhirVersion == "4.0.1"
 
+    # The hospital's system listens for Task changes (the Subscription-less pattern: a task.updated webhook).
+    receiver = await WebhookReceiver().start()
+    hook = await client.post(
+        "/v1/webhooks",
+        json={"url": receiver.url("/fhir-hook"), "events": ["task.updated"]},
+        headers=bearer(key),
+    )
+    assert hook.status_code == 201, hook.text
+
     identifier = f"er-{uuid.uuid4().hex[:12]}"
     bundle = fhir_bundle(identifier)
     payload = bundle.model_dump_json(exclude_none=True)
@@ -260,6 +270,19 @@ async def test_fhir_bundle_becomes_a_referral_whose_task_follows_it(
     got = await client.get(f"/fhir/r4/Task/{rid}", headers=bearer(key))
     assert got.status_code == 200
     assert valid(Task, got)["status"] == "accepted"
+
+    async def told_accepted() -> Any:
+        bodies = [json.loads(r.body) for r in receiver.received.get("/fhir-hook", [])]
+        return [b for b in bodies if b["type"] == "task.updated" and b["data"]["status"] == "accepted"]
+
+    [told] = await wait_for(told_accepted, timeout=20)
+    assert told["data"] == {
+        "referral_id": rid,
+        "task": f"Task/{rid}",
+        "status": "accepted",
+        "referral_status": "accepted",
+    }
+    await receiver.stop()
 
     # Polling: a searchset of the partner's Tasks changed since then.
     search = await client.get(
