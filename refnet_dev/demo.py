@@ -151,6 +151,9 @@ async def seed_demo(conn: asyncpg.Connection, base_url: str) -> dict[str, Any]:
         creds["admins"].append({"id": str(sid), "email": email, "password": password})
         sid, email, password = await staff("Program Evaluator", "evaluator", None)
         creds["evaluators"].append({"id": str(sid), "email": email, "password": password})
+        # The agency's own hotline and walk-in intake (issue 17).
+        sid, email, password = await staff("Hotline Intake", "intake_staff", None)
+        creds["intake_staff"] = [{"id": str(sid), "email": email, "password": password}]
     return creds
 
 

@@ -74,6 +74,7 @@ CONSUMERS: dict[str, ConsumerSpec] = {
             "refnet.assignment.cancelled",
             "refnet.case.followup_due",
             "refnet.webhook.test_requested",
+            "refnet.case.consent_expiring",
         ),
     ),
 }

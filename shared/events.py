@@ -14,6 +14,7 @@ __all__ = [
     "AssignmentDeclined",
     "AssignmentExpired",
     "AssignmentReminder",
+    "ConsentExpiring",
     "Event",
     "FollowupDue",
     "ReferralAssigned",
@@ -151,6 +152,17 @@ class WebhookTestRequested(Event, tag="webhook.test_requested"):
     delivery_id: str
 
 
+class ConsentExpiring(Event, tag="case.consent_expiring"):
+    """A youth's consent expires within ``lead_days`` and was not renewed: warn the case manager (once per
+    lead and expiry date, written by intake's sweep). Unrenewed, the expiry destroys the youth's details."""
+
+    referral_id: str
+    case_manager_id: str
+    expires_at: datetime
+    lead_days: int
+    days_left: int
+
+
 AnyEvent: TypeAlias = (
     ReferralReceived
     | ReferralAssigned
@@ -164,6 +176,7 @@ AnyEvent: TypeAlias = (
     | AssignmentCancelled
     | FollowupDue
     | WebhookTestRequested
+    | ConsentExpiring
 )
 
 _encoder = msgspec.json.Encoder()

@@ -25,11 +25,12 @@ from services.intake.core.openapi import refine_openapi
 from services.intake.core.problems import exception_handlers
 from services.intake.core.ratelimit import rate_limit_middleware
 from services.intake.evaluation.controller import EvaluationController
+from services.intake.fhir.controller import fhir_router
 from services.intake.maintenance import run_maintenance
 from services.intake.notifications.controller import NotificationController
 from services.intake.notifications.hub import NotificationHub
 from services.intake.partners.controller import ROUTES as PARTNER_ROUTES
-from services.intake.referrals.controller import ReferralController
+from services.intake.referrals.controller import ReferralController, YouthMatchController
 from services.intake.staff.controller import ROUTES as STAFF_ROUTES
 from services.intake.web.controller import web_router
 from services.intake.web.render import static_router, template_config
@@ -85,6 +86,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     app = Litestar(
         route_handlers=[
             ReferralController,
+            YouthMatchController,
             *CASE_ROUTES,
             NotificationController,
             *STAFF_ROUTES,
@@ -95,6 +97,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             readyz,
             web_router(),
             static_router(),
+            fhir_router(),
         ],
         lifespan=[resources],
         state=State({"settings": settings, "pii_keys": keys, "regions": regions, "metrics": IntakeMetrics()}),

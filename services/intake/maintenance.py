@@ -11,6 +11,7 @@ import structlog
 
 from services.intake.cases.consent import expire_consents, shred_expired_retention
 from services.intake.cases.followups import remind_followups
+from services.intake.cases.renewal import remind_consents
 from shared import audit
 from shared.config import Settings
 
@@ -33,6 +34,7 @@ async def run_maintenance(pool: asyncpg.Pool, settings: Settings, stop: asyncio.
                 if expired or retained:
                     log.info("maintenance.pii_shredded", consent_expired=expired, retention=retained)
                 await remind_followups(pool, settings.followup_reminder_lead_days)
+                await remind_consents(pool)
         except Exception as exc:
             log.warning("maintenance.failed", error=type(exc).__name__, detail=str(exc)[:200])
         with contextlib.suppress(asyncio.TimeoutError):

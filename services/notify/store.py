@@ -40,7 +40,7 @@ log = structlog.get_logger("refnet.notify")
 _SQL = __package__
 
 # Event types a partner may subscribe an endpoint to.
-WEBHOOK_EVENTS: tuple[str, ...] = ("referral.status_changed",)
+WEBHOOK_EVENTS: tuple[str, ...] = ("referral.status_changed", "task.updated")
 TEST_EVENT = "webhook.test"
 # NOTIFY channel that wakes the dispatchers (the deliveries insert trigger uses it too).
 WAKE_CHANNEL = "refnet_deliveries"

@@ -17,6 +17,7 @@ from services.notify.store import (
 )
 from shared.bus import CONSUMERS, ConsumerSpec, Handler, Poison, claim_event
 from shared.casework import local_date
+from shared.codes import FHIR_TASK_STATUS
 from shared.config import Settings
 from shared.db import load_sql, retrying, transaction
 from shared.events import (
@@ -24,6 +25,7 @@ from shared.events import (
     AssignmentCancelled,
     AssignmentExpired,
     AssignmentReminder,
+    ConsentExpiring,
     FollowupDue,
     ReferralAssigned,
     ReferralStatusChanged,
@@ -35,6 +37,7 @@ from shared.events import (
 __all__ = ["consumer_spec", "fan_out", "make_handler", "queue_webhook_test"]
 
 log = structlog.get_logger("refnet.notify")
+TASK_UPDATED = "task.updated"
 CONSUMER = "notify"
 _SQL = __package__
 
@@ -180,6 +183,7 @@ async def fan_out(conn: asyncpg.Connection, event: AnyEvent, settings: Settings)
         # Closed loop for the referring partner (the one event in store.WEBHOOK_EVENTS today).
         # Nothing leaves once consent is withdrawn.
         if event.status != "withdrawn" and await _referral_status(conn, event.referral_id) != "withdrawn":
+            await _task_updated(conn, event, out)
             endpoints = await conn.fetch(
                 load_sql(_SQL, "subscribed_endpoints"), event.partner_id, "referral.status_changed"
             )
@@ -219,6 +223,22 @@ async def fan_out(conn: asyncpg.Connection, event: AnyEvent, settings: Settings)
                 {"reason": event.reason, "status": event.status},
                 referral_id=event.referral_id,
             )
+    elif isinstance(event, ConsentExpiring):
+        # Intake's sweep wrote the in-app warning under this event id; the email goes to whoever holds
+        # the case now (re-read, not the event's word), and only while the case manager named still does.
+        holder = await conn.fetchval(load_sql(_SQL, "last_case_manager"), event.referral_id)
+        if holder is not None and str(holder) == event.case_manager_id:
+            cm = [event.case_manager_id]
+            facts = {"expires_at": event.expires_at.isoformat(), "days_left": event.days_left}
+            out.notify(
+                cm, "consent_expiring", {**facts, "lead_days": event.lead_days}, referral_id=event.referral_id
+            )
+            await out.email_staff(
+                cm,
+                "consent_expiring",
+                {"referral_id": event.referral_id, **facts},
+                referral_id=event.referral_id,
+            )
     elif isinstance(event, FollowupDue) and event.case_manager_id is not None:
         # Intake's sweep already wrote this in-app reminder under the same event id (so writing it again
         # is a no-op) and, when nobody holds the case, told the region's supervisors in-app instead.
@@ -246,10 +266,44 @@ async def fan_out(conn: asyncpg.Connection, event: AnyEvent, settings: Settings)
     return out
 
 
+async def _task_updated(conn: asyncpg.Connection, event: ReferralStatusChanged, out: _Fanout) -> None:
+    """FHIR partners' `task.updated` webhooks (issue 17): the Task's new status (the contract's mapping);
+    the partner reads the Task itself with GET /fhir/r4/Task/{id}. Ids and codes only, like every webhook.
+    An endpoint subscribed to both gets the referral.status_changed message only (one per change)."""
+    endpoints = await conn.fetch(
+        load_sql(_SQL, "task_endpoints"), event.partner_id, TASK_UPDATED, "referral.status_changed"
+    )
+    if not endpoints:
+        return
+    data: dict[str, Any] = {
+        "referral_id": event.referral_id,
+        "task": f"Task/{event.referral_id}",
+        "status": FHIR_TASK_STATUS.get(event.status, "requested"),
+        "referral_status": event.status,
+    }
+    body = webhook_body(TASK_UPDATED, event.occurred_at, data)
+    for e in endpoints:
+        out.outbound.append(
+            NewDelivery(
+                event_id=event.event_id,
+                kind=TASK_UPDATED,
+                channel="webhook",
+                recipient_id=str(e["id"]),
+                endpoint_id=str(e["id"]),
+                partner_id=event.partner_id,
+                referral_id=event.referral_id,
+                payload=body,
+            )
+        )
+
+
 async def _has_subscriber(pool: asyncpg.Pool, partner_id: str) -> bool:
-    """Whether the partner has an active webhook endpoint subscribed to status changes (migration 0010:
-    one autocommit statement, not a transaction)."""
-    return bool(await pool.fetchval(load_sql(_SQL, "has_subscriber"), partner_id, "referral.status_changed"))
+    """Whether the partner has an active webhook endpoint subscribed to status changes or FHIR Task
+    changes (migration 0010: autocommit statements, not a transaction)."""
+    for kind in ("referral.status_changed", TASK_UPDATED):
+        if await pool.fetchval(load_sql(_SQL, "has_subscriber"), partner_id, kind):
+            return True
+    return False
 
 
 async def queue_webhook_test(conn: asyncpg.Connection, event: WebhookTestRequested) -> bool:
@@ -306,7 +360,8 @@ def make_handler(pool: asyncpg.Pool, settings: Settings) -> Handler:
             | ReferralUnroutable
             | ReferralStatusChanged
             | ReferralWithdrawn
-            | FollowupDue,
+            | FollowupDue
+            | ConsentExpiring,
         ):
             return  # not ours (filtered subjects make this rare); ack and move on
 

@@ -457,6 +457,48 @@ def referral_at(
     return build
 
 
+def renewal(w: World, ref: Referral) -> dict[str, Any]:
+    """A consent renewal body (issue 17), made at call time."""
+    now = datetime.now(ZoneInfo("UTC"))
+    return {
+        "obtained_at": now.replace(microsecond=0).isoformat(),
+        "expires_at": now.replace(year=now.year + 1).isoformat(),
+        "method": "verbal",
+        "scope": ["case_management"],
+    }
+
+
+async def match_state(w: World, mid: uuid.UUID) -> Any:
+    row = await w.db.fetchrow("SELECT status, decided_by FROM youth_matches WHERE id = $1", mid)
+    return tuple(row) if row is not None else None
+
+
+def match_at(action: str) -> Build:
+    """A possible match of a referral (issue 17): every matrix referral is the same youth, so a referral
+    made after another is matched to it at intake."""
+
+    async def build(w: World, fresh: bool) -> Target:
+        ref = await w.new_referral() if fresh else w.shared
+        assert ref is not None
+        find = (
+            "SELECT id FROM youth_matches WHERE referral_id = $1 OR other_referral_id = $1"
+            " ORDER BY found_at DESC LIMIT 1"
+        )
+        mid = await w.db.fetchval(find, uuid.UUID(ref.id))
+        if mid is None:
+            await w.new_referral()  # the same youth again
+            mid = await w.db.fetchval(find, uuid.UUID(ref.id))
+        assert mid is not None
+        return Target(
+            url=f"/v1/referrals/{ref.id}/matches/{mid}/{action}",
+            referral=ref,
+            watch=lambda: match_state(w, mid),
+            missing_url=f"/v1/referrals/{uuid.uuid4()}/matches/{mid}/{action}",
+        )
+
+    return build
+
+
 def fixed(url: str, body: Any = None, watch: Callable[[World], Watch] | None = None) -> Build:
     async def build(w: World, fresh: bool) -> Target:
         return Target(url=url, json=body, watch=watch(w) if watch else None)
@@ -981,6 +1023,40 @@ MATRIX: list[Row] = [
         deny_all(partner_a=200, partner_b=404, cm_offered=200, cm_other=404),
         referral_at("/consent/withdraw", {}),
         verify_withdrawn,
+        mutates=True,
+    ),
+    # ---- consent over two years, one youth across partners (issue 17)
+    Row(
+        "GET",
+        "/v1/referrals/{referral_id}/consent",
+        deny_all(cm_offered=200, cm_other=404),
+        referral_at("/consent"),
+    ),
+    Row(
+        "POST",
+        "/v1/referrals/{referral_id}/consent",
+        deny_all(cm_offered=201, cm_other=404),
+        referral_at("/consent", renewal, fresh_kind="accepted", shared_kind="engaged"),
+        mutates=True,
+    ),
+    Row(
+        "GET",
+        "/v1/referrals/{referral_id}/matches",
+        deny_all(cm_offered=200, cm_other=404, **REGIONAL),
+        referral_at("/matches"),
+    ),
+    Row(
+        "POST",
+        "/v1/referrals/{referral_id}/matches/{match_id}/link",
+        deny_all(cm_offered=200, cm_other=404, **REGIONAL),
+        match_at("link"),
+        mutates=True,
+    ),
+    Row(
+        "POST",
+        "/v1/referrals/{referral_id}/matches/{match_id}/dismiss",
+        deny_all(cm_offered=200, cm_other=404, **REGIONAL),
+        match_at("dismiss"),
         mutates=True,
     ),
     Row(

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from services.intake.referrals.schemas import IntakeAttributes, ReferralIn
 from services.intake.referrals.validation import FieldError, age_on, check_referral
 from shared.codes import (
+    AGENCY_ORIGINS,
     MAX_AGE,
     MIN_AGE,
     NEED_CODES,
@@ -479,7 +480,9 @@ def test_code_lists_match_the_contract() -> None:
         "safety_planning",
     }
     assert len(NEED_CODES) == 13
-    assert set(REFERRAL_SETTINGS) == {
+    # The contract's partner list, plus the coordinating agency's own origins (issue 17).
+    assert set(AGENCY_ORIGINS) == {"hotline", "walk_in", "self_referral"}
+    assert set(REFERRAL_SETTINGS) - set(AGENCY_ORIGINS) == {
         "emergency_room",
         "hospital",
         "child_welfare",

@@ -30,6 +30,7 @@ _WITHDRAW_CONSENT = load_sql(_PKG, "withdraw_consent")
 _EXPIRED_CONSENTS = load_sql(_PKG, "expired_consents")
 _MARK_CONSENT_EXPIRED = load_sql(_PKG, "mark_consent_expired")
 _RETENTION_DUE = load_sql(_PKG, "retention_due")
+_FORGET_YOUTH = load_sql(_PKG, "forget_youth")
 
 # Past engagement the case continues without identifying data; before it, the referral stops.
 _STOPPABLE = ("received", "assigned", "accepted", "unroutable")
@@ -54,6 +55,8 @@ async def shred(
     # The status-change trigger records this as the reason for `withdrawn` (migration 0005).
     await conn.execute(_SET_TRANSITION_REASON, reason)
     await conn.execute(_SHRED_REFERRAL, rid, status)
+    # The blind indexes and "same youth" matches would still link this youth to later referrals.
+    await conn.execute(_FORGET_YOUTH, rid)
     # An internal event (ids only): routing cancels a live offer and frees the capacity (it owns
     # assignments); notify tells the case manager in-app and sends nothing outward about the youth.
     await enqueue(conn, ReferralWithdrawn(referral_id=str(rid), reason=reason, status=status))

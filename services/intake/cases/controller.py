@@ -8,7 +8,7 @@ import asyncpg
 from litestar import Controller, Request, get, post
 from litestar.params import Parameter
 
-from services.intake.cases import assignments, consent, pii, service
+from services.intake.cases import assignments, consent, pii, renewal, service
 from services.intake.cases.schemas import (
     AssignmentPage,
     AssignmentView,
@@ -27,9 +27,15 @@ from services.intake.cases.schemas import (
     WithdrawIn,
 )
 from services.intake.core.auth import Caller, require_role, require_staff
-from services.intake.referrals.schemas import ReferralView
+from services.intake.referrals.schemas import Consent, ReferralView
 
-__all__ = ["ROUTES", "AssignmentController", "CaseController", "ConsentController"]
+__all__ = [
+    "ROUTES",
+    "AssignmentController",
+    "CaseController",
+    "ConsentController",
+    "ConsentRenewalController",
+]
 
 _PARTNER_OR_CM = ("partner", "case_manager")
 
@@ -200,4 +206,26 @@ class ConsentController(Controller):
         return await pii.break_glass(conn, caller, request.app.state.pii_keys, referral_id, data.reason)
 
 
-ROUTES: list[Any] = [AssignmentController, CaseController, ConsentController]
+class ConsentRenewalController(Controller):
+    """Consent over two years (issue 17): its state with the days left, and renewals by the case manager."""
+
+    path = "/v1/referrals"
+    tags = ["cases"]
+    guards = [require_staff("case_manager")]
+
+    @get("/{referral_id:str}/consent", summary="The consent in force and the days it has left")
+    async def read(self, caller: Caller, conn: asyncpg.Connection, referral_id: str) -> renewal.ConsentView:
+        return await renewal.read_consent(conn, caller, referral_id)
+
+    @post(
+        "/{referral_id:str}/consent",
+        status_code=201,
+        summary="Renew the youth's consent (the case goes on; only an unrenewed expiry shreds)",
+    )
+    async def renew(
+        self, caller: Caller, conn: asyncpg.Connection, referral_id: str, data: Consent
+    ) -> renewal.ConsentView:
+        return await renewal.renew(conn, caller, referral_id, data)
+
+
+ROUTES: list[Any] = [AssignmentController, CaseController, ConsentController, ConsentRenewalController]

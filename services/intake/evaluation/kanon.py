@@ -37,6 +37,10 @@ SETTING_GROUPS = {
     "school": "community_or_school",
     "refugee_services": "community_or_school",
     "other": "community_or_school",
+    # The coordinating agency's own intake (issue 17).
+    "hotline": "agency_intake",
+    "walk_in": "agency_intake",
+    "self_referral": "agency_intake",
 }
 _WIDE_AGE = {"10-13": "10-15", "14-15": "10-15", "16-17": "16-17", "18-20": "18-24", "21-24": "18-24"}
 

@@ -50,7 +50,8 @@ class PartnerView(msgspec.Struct):
 
 # --------------------------------------------------------------------------- webhooks
 
-WebhookEvent = Literal["referral.status_changed"]
+# task.updated: FHIR partners' Task status changes (issue 17, docs/fhir.md).
+WebhookEvent = Literal["referral.status_changed", "task.updated"]
 
 
 class WebhookIn(Input):

@@ -8,15 +8,16 @@ import asyncpg
 from litestar import Controller, Request, Response, get, post
 from litestar.params import Parameter
 
-from services.intake.core.auth import Caller, any_caller, require_partner
+from services.intake.core.auth import Caller, any_caller, require_role, require_staff
 from services.intake.core.dependencies import CallerDb
 from services.intake.core.middleware import request_id
 from services.intake.core.problems import Problem
-from services.intake.referrals import service
+from services.intake.referrals import matches, service
+from services.intake.referrals.agency import agency_caller
 from services.intake.referrals.schemas import ReferralIn, ReferralPage, ReferralView
 from shared.youthkey import youth_key_secret
 
-__all__ = ["ReferralController"]
+__all__ = ["ReferralController", "YouthMatchController"]
 
 
 class ReferralController(Controller):
@@ -25,10 +26,11 @@ class ReferralController(Controller):
 
     @post(
         "/",
-        guards=[require_partner()],
+        guards=[require_role("partner", "intake_staff", detail="Partners submit referrals.")],
         status_code=201,
         summary="Submit a referral",
-        description="Partners submit a referral. `Idempotency-Key` makes retries safe.",
+        description="Partners submit a referral. `Idempotency-Key` makes retries safe. The coordinating"
+        " agency's intake staff submit its own (hotline, walk-in, self-referral) the same way.",
     )
     async def create(
         self,
@@ -45,6 +47,10 @@ class ReferralController(Controller):
                 errors=[{"field": "Idempotency-Key", "message": "length must be 1-255"}],
             )
         state = request.app.state
+        if caller.role == "intake_staff":
+            # The agency's own intake acts as the agency's partner row (services/intake/referrals/agency.py).
+            caller = await agency_caller(state.pool, caller)
+            db = CallerDb(state.pool, caller.identity)
         done = await service.submit(
             db,
             caller,
@@ -76,3 +82,29 @@ class ReferralController(Controller):
         cursor: str | None = None,
     ) -> ReferralPage:
         return await service.list_referrals(conn, caller, status, limit, cursor)
+
+
+class YouthMatchController(Controller):
+    """One youth across partners (issue 17): staff see a referral's probable matches, link or dismiss them."""
+
+    path = "/v1/referrals"
+    tags = ["referrals"]
+    guards = [require_staff("case_manager", "supervisor", "admin")]
+
+    @get("/{referral_id:str}/matches", summary="Referrals probably of the same youth (staff only)")
+    async def list_(
+        self, caller: Caller, conn: asyncpg.Connection, referral_id: str
+    ) -> list[matches.MatchView]:
+        return await matches.list_matches(conn, caller, referral_id)
+
+    @post("/{referral_id:str}/matches/{match_id:str}/link", status_code=200, summary="The same youth: link")
+    async def link(
+        self, caller: Caller, conn: asyncpg.Connection, referral_id: str, match_id: str
+    ) -> matches.MatchView:
+        return await matches.decide(conn, caller, referral_id, match_id, "linked")
+
+    @post("/{referral_id:str}/matches/{match_id:str}/dismiss", status_code=200, summary="Not the same youth")
+    async def dismiss(
+        self, caller: Caller, conn: asyncpg.Connection, referral_id: str, match_id: str
+    ) -> matches.MatchView:
+        return await matches.decide(conn, caller, referral_id, match_id, "dismissed")

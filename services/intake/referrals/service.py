@@ -16,8 +16,10 @@ from msgspec import Meta
 from services.intake.core.auth import Caller
 from services.intake.core.dependencies import CallerDb
 from services.intake.core.problems import Problem
+from services.intake.referrals.matches import record_matches
+from services.intake.referrals.matching import blind_tokens
 from services.intake.referrals.schemas import ReferralIn, ReferralPage, ReferralView
-from services.intake.referrals.validation import age_on, check_referral
+from services.intake.referrals.validation import age_on, check_origin, check_referral
 from shared.casework import local_date
 from shared.codes import REFERRAL_STATUSES
 from shared.crypto import KeyRing
@@ -98,6 +100,8 @@ async def submit(
     now = datetime.now(UTC)
     today = local_date(now)
     errors = check_referral(data, now, today)
+    # The coordinating agency's own origins (hotline, walk-in, self-referral) are its intake staff's alone.
+    errors.extend(check_origin(data, agency=caller.role == "intake_staff"))
     if errors:
         raise Problem(
             422,
@@ -111,6 +115,15 @@ async def submit(
     sealed = keyring.seal(pii, referral_id.encode())
     # Lets routing prefer a case manager who served this youth before, without reading PII.
     key = youth_key(youth_secret, data.youth.first_name, data.youth.last_name, data.youth.date_of_birth)
+    # Blind indexes for "possibly the same youth" across partners (issue 17), from the plaintext at hand.
+    tokens = blind_tokens(
+        youth_secret,
+        data.youth.first_name,
+        data.youth.last_name,
+        data.youth.date_of_birth,
+        data.youth.phone,
+        key,
+    )
     event = ReferralReceived(
         referral_id=referral_id, partner_id=caller.partner_id, urgency=data.urgency, trace_id=trace_id
     )
@@ -156,6 +169,9 @@ async def submit(
             mark_outbox_written()  # the statement above wrote referral.received into the outbox
             if data.youth.do_not_contact is True:
                 await conn.execute(_MARK_DO_NOT_CONTACT, referral_id)
+            # A separate statement (batches as one per referral): the youth's blind indexes and any
+            # probable match with an earlier referral, before routing can read this one.
+            await record_matches(conn, referral_id, tokens)
     except asyncpg.UniqueViolationError:
         # A concurrent request with the same Idempotency-Key won the race.
         if idempotency_key is not None:

@@ -6,10 +6,10 @@ from datetime import UTC, date, datetime
 
 import msgspec
 
-from services.intake.referrals.schemas import ReferralIn
-from shared.codes import CONSENT_REQUIRED_SCOPE, MAX_AGE, MIN_AGE
+from services.intake.referrals.schemas import Consent, ReferralIn
+from shared.codes import AGENCY_ORIGINS, CONSENT_REQUIRED_SCOPE, MAX_AGE, MIN_AGE
 
-__all__ = ["FieldError", "age_on", "check_referral"]
+__all__ = ["FieldError", "age_on", "check_consent", "check_origin", "check_referral"]
 
 
 class FieldError(msgspec.Struct, frozen=True):
@@ -80,3 +80,24 @@ def _utc_representable(value: datetime) -> bool:
     except OverflowError:
         return False
     return True
+
+
+def check_origin(ref: ReferralIn, *, agency: bool) -> list[FieldError]:
+    """The agency's own origins (hotline, walk-in, self-referral) are for its intake staff, who must give
+    one of them; a partner's referral names a setting from the contract's list."""
+    setting = ref.intake.referral_setting if ref.intake is not None else None
+    field = "intake.referral_setting"
+    if agency and setting not in AGENCY_ORIGINS:
+        return [FieldError(field, f"the agency's own intake must be one of {', '.join(AGENCY_ORIGINS)}")]
+    if not agency and setting in AGENCY_ORIGINS:
+        return [FieldError(field, f"{setting!r} is reserved for the coordinating agency's own intake")]
+    return []
+
+
+def check_consent(consent: Consent, now: datetime) -> list[FieldError]:
+    """A consent body on its own (a renewal): the same rules as a referral's, fields named without the
+    ``consent.`` prefix."""
+    errors = _consent_times(consent.obtained_at, consent.expires_at, now)
+    if CONSENT_REQUIRED_SCOPE not in consent.scope:
+        errors.append(FieldError("consent.scope", f"consent scope must include {CONSENT_REQUIRED_SCOPE!r}"))
+    return [FieldError(e.field.removeprefix("consent."), e.message) for e in errors]

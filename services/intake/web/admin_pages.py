@@ -19,7 +19,7 @@ from services.intake.partners.schemas import KeyRotateIn
 from services.intake.referrals.service import read_referral
 from services.intake.staff import service as staff
 from services.intake.staff.schemas import CaseManagerIn, CaseManagerPatch
-from services.intake.web import charts, forms
+from services.intake.web import case_extras, charts, forms
 from services.intake.web import service as web
 from services.intake.web.dashboard import dashboard_charts
 from services.intake.web.forms import refused_body
@@ -76,7 +76,15 @@ async def queue_item(
         else []
     )
     ctx = await page_context(
-        request, caller, conn, referral=referral, explanation=explanation, case_managers=case_managers
+        request,
+        caller,
+        conn,
+        referral=referral,
+        explanation=explanation,
+        case_managers=case_managers,
+        # Issue 17: referrals probably of the same youth (link or dismiss).
+        matches=await case_extras.matches_panel(conn, caller, rid),
+        match_referral=rid,
     )
     return page(request, "queue_item.html", ctx)
 

@@ -17,7 +17,7 @@ from services.intake.core.dependencies import CallerDb
 from services.intake.core.problems import Problem
 from services.intake.notifications import service as notifications
 from services.intake.referrals.service import read_referral
-from services.intake.web import forms
+from services.intake.web import case_extras, forms
 from services.intake.web import service as web
 from services.intake.web.forms import refused_body
 from services.intake.web.render import (
@@ -122,6 +122,10 @@ async def case_page(
         sources=OUTCOME_SOURCES,
         measures=MEASURE_VALUES,
         close_reasons=CLOSE_REASONS,
+        # Issue 17: the consent's days left and renewal; referrals probably of the same youth.
+        consent=await case_extras.consent_panel(conn, caller, rid),
+        matches=await case_extras.matches_panel(conn, caller, rid),
+        match_referral=rid,
     )
     return page(request, "case.html", ctx)
 

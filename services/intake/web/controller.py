@@ -17,12 +17,12 @@ from litestar.params import Parameter
 from litestar.response import Redirect, ServerSentEvent, Template
 
 from services.intake.core.auth import Caller, require_staff, token_role
-from services.intake.core.dependencies import CallerDb, provide_staff
+from services.intake.core.dependencies import CallerDb, provide_caller, provide_staff
 from services.intake.core.problems import Problem
 from services.intake.notifications.stream import event_stream, parse_cursor
 from services.intake.staff import service as staff
 from services.intake.staff.schemas import TokenRequest
-from services.intake.web import admin_pages, case_pages, forms
+from services.intake.web import admin_pages, case_extras, case_pages, forms, partner_pages
 from services.intake.web.i18n import LANGS
 from services.intake.web.render import (
     HOME,
@@ -48,7 +48,7 @@ from services.intake.web.session import (
 __all__ = ["web_router"]
 
 
-@get("/", include_in_schema=False)
+@get("/", include_in_schema=False, dependencies={"caller": Provide(provide_caller)})
 async def home(caller: Caller) -> Redirect:
     return redirect(HOME.get(caller.role, "/app/login"))
 
@@ -167,6 +167,9 @@ def web_router() -> Router:
             events,
             *case_pages.ROUTES,
             *admin_pages.ROUTES,
+            # Partners' and the agency's intake pages bring their own caller (issue 17).
+            *partner_pages.ROUTES,
+            *case_extras.ROUTES,
         ],
         # Pages are for staff: the caller every page gets is signed in as staff (else 403).
         dependencies={"caller": Provide(provide_staff)},

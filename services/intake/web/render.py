@@ -68,6 +68,10 @@ HOME = {
     "supervisor": "/app/queue",
     "admin": "/app/dashboard",
     "evaluator": "/app/map",
+    # Issue 17: partners (a partner user, or a key) and the agency's intake staff.
+    "partner": "/app/partner/referrals",
+    "partner_user": "/app/partner/referrals",
+    "intake_staff": "/app/referrals/new",
 }
 NAV = {
     "case_manager": (("/app/inbox", "nav.inbox"),),

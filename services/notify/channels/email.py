@@ -43,6 +43,12 @@ _TEMPLATES: dict[str, tuple[str, str, str]] = {
         "An outcome follow-up for one of your cases is due.",
         "/app/cases/",
     ),
+    "consent_expiring": (
+        "A youth's consent expires soon in refnet",
+        "The consent for one of your cases expires soon. Renew it in refnet, or the young person's"
+        " details will be destroyed when it expires.",
+        "/app/cases/",
+    ),
     "webhook_disabled": (
         "Your refnet webhook endpoint was disabled",
         "refnet stopped sending to one of your webhook endpoints after it kept failing.",
@@ -99,6 +105,12 @@ def render(
             lines.append(f"Due on {due_on}.")
         # The youth may have asked not to be contacted; the email does not say, refnet does.
         lines.append("Check the case's contact preference in refnet before reaching out to the young person.")
+        referral_id = _uuid(payload.get("referral_id"))
+        path = f"{path}{referral_id}" if referral_id else "/app/inbox"
+    if kind == "consent_expiring":
+        expires = _deadline(payload.get("expires_at"))
+        if expires:
+            lines.append(f"It expires {expires}.")
         referral_id = _uuid(payload.get("referral_id"))
         path = f"{path}{referral_id}" if referral_id else "/app/inbox"
     if kind == "webhook_disabled":

@@ -3,7 +3,9 @@
 --   multi       the few who serve several regions, this one among them, with a specialism that fits ($6),
 --               eligible (the hard filters as in walk.sql: $7 language, $8 excluding specialisms,
 --               $9 excluded ids, $10 need mask, $11 needs to cover at least);
---   continuity  case managers who accepted an earlier referral of the same youth (pseudonymous key $3);
+--   continuity  case managers who accepted an earlier referral of the same youth (pseudonymous key $3),
+--               or a referral staff linked to this one or intake found probably the same youth
+--               (youth_matches, not dismissed);
 --   member      when $5 > 0, up to $5 of the region's case managers, eligible or not, to name them all.
 -- $1 region, $4 the referral.
 SELECT 'top' AS source, staff_id, regions, needs, languages, specialisms, capacity, active_count, status
@@ -22,7 +24,14 @@ FROM case_managers
 WHERE staff_id IN (SELECT a.case_manager_id FROM referrals r JOIN assignments a ON a.referral_id = r.id
                    WHERE r.youth_key = $3::bytea AND r.id <> $4::uuid AND a.state = 'accepted'
                      -- A youth whose PII was destroyed (consent withdrawn, retention) is not linked.
-                     AND r.pii_shredded_at IS NULL)
+                     AND r.pii_shredded_at IS NULL
+                   UNION
+                   SELECT a.case_manager_id FROM youth_matches m
+                   JOIN referrals r
+                     ON r.id = CASE WHEN m.referral_id = $4::uuid THEN m.other_referral_id ELSE m.referral_id END
+                   JOIN assignments a ON a.referral_id = r.id
+                   WHERE (m.referral_id = $4::uuid OR m.other_referral_id = $4::uuid) AND m.status <> 'dismissed'
+                     AND a.state = 'accepted' AND r.pii_shredded_at IS NULL)
 UNION ALL
 (SELECT 'member', staff_id, regions, needs, languages, specialisms, capacity, active_count, status
  FROM case_managers

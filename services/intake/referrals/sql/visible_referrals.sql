@@ -6,7 +6,7 @@ SELECT r.id, r.status, r.region, r.needs, r.urgency, r.received_at, r.updated_at
 FROM referrals r
 WHERE ($1::uuid IS NULL OR r.id = $1)
   AND (
-        ($2 = 'partner' AND r.partner_id = $3::uuid)
+        ($2 IN ('partner', 'intake_staff') AND r.partner_id = $3::uuid)
      OR ($2 = 'case_manager' AND EXISTS (
             SELECT 1 FROM assignments a
             WHERE a.referral_id = r.id AND a.case_manager_id = $4::uuid AND a.state IN ('offered', 'accepted')))
