@@ -53,3 +53,9 @@ ASSIGNMENT_STATES: tuple[str, ...] = get_args(AssignmentState)
 MIN_AGE = 10
 MAX_AGE = 24
 CONSENT_REQUIRED_SCOPE = "case_management"
+# The closed list of consent scopes (contract v1.1): case work (required); appearing in evaluation outputs
+# (reports, exports) at all; the referring partner being told more than received/withdrawn (its status
+# view and status webhooks). Any other value is refused (422).
+CONSENT_SCOPES: tuple[str, ...] = ("case_management", "evaluation", "share_status_with_referrer")
+EVALUATION_SCOPE = "evaluation"
+SHARE_STATUS_SCOPE = "share_status_with_referrer"
