@@ -6,26 +6,18 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 import asyncpg
-import msgspec
 from litestar import Controller, Response, get
 from litestar.openapi.datastructures import ResponseSpec
 
 from services.intake.core.auth import Caller, require_staff
 from services.intake.evaluation import service
-from services.intake.evaluation.report import ExportRow, Report, export_csv
+from services.intake.evaluation.report import Report, export_csv
+from services.intake.evaluation.service import ExportDocument
 
 __all__ = ["EvaluationController"]
 
 # Exports are never cached anywhere on the way (browsers, proxies).
 _NO_STORE = {"Cache-Control": "no-store"}
-
-
-class ExportDocument(msgspec.Struct, kw_only=True):
-    generated_at: datetime
-    # Pseudonyms are HMACs under a salt made for this export alone: they link rows of one youth within
-    # this export and nothing across exports.
-    pseudonyms: str = "per-export"
-    rows: list[ExportRow]
 
 
 class EvaluationController(Controller):

@@ -22,7 +22,7 @@ from services.intake.core.problems import Problem
 from services.intake.notifications.stream import event_stream, parse_cursor
 from services.intake.staff import service as staff
 from services.intake.staff.schemas import TokenRequest
-from services.intake.web import admin_pages, case_pages, forms
+from services.intake.web import admin_pages, case_pages, evaluation_pages, forms
 from services.intake.web.i18n import LANGS
 from services.intake.web.render import (
     HOME,
@@ -167,6 +167,7 @@ def web_router() -> Router:
             events,
             *case_pages.ROUTES,
             *admin_pages.ROUTES,
+            *evaluation_pages.ROUTES,
         ],
         # Pages are for staff: the caller every page gets is signed in as staff (else 403).
         dependencies={"caller": Provide(provide_staff)},

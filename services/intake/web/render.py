@@ -67,7 +67,7 @@ HOME = {
     "case_manager": "/app/inbox",
     "supervisor": "/app/queue",
     "admin": "/app/dashboard",
-    "evaluator": "/app/map",
+    "evaluator": "/app/evaluation",
 }
 NAV = {
     "case_manager": (("/app/inbox", "nav.inbox"),),
@@ -78,8 +78,9 @@ NAV = {
         ("/app/roster", "nav.roster"),
         ("/app/partners", "nav.partners"),
         ("/app/map", "nav.map"),
+        ("/app/evaluation", "nav.evaluation"),
     ),
-    "evaluator": (("/app/map", "nav.map"),),
+    "evaluator": (("/app/evaluation", "nav.evaluation"), ("/app/map", "nav.map")),
 }
 _FLASH = re.compile(r"^[a-z_]+\.[a-z_]+$")
 
