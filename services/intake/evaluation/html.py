@@ -25,13 +25,16 @@ __all__ = ["render_body", "render_html"]
 
 @cache
 def _environment() -> jinja2.Environment:
-    return jinja2.Environment(
+    env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(Path(__file__).parent),
         autoescape=True,
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
     )
+    # A curve worth drawing has a point after day 0 (else the suppression stopped it there).
+    env.tests["longer_than_one"] = lambda days: len(days) > 1
+    return env
 
 
 def _pct(value: float | None) -> str:

@@ -260,6 +260,7 @@ _TEXT: dict[str, dict[str, str]] = {
         "kinds": "How many kinds of help",
         "by_count": "Recidivism by how many kinds of help were received",
         "contact_quartiles": "Days to first contact: quartiles",
+        "curve_too_small": "Too few youth to draw this curve beyond day 0 without revealing small numbers; its table follows.",
         "curve_note": "The curve stops where the numbers at risk or the events would be too small to publish.",
         # findings
         "f_baseline": "Of the {n} youth seen at a follow-up after intake, {pct} were re-arrested or returned to exploitation at some point (95% CI {lo} to {hi}).",
@@ -344,6 +345,7 @@ _TEXT: dict[str, dict[str, str]] = {
         "kinds": "Cuántos tipos de ayuda",
         "by_count": "Reincidencia según cuántos tipos de ayuda se recibieron",
         "contact_quartiles": "Días hasta el primer contacto: cuartiles",
+        "curve_too_small": "Demasiados pocos jóvenes para dibujar esta curva más allá del día 0 sin revelar cifras pequeñas; su tabla sigue.",
         "curve_note": "La curva se detiene donde las cifras en riesgo o los eventos serían demasiado pequeños para publicarse.",
         "f_baseline": "De los {n} jóvenes vistos en un seguimiento tras la admisión, {pct} volvieron a ser arrestados o explotados en algún momento (IC 95% {lo} a {hi}).",
         "f_harmful_term": "{term}: {ratio} veces el riesgo de un primer nuevo arresto o reexplotación, tras el ajuste (IC 95% {lo} a {hi}).",
