@@ -56,8 +56,9 @@ class EvaluationController(Controller):
 
     @get(
         "/report",
-        summary="Aggregates with small-cell suppression: referrals by source and region, time to first"
-        " contact, recidivism by intervention combination with Wilson 95% intervals (audited)",
+        summary="The evaluation report, suppressed as one release (no count from 1 to 10): outcomes by every"
+        " collected variable (by_variable), Kaplan-Meier survival, adjusted hazard ratios with a power note,"
+        " and the earlier tables; youth whose consent covers `evaluation` only (audited)",
     )
     async def report(self, caller: Caller, conn: asyncpg.Connection) -> Response[Report]:
         return Response(content=await service.report(conn, caller), headers=_NO_STORE)
