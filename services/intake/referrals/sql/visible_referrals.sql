@@ -20,7 +20,9 @@ CROSS JOIN LATERAL (
            CASE WHEN s.shared THEN r.status
                 WHEN r.status = 'withdrawn' OR NOT refnet_consent_covers(r.id, 'case_management') THEN 'withdrawn'
                 ELSE 'received' END AS status
-    FROM (SELECT $2 <> 'partner' OR r.status = 'received' OR refnet_consent_covers(r.id, $10) AS shared) s
+    -- Staff see the case as it is; anyone else (a partner, or a partner's user) only as consent allows.
+    FROM (SELECT $2 IN ('case_manager', 'supervisor', 'admin') OR r.status = 'received'
+                 OR refnet_consent_covers(r.id, $10) AS shared) s
 ) v
 WHERE ($1::uuid IS NULL OR r.id = $1)
   AND (
