@@ -72,7 +72,7 @@ async def _take(env: dict[str, Any], rid: str) -> str:
         return (str(row["id"]), row["email"]) if row else None
 
     aid, email = await wait_for(offered, timeout=20)
-    token = env["tokens"][email]
+    token: str = env["tokens"][email]
     client: httpx.AsyncClient = env["client"]
     assert (await client.post(f"/v1/assignments/{aid}/accept", headers=_auth(token))).status_code == 200
     r = await client.post(f"/v1/referrals/{rid}/contact", json={}, headers=_auth(token))

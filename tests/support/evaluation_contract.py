@@ -40,7 +40,7 @@ def _number(value: Any) -> bool:
 
 
 def _curve_problems(where: str, curve: Any) -> list[str]:
-    if not isinstance(curve, dict) or not CURVE_KEYS <= set(curve):
+    if not isinstance(curve, dict) or not set(curve) >= CURVE_KEYS:
         return [
             f"{where}: a curve needs {sorted(CURVE_KEYS)}, got {sorted(curve) if isinstance(curve, dict) else curve!r}"
         ]

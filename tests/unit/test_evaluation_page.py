@@ -4,7 +4,6 @@ simulated pilot, every word of the page in Spanish, and a page body the web app'
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -87,7 +86,7 @@ def test_every_sentence_key_is_in_both_languages() -> None:
 
 
 @pytest.fixture
-def labelled(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[tuple[str, str]]]:
+def labelled(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
     """Every code the page asks a label for, with the language asked."""
     seen: list[tuple[str, str]] = []
     original = texts.label
@@ -98,7 +97,7 @@ def labelled(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[tuple[str, str]]]
 
     monkeypatch.setattr(html, "label", spy)
     monkeypatch.setattr(findings, "label", spy)
-    yield seen
+    return seen
 
 
 def test_every_label_on_the_page_is_spanish(large: Report, labelled: list[tuple[str, str]]) -> None:
