@@ -52,7 +52,7 @@ def _body(rng: random.Random, now: datetime) -> dict[str, Any]:
             "obtained_at": (now - timedelta(days=rng.randint(1, 30))).isoformat(),
             "expires_at": (now + timedelta(days=365)).isoformat(),
             "method": rng.choice(("written", "electronic", "verbal")),
-            "scope": ["case_management"],
+            "scope": ["case_management", "evaluation", "share_status_with_referrer"],
         },
         "intake": {
             "referral_setting": rng.choice(REFERRAL_SETTINGS),

@@ -144,7 +144,7 @@ def referral_body(rng: random.Random, now: datetime) -> bytes:
             "obtained_at": (now - timedelta(days=rng.randint(1, 30))).isoformat(),
             "expires_at": (now + timedelta(days=365)).isoformat(),
             "method": "written",
-            "scope": ["case_management"],
+            "scope": ["case_management", "evaluation", "share_status_with_referrer"],
         },
     }
     return json.dumps(body).encode()

@@ -78,3 +78,10 @@ FHIR_TASK_STATUS: dict[str, str] = {
 
 # Days before a consent expires that the case manager is warned (once each, per expiry date).
 CONSENT_REMINDER_DAYS: tuple[int, ...] = (30, 7)
+
+# The closed list of consent scopes (contract v1.1): case work (required); appearing in evaluation outputs
+# (reports, exports) at all; the referring partner being told more than received/withdrawn (its status
+# view and status webhooks). Any other value is refused (422).
+CONSENT_SCOPES: tuple[str, ...] = ("case_management", "evaluation", "share_status_with_referrer")
+EVALUATION_SCOPE = "evaluation"
+SHARE_STATUS_SCOPE = "share_status_with_referrer"

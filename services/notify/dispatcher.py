@@ -23,6 +23,7 @@ from services.notify.retry import AttemptResult, Verdict, decide, parse_schedule
 from services.notify.store import WAKE_CHANNEL, disable_endpoint
 from services.notify.suppression import Suppressed, suppression
 from shared import metrics
+from shared.codes import SHARE_STATUS_SCOPE
 from shared.config import Settings
 from shared.crypto import KeyRing, load_keyring
 from shared.db import load_sql, retrying, transaction
@@ -161,7 +162,9 @@ class Dispatcher:
 
     async def _claim(self, limit: int) -> list[asyncpg.Record]:
         async with transaction(self._pool) as conn:
-            rows = await conn.fetch(load_sql(_SQL, "claim_deliveries"), limit, self._lease_s)
+            rows = await conn.fetch(
+                load_sql(_SQL, "claim_deliveries"), limit, self._lease_s, SHARE_STATUS_SCOPE
+            )
         for row in rows:
             task = asyncio.create_task(self._deliver(row))
             self._inflight.add(task)
@@ -187,6 +190,7 @@ class Dispatcher:
                 assignment_state=row["assignment_state"],
                 endpoint_state=row["endpoint_state"],
                 followup_recorded=row["followup_recorded"],
+                status_shared=row["status_shared"],
             )
             if sup is not None:
                 await retrying(lambda: self._suppress(row, sup))

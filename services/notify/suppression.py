@@ -26,6 +26,7 @@ def suppression(
     assignment_state: str | None,
     endpoint_state: str | None,
     followup_recorded: bool = False,
+    status_shared: bool | None = None,
 ) -> Suppressed | None:
     """Why this delivery must not go out now, or None to send it.
 
@@ -35,6 +36,9 @@ def suppression(
     if referral_status == "withdrawn":
         # Consent withdrawn: nothing more about this youth leaves the platform, ever.
         return Suppressed("cancelled", "referral_withdrawn")
+    if kind == "referral.status_changed" and status_shared is False:
+        # The youth's consent does not (or no longer) let the referrer be told (share_status_with_referrer).
+        return Suppressed("cancelled", "status_not_shared")
     if channel == "webhook":
         if endpoint_state == "deleted" or endpoint_state is None:
             return Suppressed("cancelled", "endpoint_deleted")

@@ -17,7 +17,7 @@ from services.notify.store import (
 )
 from shared.bus import CONSUMERS, ConsumerSpec, Handler, Poison, claim_event
 from shared.casework import local_date
-from shared.codes import FHIR_TASK_STATUS
+from shared.codes import FHIR_TASK_STATUS, SHARE_STATUS_SCOPE
 from shared.config import Settings
 from shared.db import load_sql, retrying, transaction
 from shared.events import (
@@ -97,9 +97,8 @@ class _Fanout:
         await add_deliveries(self.conn, self.outbound)
 
 
-async def _referral_status(conn: asyncpg.Connection, referral_id: str) -> str | None:
-    status = await conn.fetchval(load_sql(_SQL, "referral_status"), referral_id)
-    return None if status is None else str(status)
+async def _status_shared(conn: asyncpg.Connection, referral_id: str) -> bool:
+    return bool(await conn.fetchval(load_sql(_SQL, "status_shared"), referral_id, SHARE_STATUS_SCOPE))
 
 
 async def fan_out(conn: asyncpg.Connection, event: AnyEvent, settings: Settings) -> _Fanout:
@@ -180,9 +179,11 @@ async def fan_out(conn: asyncpg.Connection, event: AnyEvent, settings: Settings)
         # The email says only that the queue has work: not the reason, not the region.
         await out.email_staff(supervisors, "unroutable", {}, referral_id=event.referral_id)
     elif isinstance(event, ReferralStatusChanged):
-        # Closed loop for the referring partner (the one event in store.WEBHOOK_EVENTS today).
-        # Nothing leaves once consent is withdrawn.
-        if event.status != "withdrawn" and await _referral_status(conn, event.referral_id) != "withdrawn":
+        # Closed loop for the referring partner (the one event in store.WEBHOOK_EVENTS today), only
+        # while the youth's consent lets the referrer be told (share_status_with_referrer, re-read
+        # here). Nothing leaves once consent is withdrawn.
+        if event.status != "withdrawn" and await _status_shared(conn, event.referral_id):
+            # FHIR partners hear of it as a Task change, under the same consent.
             await _task_updated(conn, event, out)
             endpoints = await conn.fetch(
                 load_sql(_SQL, "subscribed_endpoints"), event.partner_id, "referral.status_changed"

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -41,6 +40,7 @@ from hypothesis.errors import Unsatisfiable
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import response_schema_conformance
 
+from shared.codes import CONSENT_SCOPES
 from tests.conftest import SEEDED_TEMPLATE, clone_database
 from tests.support.platform import Platform, referral_body, running_platform
 
@@ -274,9 +274,8 @@ def _fix_referral(f: Fuzz, body: dict[str, Any]) -> None:
     if isinstance(consent, dict):
         consent["obtained_at"] = (now - timedelta(days=1)).isoformat()
         consent["expires_at"] = (now + timedelta(days=365)).isoformat()
-        scope = [
-            s for s in consent.get("scope") or [] if isinstance(s, str) and re.fullmatch("[a-z_]{1,64}", s)
-        ]
+        # Scopes are a closed list (contract v1.1): keep the known ones the fuzzer happened to pick.
+        scope = [s for s in consent.get("scope") or [] if s in CONSENT_SCOPES]
         consent["scope"] = list(dict.fromkeys(["case_management", *scope]))[:20]
     if isinstance(body.get("needs"), list):
         body["needs"] = list(dict.fromkeys(body["needs"])) or ["housing"]

@@ -41,8 +41,13 @@ async def _as(
 
 
 async def _referral(
-    admin: asyncpg.Connection, partner: str, status: str = "received", region: str = "south_la"
+    admin: asyncpg.Connection,
+    partner: str,
+    status: str = "received",
+    region: str = "south_la",
+    scope: tuple[str, ...] | None = ("case_management", "evaluation"),
 ) -> str:
+    """A referral written as the operator, with a consent of ``scope`` (None: no consent row)."""
     rid = str(uuid.uuid4())
     await admin.execute(
         "INSERT INTO referrals (id, partner_id, status, region, needs, language, urgency, age_years, intake,"
@@ -55,6 +60,14 @@ async def _referral(
         "other" if status == "closed" else None,
         "no_eligible_case_manager" if status == "unroutable" else None,
     )
+    if scope is not None:
+        await admin.execute(
+            "INSERT INTO consents (referral_id, partner_id, method, scope, obtained_at, expires_at)"
+            " VALUES ($1, $2, 'written', $3, now() - interval '1 day', now() + interval '1 year')",
+            rid,
+            partner,
+            list(scope),
+        )
     return rid
 
 
@@ -134,9 +147,13 @@ async def test_history_cannot_be_written_by_the_service_role(world: dict[str, An
                 await app.execute(sql)
 
 
-async def _case(world: dict[str, Any], cm: dict[str, Any], state: str = "accepted") -> str:
+async def _case(
+    world: dict[str, Any], cm: dict[str, Any], state: str = "accepted", scope: tuple[str, ...] | None = None
+) -> str:
     admin = world["admin"]
-    rid = await _referral(admin, world["partner"], "engaged" if state == "accepted" else "assigned")
+    rid = await _referral(
+        admin, world["partner"], "engaged" if state == "accepted" else "assigned", scope=scope
+    )
     await admin.execute(
         "INSERT INTO assignments (id, referral_id, case_manager_id, state, respond_by)"
         " VALUES ($1, $2, $3, $4, now() + interval '1 hour')",
@@ -217,7 +234,7 @@ async def test_case_tables_rls(world: dict[str, Any]) -> None:
 
 
 async def test_evaluator_reads_the_cohort_through_rls(world: dict[str, Any]) -> None:
-    mine = await _case(world, world["cm"])
+    mine = await _case(world, world["cm"], scope=("case_management", "evaluation"))
     await _add_records(world["admin"], mine, world["cm"]["id"])
     await world["admin"].execute(
         "UPDATE referrals SET engaged_at = received_at + interval '2 days' WHERE id = $1", mine
@@ -284,3 +301,61 @@ async def test_exports_never_carry_the_youth_key(world: dict[str, Any]) -> None:
         assert len({r.pid for r in rows}) == len(rows)
     finally:
         await pool.close()
+
+
+async def test_the_cohort_holds_only_youth_whose_consent_covers_evaluation(world: dict[str, Any]) -> None:
+    """Consent scope `evaluation` (contract v1.1): a youth who did not give it is in no report or export;
+    one who withdrew it (or let it expire unrenewed) is in none made afterwards; the evaluator, who never
+    reads the consents table, is filtered all the same."""
+    admin, partner = world["admin"], world["partner"]
+    given = await _referral(admin, partner, "engaged", scope=("case_management", "evaluation"))
+    everything = await _referral(
+        admin, partner, "engaged", scope=("case_management", "evaluation", "share_status_with_referrer")
+    )
+    not_given = await _referral(admin, partner, "engaged", scope=("case_management",))
+    withdrawn = await _referral(admin, partner, "engaged", scope=("case_management", "evaluation"))
+    expired = await _referral(admin, partner, "engaged", scope=("case_management", "evaluation"))
+    no_consent_row = await _referral(admin, partner, "engaged", scope=None)
+    for rid in (given, not_given, withdrawn):
+        await _add_records(admin, rid, world["cm"]["id"])
+    pool = await create_pool(service_dsn(world["dsn"]), max_size=1)
+    evaluator = Identity(role="evaluator", actor_id=str(uuid.uuid4()))
+
+    async def cohort(identity: Identity) -> set[str]:
+        async with transaction(pool, identity) as conn:
+            return {r.referral_id for r in await load_cohort(conn)}
+
+    try:
+        assert await cohort(evaluator) == {given, everything, withdrawn, expired}
+        # The youth withdraws (recorded as the withdrawal endpoint does it), another consent expires.
+        async with transaction(pool, Identity(role="partner", partner_id=partner)) as conn:
+            assert await conn.fetchval(
+                "UPDATE consents SET withdrawn_at = now(), withdrawn_by = 'partner' WHERE referral_id = $1"
+                " RETURNING referral_id",
+                uuid.UUID(withdrawn),
+            )
+        await admin.execute(
+            "UPDATE consents SET withdrawn_at = now(), withdrawn_by = 'expiry' WHERE referral_id = $1",
+            expired,
+        )
+        later = await cohort(evaluator)
+        assert later == {given, everything}
+        assert await cohort(Identity(role="admin", actor_id=str(uuid.uuid4()))) == later
+        async with transaction(pool, evaluator) as conn:
+            records = await load_cohort(conn)
+            # Their case records do not come along either.
+            assert {r.referral_id for r in records if r.interventions} == {given}
+            # The evaluator's own view of the consents table is still empty (the function reads it).
+            assert await conn.fetchval("SELECT count(*) FROM consents") == 0
+            assert await conn.fetchval("SELECT current_setting('app.role')") == "evaluator"
+        rows = export_rows(records, secrets.token_bytes(32), datetime.now(UTC))
+        assert len(rows) == 2
+        assert no_consent_row not in later and not_given not in later
+    finally:
+        await pool.close()
+
+
+async def test_new_consents_name_known_scopes_only(world: dict[str, Any]) -> None:
+    """The database keeps the closed list too (a second wall behind intake's 422)."""
+    with pytest.raises(asyncpg.CheckViolationError, match="consents_scope_known"):
+        await _referral(world["admin"], world["partner"], scope=("case_management", "research"))

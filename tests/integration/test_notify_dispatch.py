@@ -121,7 +121,11 @@ class Env:
         )
         return eid, secret
 
-    async def referral(self, status: str = "assigned") -> str:
+    async def referral(
+        self,
+        status: str = "assigned",
+        scope: tuple[str, ...] = ("case_management", "share_status_with_referrer"),
+    ) -> str:
         rid = str(uuid.uuid4())
         await self.db.execute(
             "INSERT INTO referrals (id, partner_id, status, region, needs, language, urgency, age_years)"
@@ -130,7 +134,18 @@ class Env:
             self.partner,
             status,
         )
+        await self.consent(rid, scope)
         return rid
+
+    async def consent(self, rid: str, scope: tuple[str, ...]) -> None:
+        """The youth's consent; with share_status_with_referrer the partner hears of status changes."""
+        await self.db.execute(
+            "INSERT INTO consents (referral_id, partner_id, method, scope, obtained_at, expires_at)"
+            " VALUES ($1, $2, 'written', $3, now() - interval '1 day', now() + interval '1 year')",
+            rid,
+            self.partner,
+            list(scope),
+        )
 
     async def offer(self, rid: str, case_manager_id: str) -> str:
         """An open offer of ``rid`` to the case manager, answerable for four hours; its id."""
@@ -435,6 +450,26 @@ async def test_nothing_is_sent_about_a_withdrawn_referral(env: Env, receiver: We
     assert await env.db.fetchval("SELECT count(*) FROM deliveries WHERE event_id = $1", later.event_id) == 0
 
 
+async def test_status_webhooks_follow_the_youths_consent(env: Env, receiver: WebhookReceiver) -> None:
+    """share_status_with_referrer, re-read from the database: without it notify queues no status webhook;
+    a webhook queued while it held is cancelled when it is due if the consent no longer covers it."""
+    eid, _ = await env.endpoint(receiver.script("/consent"))
+    private = await env.referral(scope=("case_management", "evaluation"))
+    event = await env.status_changed(private)
+    assert await env.db.fetchval("SELECT count(*) FROM deliveries WHERE event_id = $1", event.event_id) == 0
+    shared = await env.referral()
+    event = await env.status_changed(shared)
+    delivery = await env.delivery(eid, event.event_id)
+    # The youth withdraws consent after engagement: the status stays, nothing more may leave.
+    await env.db.execute("UPDATE consents SET withdrawn_at = now() WHERE referral_id = $1", shared)
+    env.start()
+    row = await env.settled(delivery["id"], "cancelled", "delivered")
+    assert (row["state"], row["last_error"], row["attempts"]) == ("cancelled", "status_not_shared", 0)
+    assert receiver.received == {}
+    later = await env.status_changed(shared, "closed")
+    assert await env.db.fetchval("SELECT count(*) FROM deliveries WHERE event_id = $1", later.event_id) == 0
+
+
 async def test_withdrawal_event_cancels_waiting_deliveries(env: Env, receiver: WebhookReceiver) -> None:
     eid, _ = await env.endpoint(receiver.script("/x"))
     rid = await env.referral()
@@ -455,6 +490,7 @@ async def test_closing_tells_the_partner_why(env: Env) -> None:
         rid,
         env.partner,
     )
+    await env.consent(rid, ("case_management", "share_status_with_referrer"))
     eid, _ = await env.endpoint("http://127.0.0.1:9/closed")
     closed = ReferralStatusChanged(
         referral_id=rid,

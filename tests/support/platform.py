@@ -39,7 +39,8 @@ def referral_body(**overrides: Any) -> dict[str, Any]:
             "obtained_at": (now - timedelta(days=1)).isoformat(),
             "expires_at": (now + timedelta(days=365)).isoformat(),
             "method": "written",
-            "scope": ["case_management"],
+            # Every scope (contract v1.1): the partner follows the case, the youth is in the evaluation.
+            "scope": ["case_management", "evaluation", "share_status_with_referrer"],
         },
         "intake": {
             "referral_setting": "youth_shelter",

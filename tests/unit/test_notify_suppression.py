@@ -72,3 +72,14 @@ def test_webhooks_follow_their_endpoint(endpoint_state: str | None, expected: Su
         )
         == expected
     )
+
+
+def test_a_status_webhook_waits_on_the_youths_consent() -> None:
+    """share_status_with_referrer (contract v1.1): a status change is sent to the referrer only while
+    the youth's consent covers it; re-checked when the delivery is due, not only at fan-out."""
+    status = {"channel": "webhook", "kind": "referral.status_changed", "endpoint_state": "active"}
+    assert check(**status, status_shared=True) is None
+    assert check(**status, status_shared=False) == Suppressed("cancelled", "status_not_shared")
+    # Other kinds never carry the flag; an unknown flag is not a refusal.
+    assert check(**status, status_shared=None) is None
+    assert check(kind="offer", status_shared=None) is None

@@ -236,9 +236,12 @@ def test_date_of_birth_in_the_future() -> None:
             {"obtained_at": "2026-11-19T10:00:00Z", "expires_at": "2026-11-18T10:00:00Z"},
             ["consent.expires_at", "consent.expires_at"],
         ),
-        ({"scope": ["research"]}, ["consent.scope"]),
-        ({"scope": ["research", "case_management"]}, []),
-        ({"scope": ["case_managements"]}, ["consent.scope"]),
+        ({"scope": ["research"]}, ["consent.scope", "consent.scope[0]"]),
+        # The closed list (contract v1.1): an unknown scope is named by its place in the list.
+        ({"scope": ["research", "case_management"]}, ["consent.scope[0]"]),
+        ({"scope": ["case_management", "evaluation", "share_status_with_referrer"]}, []),
+        ({"scope": ["case_management", "evaluation", "marketing"]}, ["consent.scope[2]"]),
+        ({"scope": ["case_managements"]}, ["consent.scope", "consent.scope[0]"]),
         # Instants, not wall-clock strings: 05:00+14:00 on the 21st is 15:00Z on the 20th (past).
         ({"obtained_at": "2026-11-21T05:00:00+14:00"}, []),
         # 10:00-10:00 on the 20th is 20:00Z, two hours after NOW (future).
@@ -320,6 +323,7 @@ def test_every_error_is_reported_at_once() -> None:
         "needs",
         "consent.expires_at",
         "consent.scope",
+        "consent.scope[0]",
     }
 
 

@@ -10,7 +10,7 @@ import structlog
 from services.intake.core.auth import Caller
 from services.intake.core.problems import Problem
 from services.intake.referrals.schemas import ReferralView
-from services.intake.referrals.service import referral_view
+from services.intake.referrals.service import read_referral, referral_view
 from shared import audit
 from shared.db import SYSTEM, Identity, load_sql, transaction
 from shared.events import ReferralWithdrawn
@@ -81,9 +81,12 @@ async def withdraw(conn: asyncpg.Connection, caller: Caller, referral_id: str) -
     if await conn.fetchrow(_WITHDRAW_CONSENT, rid, caller.role) is None:
         raise Problem(409, "Consent for this referral was already withdrawn.", slug="already-withdrawn")
     await shred(conn, ref, caller.identity, "consent_withdrawn", withdraw_status=True)
+    log.info("consent.withdrawn", referral_id=str(rid), by=caller.role)
+    if caller.role == "partner":
+        # The partner's own status view: after a withdrawal it tells the partner nothing more.
+        return await read_referral(conn, caller, str(rid))
     row = await conn.fetchrow(_REFERRAL, rid)
     assert row is not None
-    log.info("consent.withdrawn", referral_id=str(rid), by=caller.role)
     return referral_view(row)
 
 

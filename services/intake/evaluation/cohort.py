@@ -12,25 +12,32 @@ import msgspec
 
 from services.intake.evaluation.report import CohortRecord, Report, build_report
 from shared import audit
+from shared.codes import EVALUATION_SCOPE
 from shared.db import Identity, create_pool, load_sql, transaction
+
+_PKG = "services.intake.evaluation"
 
 __all__ = ["build_off_loop", "load_cohort", "load_provenance", "report_for", "report_from_database"]
 
 
 async def load_cohort(conn: asyncpg.Connection) -> list[CohortRecord]:
-    """Every referral the caller may read, with its intervention counts and outcome observations."""
+    """Every referral the caller may read whose consent covers evaluation now, with its intervention
+    counts and outcome observations. A youth who never gave the `evaluation` scope, or withdrew it,
+    is in no cohort, so in no report or export made afterwards."""
+    referrals = await conn.fetch(load_sql(_PKG, "cohort_referrals"), EVALUATION_SCOPE)
+    ids = [r["id"] for r in referrals]
     counts: dict[str, dict[str, int]] = defaultdict(dict)
     firsts: dict[str, dict[str, date]] = defaultdict(dict)
-    for r in await conn.fetch(load_sql("services.intake.evaluation", "cohort_interventions")):
+    for r in await conn.fetch(load_sql(_PKG, "cohort_interventions"), ids):
         counts[str(r["referral_id"])][r["type"]] = r["n"]
         firsts[str(r["referral_id"])][r["type"]] = r["first_on"]
     outcomes: dict[str, dict[str, dict[str, str]]] = defaultdict(lambda: defaultdict(dict))
     observed: dict[str, dict[str, dict[str, date]]] = defaultdict(lambda: defaultdict(dict))
-    for r in await conn.fetch(load_sql("services.intake.evaluation", "cohort_outcomes")):
+    for r in await conn.fetch(load_sql(_PKG, "cohort_outcomes"), ids):
         outcomes[str(r["referral_id"])][r["point"]][r["measure"]] = r["value"]
         observed[str(r["referral_id"])][r["point"]][r["measure"]] = r["observed_on"]
     records = []
-    for r in await conn.fetch(load_sql("services.intake.evaluation", "cohort_referrals")):
+    for r in referrals:
         rid = str(r["id"])
         records.append(
             CohortRecord(
@@ -66,7 +73,7 @@ def _intake(value: object) -> dict[str, Any]:
 
 async def load_provenance(conn: asyncpg.Connection) -> list[str]:
     """Notes about the data itself (e.g. that it is a synthetic, backdated demo), oldest first."""
-    return [r["note"] for r in await conn.fetch("SELECT note FROM dataset_provenance ORDER BY id")]
+    return [r["note"] for r in await conn.fetch(load_sql(_PKG, "provenance"))]
 
 
 async def build_off_loop(records: list[CohortRecord], provenance: list[str]) -> Report:

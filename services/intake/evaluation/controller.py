@@ -6,26 +6,18 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 import asyncpg
-import msgspec
 from litestar import Controller, Response, get
 from litestar.openapi.datastructures import ResponseSpec
 
 from services.intake.core.auth import Caller, require_staff
 from services.intake.evaluation import service
-from services.intake.evaluation.report import ExportRow, Report, export_csv
+from services.intake.evaluation.report import Report, export_csv
+from services.intake.evaluation.service import ExportDocument
 
 __all__ = ["EvaluationController"]
 
 # Exports are never cached anywhere on the way (browsers, proxies).
 _NO_STORE = {"Cache-Control": "no-store"}
-
-
-class ExportDocument(msgspec.Struct, kw_only=True):
-    generated_at: datetime
-    # Pseudonyms are HMACs under a salt made for this export alone: they link rows of one youth within
-    # this export and nothing across exports.
-    pseudonyms: str = "per-export"
-    rows: list[ExportRow]
 
 
 class EvaluationController(Controller):
@@ -64,8 +56,9 @@ class EvaluationController(Controller):
 
     @get(
         "/report",
-        summary="Aggregates with small-cell suppression: referrals by source and region, time to first"
-        " contact, recidivism by intervention combination with Wilson 95% intervals (audited)",
+        summary="The evaluation report, suppressed as one release (no count from 1 to 10): outcomes by every"
+        " collected variable (by_variable), Kaplan-Meier survival, adjusted hazard ratios with a power note,"
+        " and the earlier tables; youth whose consent covers `evaluation` only (audited)",
     )
     async def report(self, caller: Caller, conn: asyncpg.Connection) -> Response[Report]:
         return Response(content=await service.report(conn, caller), headers=_NO_STORE)

@@ -20,18 +20,21 @@ from services.intake.evaluation.survival import Curve
 from services.intake.evaluation.texts import LANGUAGES, label, prose, text
 from services.intake.web import charts
 
-__all__ = ["render_html"]
+__all__ = ["render_body", "render_html"]
 
 
 @cache
 def _environment() -> jinja2.Environment:
-    return jinja2.Environment(
+    env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(Path(__file__).parent),
         autoescape=True,
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
     )
+    # A curve worth drawing has a point after day 0 (else the suppression stopped it there).
+    env.tests["longer_than_one"] = lambda days: len(days) > 1
+    return env
 
 
 def _pct(value: float | None) -> str:
@@ -136,9 +139,7 @@ def _number(value: Shown) -> float | None:
     return None if value == SUPPRESSED else float(value)
 
 
-def render_html(report: Report, language: str = "en") -> str:
-    """The whole report as HTML in ``language`` ("en" or "es")."""
-    lang = language if language in LANGUAGES else "en"
+def _context(report: Report, lang: str) -> dict[str, Any]:
     everyone = next((c for c in report.time_to_first_contact if c.label == "All regions"), None)
     period = (
         f"{report.period_start} \u2013 {report.period_end}"
@@ -154,23 +155,41 @@ def render_html(report: Report, language: str = "en") -> str:
             return text("not_shown", lang)
         return f"{_pct(row.rate)} ({_pct(row.ci_low)}\u2013{_pct(row.ci_high)})"
 
-    template = _environment().get_template("report_page.html")
-    return template.render(
-        report=report,
-        lang=lang,
-        period=period,
-        median=everyone.median_days if everyone else None,
-        found=findings(report, lang),
-        power={p.term: p for p in report.adjusted.power},
-        charts=_charts(report, lang),
-        T=lambda key, **kw: text(key, lang, **kw),
-        X=lambda paragraph: prose(paragraph, lang),
-        L=lambda code: label(str(code), lang),
-        N=number,
+    return {
+        "report": report,
+        "lang": lang,
+        "period": period,
+        "median": everyone.median_days if everyone else None,
+        "found": findings(report, lang),
+        "power": {p.term: p for p in report.adjusted.power},
+        "charts": _charts(report, lang),
+        "T": lambda key, **kw: text(key, lang, **kw),
+        "X": lambda paragraph: prose(paragraph, lang),
+        "L": lambda code: label(str(code), lang),
+        "N": number,
         # Count cells are class "n" (and "s" when suppressed), so they can be styled and checked.
-        C=lambda value: "n s" if value == SUPPRESSED else "n",
-        P=_pct,
-        R=lambda v: "—" if v is None else f"{v:.2f}",
-        D=lambda v: "—" if v is None else f"{v:.1f}",
-        CI=interval,
-    )
+        "C": lambda value: "n s" if value == SUPPRESSED else "n",
+        "P": _pct,
+        "R": lambda v: "—" if v is None else f"{v:.2f}",
+        "D": lambda v: "—" if v is None else f"{v:.1f}",
+        "CI": interval,
+    }
+
+
+def _language(language: str) -> str:
+    return language if language in LANGUAGES else "en"
+
+
+def render_html(report: Report, language: str = "en") -> str:
+    """The whole report as one self-contained HTML page in ``language`` ("en" or "es"): inline styles
+    with a print layout (the way to a PDF is the browser's "Save as PDF"), nothing loaded from anywhere."""
+    lang = _language(language)
+    return _environment().get_template("report_page.html").render(**_context(report, lang))
+
+
+def render_body(report: Report, language: str = "en") -> Markup:
+    """The report's content without a page around it (no <html>, no styles, no heading 1), for the web
+    app's evaluation page: the same words, charts and tables as the downloadable report."""
+    lang = _language(language)
+    html = _environment().get_template("report_body.html").render(**_context(report, lang))
+    return Markup(html)  # noqa: S704 - rendered by an autoescaping environment

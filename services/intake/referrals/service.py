@@ -21,7 +21,7 @@ from services.intake.referrals.matching import blind_tokens
 from services.intake.referrals.schemas import ReferralIn, ReferralPage, ReferralView
 from services.intake.referrals.validation import age_on, check_origin, check_referral
 from shared.casework import local_date
-from shared.codes import REFERRAL_STATUSES
+from shared.codes import REFERRAL_STATUSES, SHARE_STATUS_SCOPE
 from shared.crypto import KeyRing
 from shared.db import load_sql, mark_outbox_written
 from shared.events import ReferralReceived, encode_event, subject_for
@@ -217,10 +217,11 @@ async def visible_referrals(
     after: tuple[datetime, uuid.UUID] | None = None,
     limit: int = 1,
 ) -> list[asyncpg.Record]:
-    """The referrals the caller may see (one, or a page newest first after a keyset cursor)."""
+    """The referrals the caller may see (one, or a page newest first after a keyset cursor); a partner
+    sees a referral's progress only as far as the youth's consent lets it (visible_referrals.sql)."""
     after_ts, after_id = after or (None, None)
     return await conn.fetch(
-        _VISIBLE, referral_id, *visibility_args(caller), status, after_ts, after_id, limit
+        _VISIBLE, referral_id, *visibility_args(caller), status, after_ts, after_id, limit, SHARE_STATUS_SCOPE
     )
 
 

@@ -7,7 +7,7 @@ from datetime import UTC, date, datetime
 import msgspec
 
 from services.intake.referrals.schemas import Consent, ReferralIn
-from shared.codes import AGENCY_ORIGINS, CONSENT_REQUIRED_SCOPE, MAX_AGE, MIN_AGE
+from shared.codes import AGENCY_ORIGINS, CONSENT_REQUIRED_SCOPE, CONSENT_SCOPES, MAX_AGE, MIN_AGE
 
 __all__ = ["FieldError", "age_on", "check_consent", "check_origin", "check_referral"]
 
@@ -51,6 +51,12 @@ def check_referral(ref: ReferralIn, now: datetime, today: date) -> list[FieldErr
     errors.extend(_consent_times(c.obtained_at, c.expires_at, now))
     if CONSENT_REQUIRED_SCOPE not in c.scope:
         errors.append(FieldError("consent.scope", f"consent scope must include {CONSENT_REQUIRED_SCOPE!r}"))
+    # A closed list: a scope nobody enforces would be a promise to the youth that means nothing.
+    errors.extend(
+        FieldError(f"consent.scope[{i}]", f"unknown consent scope {s!r}; one of {', '.join(CONSENT_SCOPES)}")
+        for i, s in enumerate(c.scope)
+        if s not in CONSENT_SCOPES
+    )
     return errors
 
 

@@ -67,7 +67,7 @@ HOME = {
     "case_manager": "/app/inbox",
     "supervisor": "/app/queue",
     "admin": "/app/dashboard",
-    "evaluator": "/app/map",
+    "evaluator": "/app/evaluation",
     # Issue 17: partners (a partner user, or a key) and the agency's intake staff.
     "partner": "/app/partner/referrals",
     "partner_user": "/app/partner/referrals",
@@ -82,8 +82,9 @@ NAV = {
         ("/app/roster", "nav.roster"),
         ("/app/partners", "nav.partners"),
         ("/app/map", "nav.map"),
+        ("/app/evaluation", "nav.evaluation"),
     ),
-    "evaluator": (("/app/map", "nav.map"),),
+    "evaluator": (("/app/evaluation", "nav.evaluation"), ("/app/map", "nav.map")),
 }
 _FLASH = re.compile(r"^[a-z_]+\.[a-z_]+$")
 

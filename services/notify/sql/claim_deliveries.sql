@@ -27,6 +27,8 @@ SELECT c.id, c.event_id, c.kind, c.channel, c.recipient_id, c.endpoint_id, c.sta
        r.status AS referral_status,
        a.state AS assignment_state,
        coalesce(f.completed_at IS NOT NULL, false) AS followup_recorded,
+       -- A status webhook goes out only while the youth's consent still lets the referrer be told.
+       CASE WHEN c.kind = 'referral.status_changed' THEN refnet_consent_covers(c.referral_id, $3) END AS status_shared,
        CASE c.channel WHEN 'email' THEN coalesce(s.email, p.contact_email) END AS email
 FROM claimed c
 LEFT JOIN webhook_endpoints e ON e.id = c.endpoint_id

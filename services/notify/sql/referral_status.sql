@@ -1,1 +1,0 @@
-SELECT status FROM referrals WHERE id = $1
