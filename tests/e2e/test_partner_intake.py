@@ -147,7 +147,11 @@ def fhir_bundle(
             "dateTime": (now - timedelta(hours=2)).isoformat(),
             "provision": {
                 "period": {"end": (now + timedelta(days=365)).isoformat()},
-                "purpose": [{"system": "urn:refnet:consent-scope", "code": "case_management"}],
+                # The youth agreed that the referrer may follow the case: the Task's status moves.
+                "purpose": [
+                    {"system": "urn:refnet:consent-scope", "code": code}
+                    for code in ("case_management", "share_status_with_referrer")
+                ],
             },
         }
     )

@@ -16,6 +16,7 @@ from services.intake.core.problems import Problem
 from services.intake.fhir.mapping import BundleInvalid, fhir_expression, parse_bundle, task_resource
 from services.intake.referrals import service as referrals
 from services.intake.referrals.schemas import ReferralIn
+from shared.codes import SHARE_STATUS_SCOPE
 from shared.crypto import KeyRing
 from shared.db import load_sql
 from shared.regions import Catalogue
@@ -153,7 +154,13 @@ async def search_tasks(
     """The caller's Tasks changed since ``_lastUpdated``, oldest change first, as a searchset Bundle."""
     since, strict = _since(last_updated)
     rows = await conn.fetch(
-        _TASKS_SINCE, caller.partner_id, since, strict, FHIR_KEY_PREFIX, min(count, MAX_COUNT) + 1
+        _TASKS_SINCE,
+        caller.partner_id,
+        since,
+        strict,
+        FHIR_KEY_PREFIX,
+        min(count, MAX_COUNT) + 1,
+        SHARE_STATUS_SCOPE,
     )
     more = len(rows) > count
     rows = rows[:count]
