@@ -31,7 +31,7 @@ from services.intake.notifications.hub import NotificationHub
 from services.intake.partners.controller import ROUTES as PARTNER_ROUTES
 from services.intake.referrals.controller import ReferralController
 from services.intake.staff.controller import ROUTES as STAFF_ROUTES
-from services.intake.web.controller import web_router
+from services.intake.web.controller import root_redirect, web_router
 from services.intake.web.render import static_router, template_config
 from services.intake.web.session import web_session_middleware
 from shared.config import Settings, load_settings
@@ -95,6 +95,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             readyz,
             web_router(),
             static_router(),
+            root_redirect,
         ],
         lifespan=[resources],
         state=State({"settings": settings, "pii_keys": keys, "regions": regions, "metrics": IntakeMetrics()}),

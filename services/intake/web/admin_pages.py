@@ -70,11 +70,13 @@ async def queue_item(
         explanation = plain(await routing.explain(conn, caller, request.app.state.regions, rid))
     except Problem:
         explanation = None
-    case_managers = (
-        await _case_managers(request, conn, caller, referral.get("region"))
-        if referral["status"] == "unroutable" and referral.get("region")
-        else []
-    )
+    case_managers: list[dict[str, Any]] = []
+    if referral["status"] == "unroutable":
+        # Anyone active the caller may assign (an admin: every region; a supervisor: their own), the
+        # referral's own region first; an out-of-area referral has none, so anyone may take it.
+        region = referral.get("region")
+        active = [c for c in await _case_managers(request, conn, caller) if c["status"] == "active"]
+        case_managers = sorted(active, key=lambda c: (region not in c["regions"], c["name"]))
     ctx = await page_context(
         request, caller, conn, referral=referral, explanation=explanation, case_managers=case_managers
     )
@@ -280,7 +282,8 @@ async def map_page(request: Request[Any, Any, Any], caller: Caller, conn: asyncp
     # A supervisor sees their own region's referrals only: other regions are "not yours", not zero.
     hidden = t(lang, "map.other_region") if caller.role == "supervisor" else ""
     if caller.role == "supervisor":
-        counts = {caller.region: counts.get(caller.region, 0)}
+        # Out-of-area referrals belong to no region: every supervisor sees them (see docs/api.md).
+        counts = {caller.region: counts.get(caller.region, 0), "out_of_area": counts.get("out_of_area", 0)}
     svg = charts.region_map(
         "region-map",
         t(lang, "map.title"),
@@ -290,8 +293,9 @@ async def map_page(request: Request[Any, Any, Any], caller: Caller, conn: asyncp
         t(lang, "map.total", n="{n}"),
         hidden_label=hidden,
     )
+    # A region with no referral yet is a zero, not a missing key.
     rows_out: list[tuple[str, Any]] = [
-        (names[r.code], counts[r.code] if r.code in counts or not hidden else hidden)
+        (names[r.code], counts.get(r.code, 0) if r.code in counts or not hidden else hidden)
         for r in catalogue.regions
     ]
     if counts.get("out_of_area"):

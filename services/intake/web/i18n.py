@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Final
 
-__all__ = ["CATALOGUE", "DEFAULT_LANG", "LANGS", "code", "negotiate", "t"]
+__all__ = ["CATALOGUE", "DEFAULT_LANG", "LANGS", "code", "negotiate", "region_label", "t"]
 
 DEFAULT_LANG: Final = "en"
 LANGS: Final = ("en", "es")
@@ -48,8 +48,8 @@ CATALOGUE: Final[dict[str, dict[str, str]]] = {
         "inbox.title": "Inbox",
         "inbox.offers": "New offers",
         "inbox.no_offers": "No offers waiting for you.",
-        "inbox.caseload": "My caseload",
-        "inbox.no_cases": "You have no accepted cases.",
+        "inbox.caseload": "My open cases",
+        "inbox.no_cases": "You have no open cases.",
         "inbox.live_on": "Live updates on",
         "inbox.live_off": "Live updates paused; reconnecting…",
         "inbox.new_offer": "A new offer arrived.",
@@ -229,6 +229,19 @@ CATALOGUE: Final[dict[str, dict[str, str]]] = {
         "error.not_found": "There is nothing here, or it is not yours to see.",
         "error.generic": "The request could not be completed.",
         "error.back": "Back to the start",
+        "case.language": "Youth's language",
+        "inbox.case": "Case",
+        "inbox.next_step": "Needs attention",
+        "inbox.received_on": "received {day}",
+        "inbox.followup_overdue": "Follow-up {followup} overdue since {due}",
+        "inbox.first_contact": "Record the first contact",
+        "inbox.followup_due": "Follow-up {followup} due {due}",
+        "inbox.closed_cases": "Closed cases",
+        "inbox.no_closed": "No closed cases.",
+        "inbox.closed_on": "Closed",
+        "queue.no_case_managers": "No active case manager you may assign it to.",
+        "queue.not_waiting": "This referral is no longer waiting in the queue.",
+        "queue.any_region": "The referral is outside every region: choose any case manager who can reach the youth.",
         "never": "never",
         "none": "none",
         "yes": "yes",
@@ -270,8 +283,8 @@ CATALOGUE: Final[dict[str, dict[str, str]]] = {
         "inbox.title": "Bandeja",
         "inbox.offers": "Ofertas nuevas",
         "inbox.no_offers": "No tiene ofertas pendientes.",
-        "inbox.caseload": "Mis casos",
-        "inbox.no_cases": "No tiene casos aceptados.",
+        "inbox.caseload": "Mis casos abiertos",
+        "inbox.no_cases": "No tiene casos abiertos.",
         "inbox.live_on": "Actualización en vivo activa",
         "inbox.live_off": "Actualización en vivo en pausa; reconectando…",
         "inbox.new_offer": "Llegó una oferta nueva.",
@@ -451,6 +464,19 @@ CATALOGUE: Final[dict[str, dict[str, str]]] = {
         "error.not_found": "No hay nada aquí, o no le corresponde verlo.",
         "error.generic": "No se pudo completar la solicitud.",
         "error.back": "Volver al inicio",
+        "case.language": "Idioma del/la joven",
+        "inbox.case": "Caso",
+        "inbox.next_step": "Requiere atención",
+        "inbox.received_on": "recibida el {day}",
+        "inbox.followup_overdue": "Seguimiento de {followup} vencido desde el {due}",
+        "inbox.first_contact": "Registrar el primer contacto",
+        "inbox.followup_due": "Seguimiento de {followup} para el {due}",
+        "inbox.closed_cases": "Casos cerrados",
+        "inbox.no_closed": "No hay casos cerrados.",
+        "inbox.closed_on": "Cerrado",
+        "queue.no_case_managers": "No hay ningún gestor/a activo/a a quien pueda asignarla.",
+        "queue.not_waiting": "Esta derivación ya no está esperando en la cola.",
+        "queue.any_region": "La derivación está fuera de todas las regiones: elija cualquier gestor/a que pueda atender al/la joven.",
         "never": "nunca",
         "none": "ninguno",
         "yes": "sí",
@@ -543,6 +569,33 @@ _CODES: Final[dict[str, dict[str, dict[str, str]]]] = {
             "video": "video",
             "text": "text message",
             "other": "other",
+        },
+        "consent_method": {"written": "written", "electronic": "electronic", "verbal": "verbal"},
+        "consent_scope": {
+            "case_management": "case management",
+            "evaluation": "programme evaluation",
+            "share_status_with_referrer": "share status with the referrer",
+        },
+        # The JetStream consumers on the dashboard, by the service that runs them.
+        "consumer": {"routing": "routing", "notify": "notifications"},
+        "decision": {"automatic": "routing decision", "manual": "assigned by hand"},
+        "window": {"24h": "last 24 hours", "7d": "last 7 days", "30d": "last 30 days", "all": "all time"},
+        "language": {
+            "en": "English",
+            "es": "Spanish",
+            "ko": "Korean",
+            "zh": "Chinese",
+            "tl": "Tagalog",
+            "vi": "Vietnamese",
+            "hy": "Armenian",
+            "ru": "Russian",
+            "fa": "Persian",
+            "ar": "Arabic",
+            "ja": "Japanese",
+            "km": "Khmer",
+            "pt": "Portuguese",
+            "fr": "French",
+            "ht": "Haitian Creole",
         },
     },
     "es": {
@@ -654,6 +707,38 @@ _CODES: Final[dict[str, dict[str, dict[str, str]]]] = {
             "text": "mensaje de texto",
             "other": "otro",
         },
+        "consent_method": {"written": "por escrito", "electronic": "electrónico", "verbal": "verbal"},
+        "consent_scope": {
+            "case_management": "gestión de casos",
+            "evaluation": "evaluación del programa",
+            "share_status_with_referrer": "compartir el estado con quien derivó",
+        },
+        "consumer": {"routing": "asignación", "notify": "notificaciones"},
+        "decision": {"automatic": "decisión automática", "manual": "asignación manual"},
+        "window": {
+            "24h": "últimas 24 horas",
+            "7d": "últimos 7 días",
+            "30d": "últimos 30 días",
+            "all": "todo el periodo",
+        },
+        "region": {"south_la": "Sur de Los Ángeles", "san_fernando_valley": "Valle de San Fernando"},
+        "language": {
+            "en": "inglés",
+            "es": "español",
+            "ko": "coreano",
+            "zh": "chino",
+            "tl": "tagalo",
+            "vi": "vietnamita",
+            "hy": "armenio",
+            "ru": "ruso",
+            "fa": "persa",
+            "ar": "árabe",
+            "ja": "japonés",
+            "km": "jemer",
+            "pt": "portugués",
+            "fr": "francés",
+            "ht": "criollo haitiano",
+        },
     },
 }
 
@@ -671,6 +756,12 @@ def code(lang: str, kind: str, value: str | None) -> str:
         return ""
     table = _CODES.get(lang, _CODES[DEFAULT_LANG]).get(kind, {})
     return table.get(value) or _CODES[DEFAULT_LANG].get(kind, {}).get(value) or value.replace("_", " ")
+
+
+def region_label(lang: str, region_code: str, catalogue_name: str) -> str:
+    """A region's name for people: the catalogue's (replaceable by configuration), translated when the
+    catalogue is the shipped one and the language has a name for it."""
+    return _CODES.get(lang, {}).get("region", {}).get(region_code) or catalogue_name
 
 
 def negotiate(cookie: str | None, accept_language: str | None) -> str:

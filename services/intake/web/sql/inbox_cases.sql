@@ -1,6 +1,12 @@
--- The case manager's accepted cases, the most recently changed first.
-SELECT a.id, a.referral_id, a.responded_at, r.status, r.region, r.needs, r.urgency, r.received_at, r.updated_at
+-- The case manager's accepted cases with the next follow-up still to record (if any), the most recently
+-- changed first (the page orders them by what needs attention).
+SELECT a.id, a.referral_id, a.responded_at, r.status, r.region, r.needs, r.urgency, r.language,
+       r.received_at, r.updated_at, r.closed_at, f.point AS next_followup, f.due_on AS next_due
 FROM assignments a JOIN referrals r ON r.id = a.referral_id
+LEFT JOIN LATERAL (
+    SELECT point, due_on FROM followups
+    WHERE referral_id = r.id AND completed_at IS NULL ORDER BY due_on LIMIT 1
+) f ON true
 WHERE a.case_manager_id = $1 AND a.state = 'accepted'
 ORDER BY r.updated_at DESC
 LIMIT 200
