@@ -28,11 +28,11 @@ from services.intake.admin.schemas import (
 )
 from services.intake.core.auth import Caller, require_staff
 from services.intake.core.dependencies import CallerDb
-from services.intake.core.metrics import IntakeMetrics, exposition
+from services.intake.core.metrics import IntakeMetrics, exposition, refresh_gauges
 from services.intake.core.middleware import request_id
+from services.intake.core.problems import Problem
 from shared.codes import UnroutableReason
 from shared.commands import ManualAssignment
-from shared.db import SYSTEM
 
 __all__ = ["ROUTES"]
 
@@ -58,16 +58,20 @@ async def admin_metrics(
     return await dashboard.figures(caller.identity, fresh=fresh)
 
 
-@get("/metrics", tags=["ops"], summary="Prometheus metrics (text exposition format)")
+@get(
+    "/metrics",
+    tags=["ops"],
+    summary="Prometheus metrics (text exposition format), only with REFNET_METRICS_PUBLIC=true",
+    description="Metrics are served on their own listener (REFNET_METRICS_PORT); on the public port this"
+    " answers 404 unless REFNET_METRICS_PUBLIC=true.",
+)
 async def metrics_endpoint(request: Request[Any, Any, Any]) -> Response[bytes]:
     state = request.app.state
+    if not state.settings.metrics_public:
+        # Counts by status and region are nobody's business on the internet: the metrics listener has them.
+        raise Problem(404, "Not found.")
     metrics: IntakeMetrics = state.metrics
-    try:
-        # The dashboard's figures (cached a few seconds, shared with it), read as the system.
-        metrics.set_gauges(await state.dashboard.figures(SYSTEM))
-    except Exception as exc:
-        metrics.scrape_errors.inc()
-        log.warning("metrics.refresh_failed", error=type(exc).__name__)
+    await refresh_gauges(metrics, state.dashboard)
     body, content_type = exposition(metrics, request.headers.get("accept", ""))
     return Response(content=body, media_type=content_type, headers={"Cache-Control": "no-store"})
 
