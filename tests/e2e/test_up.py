@@ -205,7 +205,16 @@ def test_a_second_up_on_the_same_data_dir_leaves_at_once_and_the_first_is_untouc
 
         t0 = time.monotonic()
         second = subprocess.run(
-            [sys.executable, "-m", "refnet.cli", "up", "--data-dir", str(data_dir), "--port", str(free_port())],
+            [
+                sys.executable,
+                "-m",
+                "refnet.cli",
+                "up",
+                "--data-dir",
+                str(data_dir),
+                "--port",
+                str(free_port()),
+            ],
             env={k: v for k, v in os.environ.items() if not k.startswith("REFNET_")},
             cwd=ROOT,
             capture_output=True,
