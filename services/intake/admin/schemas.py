@@ -45,7 +45,15 @@ __all__ = [
 DeliveryState = Literal["pending", "failed", "delivered", "dead", "cancelled"]
 Channel = Literal["webhook", "email"]
 # Staff-written: must say something, and hold no NUL (which PostgreSQL text cannot store).
-Reason = Annotated[str, Meta(min_length=3, max_length=1000, pattern=r"^[^\x00]*[^\s\x00][^\x00]*$")]
+Reason = Annotated[
+    str,
+    Meta(
+        min_length=3,
+        max_length=1000,
+        pattern=r"^[^\x00]*[^\s\x00][^\x00]*$",
+        extra={"invalid": "must be written out (not blank, no NUL characters)"},
+    ),
+]
 
 # --------------------------------------------------------------------------- dashboard
 
