@@ -62,7 +62,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         app.state.pool = pool
         app.state.hub = hub
         app.state.bus = bus
-        app.state.dashboard = Dashboard(pool, bus)
+        app.state.dashboard = Dashboard(pool, bus, regions.codes)
         await hub.start()
         await bus.start()
         # Prometheus metrics on a listener of their own (REFNET_METRICS_PORT), not the public port.

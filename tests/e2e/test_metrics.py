@@ -14,6 +14,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from refnet_dev.embedded import EmbeddedPostgres
+from shared.codes import NEED_CODES
 from tests.conftest import SEEDED_TEMPLATE, clone_database
 from tests.support.platform import Platform, referral_body, running_platform
 
@@ -219,6 +220,31 @@ def test_admin_metrics_json(plat: tuple[Platform, int, int]) -> None:
     assert f["outbox"]["pending"] >= 0
     # Aggregates only: no youth details anywhere in the figures.
     assert "Zyxwandra" not in r.text and "Quellmorrow" not in r.text
+    # The window: 30 days unless asked; every region and every need code even at zero.
+    assert (f["window"], f["window_days"], f["timeline_bucket"], len(f["timeline"])) == ("30d", 30, "day", 30)
+    assert set(f["referrals_by_region"]) == {"south_la", "san_fernando_valley", "out_of_area"}
+    assert f["referrals_by_region"]["san_fernando_valley"] == 0
+    needs = {n["need"]: n for n in f["referrals_by_need"]}
+    assert set(needs) == set(NEED_CODES)
+    assert needs["housing"]["count"] >= 2 and needs["housing"]["tta_p50_seconds"] is not None
+    assert needs["legal"] == {
+        "need": "legal",
+        "count": 0,
+        "assigned": 0,
+        "tta_p50_seconds": None,
+        "tta_p90_seconds": None,
+    }
+    for window, days, bucket, points in (
+        ("24h", 1, "hour", 24),
+        ("7d", 7, "day", 7),
+        ("all", None, "day", 1),
+    ):
+        w = httpx.get(url, params={"window": window, "fresh": "true"}, headers=admin).json()
+        assert (w["window"], w["window_days"], w["timeline_bucket"]) == (window, days, bucket)
+        assert len(w["timeline"]) == points, (window, w["timeline"])
+        assert w["referrals_total"] == f["referrals_total"]  # every referral of this test is minutes old
+    bad = httpx.get(url, params={"window": "1y"}, headers=admin)
+    assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "window"
 
     # Admins only.
     assert httpx.get(url).status_code == 401

@@ -11,7 +11,7 @@ from litestar import Controller, Request, Response, get, post
 from litestar.params import Parameter
 
 from services.intake.admin import routing, service
-from services.intake.admin.dashboard import WINDOW_DAYS, Dashboard
+from services.intake.admin.dashboard import DEFAULT_WINDOW, Dashboard
 from services.intake.admin.schemas import (
     AuditEntry,
     Channel,
@@ -25,6 +25,7 @@ from services.intake.admin.schemas import (
     ManualAssignIn,
     QueuePage,
     RoutingExplanation,
+    Window,
 )
 from services.intake.core.auth import Caller, require_staff
 from services.intake.core.dependencies import CallerDb
@@ -45,17 +46,19 @@ log = structlog.get_logger("refnet.intake")
     tags=["admin"],
     summary="Routing and delivery figures for the dashboard (aggregates only)",
     description=(
-        "Referrals by status, region and partner; hourly received/assigned/unroutable for the last 24 hours;"
-        " p50/p90 time to assignment (receipt to first offer) and to acceptance (offer to acceptance) over"
-        f" {WINDOW_DAYS} days with histograms; open offers and those expiring within an hour; case manager"
-        " utilisation; delivery failures; JetStream consumer lag and outbox backlog."
+        "Over `window` (`24h`, `7d`, `30d` (the default) or `all`): referrals received by status, region"
+        " (every region, at zero if need be) and partner; per need code the count and p50/p90 time to"
+        " assignment; p50/p90 time to assignment (receipt to first offer) and to acceptance (offer to"
+        " acceptance) with histograms; a timeline by hour, day or month. As they are now: open offers and"
+        " those expiring within an hour; case manager utilisation; delivery failures; JetStream consumer"
+        " lag and outbox backlog. `last_24h` is always the last 24 hours, hour by hour. See docs/api.md."
     ),
 )
 async def admin_metrics(
-    request: Request[Any, Any, Any], caller: Caller, fresh: bool = False
+    request: Request[Any, Any, Any], caller: Caller, window: Window = DEFAULT_WINDOW, fresh: bool = False
 ) -> DashboardFigures:
     dashboard: Dashboard = request.app.state.dashboard
-    return await dashboard.figures(caller.identity, fresh=fresh)
+    return await dashboard.figures(caller.identity, window=window, fresh=fresh)
 
 
 @get(

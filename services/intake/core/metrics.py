@@ -87,7 +87,8 @@ class IntakeMetrics:
         )
         self.duration_quantiles = Gauge(
             "refnet_referral_duration_quantile_seconds",
-            "p50/p90 over recent referrals: received to first offer (assignment), offer to acceptance.",
+            "p50/p90 over all referrals: received to first offer (assignment), offer to acceptance"
+            " (the routing histograms give recent ones).",
             ["stage", "quantile"],
             registry=r,
         )
@@ -175,7 +176,8 @@ async def refresh_gauges(metrics: IntakeMetrics, dashboard: Any) -> None:
     """Set the gauges from the dashboard's figures (cached a few seconds, shared with it), read as the
     system; a failure is counted and logged, and the gauges keep their last values."""
     try:
-        metrics.set_gauges(await dashboard.figures(SYSTEM))
+        # Counts by current status over every referral (not a window): what is waiting now.
+        metrics.set_gauges(await dashboard.figures(SYSTEM, window="all", lean=True))
     except Exception as exc:
         metrics.scrape_errors.inc()
         log.warning("metrics.refresh_failed", error=type(exc).__name__)

@@ -9,7 +9,8 @@ from litestar import Request, Response, get, post
 from litestar.response import Redirect, Template
 
 from services.intake.admin import routing
-from services.intake.admin.schemas import ManualAssignIn
+from services.intake.admin.dashboard import DEFAULT_WINDOW
+from services.intake.admin.schemas import ManualAssignIn, Window
 from services.intake.core.auth import Caller, require_staff
 from services.intake.core.dependencies import CallerDb
 from services.intake.core.middleware import request_id
@@ -21,7 +22,7 @@ from services.intake.staff import service as staff
 from services.intake.staff.schemas import CaseManagerIn, CaseManagerPatch
 from services.intake.web import charts, forms
 from services.intake.web import service as web
-from services.intake.web.dashboard import dashboard_charts
+from services.intake.web.dashboard import WINDOW_CHOICES, dashboard_charts
 from services.intake.web.forms import refused_body
 from services.intake.web.i18n import t
 from services.intake.web.render import (
@@ -110,11 +111,17 @@ async def team_page(request: Request[Any, Any, Any], caller: Caller, conn: async
 # ---- administrators --------------------------------------------------------------------------------
 
 
+def _window(request: Request[Any, Any, Any]) -> Window:
+    """The time window in the page's URL (`?window=7d`); anything else is the default."""
+    asked = request.query_params.get("window")
+    return next((w for w in WINDOW_CHOICES if w == asked), DEFAULT_WINDOW)
+
+
 async def _dashboard_context(
     request: Request[Any, Any, Any], caller: Caller, conn: asyncpg.Connection
 ) -> dict[str, Any]:
     state = request.app.state
-    figures = await state.dashboard.figures(caller.identity)
+    figures = await state.dashboard.figures(caller.identity, window=_window(request))
     charts = dashboard_charts(lang_of(request), figures, state.regions.regions)
     return await page_context(request, caller, conn, f=figures, **charts)
 
@@ -122,7 +129,7 @@ async def _dashboard_context(
 @get("/dashboard", include_in_schema=False, guards=[require_staff("admin")])
 async def dashboard(request: Request[Any, Any, Any], caller: Caller, conn: asyncpg.Connection) -> Template:
     ctx = await _dashboard_context(request, caller, conn)
-    ctx["refresh"] = {"src": "/app/dashboard/panels", "target": "panels", "every": 5}
+    ctx["refresh"] = {"src": f"/app/dashboard/panels?window={ctx['window']}", "target": "panels", "every": 5}
     return page(request, "dashboard.html", ctx)
 
 
