@@ -15,35 +15,26 @@ from shared import events
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 
 
-def _event_types() -> set[str]:
-    found = set()
+def _event_classes() -> dict[str, type[events.Event]]:
+    found: dict[str, type[events.Event]] = {}
     for obj in vars(events).values():
         if isinstance(obj, type) and issubclass(obj, events.Event) and obj is not events.Event:
             tag = obj.__struct_config__.tag
             if isinstance(tag, str):
-                found.add(tag)
+                found[tag] = obj
     return found
 
 
 def test_every_event_has_its_section() -> None:
     text = (DOCS / "events.md").read_text()
     documented = set(re.findall(r"^### refnet\.([a-z_.]+)$", text, re.M))
-    assert _event_types(), "no events found"
-    assert _event_types() <= documented, f"undocumented events: {_event_types() - documented}"
-    for tag in _event_types():
-        cls = next(
-            c
-            for c in vars(events).values()
-            if isinstance(c, type)
-            and getattr(c, "__struct_config__", None)
-            and c.__struct_config__.tag == tag
-        )
+    classes = _event_classes()
+    assert classes, "no events found"
+    assert set(classes) <= documented, f"undocumented events: {set(classes) - documented}"
+    envelope = {"event_id", "version", "occurred_at", "trace_id"}
+    for tag, cls in classes.items():
         section = text.split(f"### refnet.{tag}\n", 1)[1].split("\n### ", 1)[0]
-        own = [
-            f.encode_name
-            for f in msgspec.structs.fields(cls)
-            if f.name not in ("event_id", "version", "occurred_at", "trace_id")
-        ]
+        own = [f.encode_name for f in msgspec.structs.fields(cls) if f.name not in envelope]
         missing = [name for name in own if f"`{name}`" not in section]
         assert not missing, f"refnet.{tag}: fields not described: {missing}"
 
