@@ -132,7 +132,7 @@ def _port_free(host: str, port: int) -> bool:
     return True
 
 
-def _metrics_ports(settings: Settings) -> dict[str, str]:
+def _metrics_ports() -> dict[str, str]:
     """Metrics ports of the three services: the ones configured in the environment, else free ones (never
     the fixed defaults, which a second platform on the machine would find taken)."""
     from refnet_dev.embedded import free_port
@@ -251,7 +251,7 @@ def _supervise(
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
 
-    metrics_env = _metrics_ports(settings)
+    metrics_env = _metrics_ports()
     plat = _launcher(data_dir, port, settings, metrics_env)
     metrics = {
         name: (f"http://127.0.0.1:{metrics_env[var]}/metrics" if metrics_env[var] not in ("", "0") else None)

@@ -26,7 +26,7 @@ from services.intake.web import i18n
 from shared.casework import LOCAL_TZ
 from shared.credentials import hash_password
 from tests.conftest import SEEDED_TEMPLATE, TEMPLATE, clone_database
-from tests.e2e.browser import CHROMIUM, CHROMIUM_ARGS, browser_missing, snap
+from tests.e2e.browser import CHROMIUM, CHROMIUM_ARGS, browser_missing, check_a11y, snap
 from tests.e2e.pages import NOT_PAGES, PAGES
 from tests.support.platform import Platform, referral_body, running_platform, wait_for
 
@@ -330,7 +330,8 @@ async def _sign_in(page: Any, person: dict[str, Any]) -> None:
 
 
 async def _walk(browser: Any, world: World, role: str, lang: str) -> list[str]:
-    ctx = await browser.new_context(base_url=world.plat.base_url)
+    # bypass_csp: only so axe-core can be injected as an inline script; the app's CSP forbids it.
+    ctx = await browser.new_context(base_url=world.plat.base_url, bypass_csp=True)
     await ctx.add_cookies([{"name": "refnet_lang", "value": lang, "url": world.plat.base_url + "/app/"}])
     page = await ctx.new_page()
     server_errors: list[str] = []
@@ -362,6 +363,13 @@ async def _walk(browser: Any, world: World, role: str, lang: str) -> list[str]:
                 found.append(f"{where}: a first visit shows a message")
             found.extend(f"{where}: {p}" for p in problems_in(await page.evaluate(_TEXTS), lang))
             found.extend(f"{where}: {p}" for p in await _expectations(page, template, world.state))
+            fragment = template.split("?")[0].endswith(("/fragment", "/panels"))  # parts of a page
+            if world.state == "simulated" and lang == "en" and not fragment:
+                # Accessibility with real data in every table and chart (axe-core, serious or critical).
+                try:
+                    await check_a11y(page, where)
+                except AssertionError as exc:
+                    found.append(str(exc))
             if world.state == "simulated" and lang == "es":
                 name = re.sub(r"[^a-z0-9_=]+", "-", template.lower()).strip("-")
                 await snap(page, f"walk-{role}-{name}")
