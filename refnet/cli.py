@@ -251,9 +251,33 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_demo_env(args: argparse.Namespace) -> int:
+    from refnet.devpart import require
+
+    require("demo")
+    from refnet_dev.walkthrough import (
+        WalkthroughError,
+        demo_env,
+        load_credentials,
+        offer_env,
+        shell_exports,
+    )
+
+    try:
+        creds = load_credentials(_data_dir(args))
+        values = offer_env(creds, args.offer) if args.offer else demo_env(creds)
+    except WalkthroughError as exc:
+        print(f"refnet demo env: {exc}", file=sys.stderr)
+        return 1
+    print(shell_exports(values))
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     import json
 
+    if args.demo_command == "env":
+        return _cmd_demo_env(args)
     from refnet.devpart import require
     from refnet.operator import admin_dsn
     from shared.config import load_settings
@@ -444,6 +468,16 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--seed", type=int, default=2026, help="random seed (default 2026)")
     sim.add_argument("--south", type=int, default=100, help="youth referred in South LA (default 100)")
     sim.add_argument("--valley", type=int, default=20, help="youth in the San Fernando Valley (default 20)")
+    env = dm_sub.add_parser(
+        "env",
+        help='shell variables for the README walkthrough (eval "$(refnet demo env)")',
+        description="Prints `export NAME=value` lines from demo-credentials.json and the running API: BASE,"
+        " KEY (a demo partner's API key), consent dates relative to today, DATE_OF_BIRTH; with --offer, the"
+        " case manager routing offered that referral to (CM_NAME, CM_EMAIL, CM_PASSWORD), a TOKEN for them"
+        " and the ASSIGNMENT_ID.",
+    )
+    env.add_argument("--data-dir", help="refnet up data dir (default ./.refnet)")
+    env.add_argument("--offer", metavar="REFERRAL_ID", help="wait for this referral's offer; who got it")
     dm.set_defaults(func=_cmd_demo)
 
     bench = sub.add_parser("bench", help="end-to-end benchmark against embedded servers (refnet[dev])")

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
+import unicodedata
 import uuid
 from pathlib import Path
 from typing import Any
@@ -14,7 +16,7 @@ import asyncpg
 from shared.codes import NEED_CODES
 from shared.credentials import hash_api_key, hash_password, new_api_key
 
-__all__ = ["PARTNERS", "seed_demo"]
+__all__ = ["PARTNERS", "ascii_fold", "seed_demo"]
 
 PARTNERS: tuple[tuple[str, str], ...] = (
     ("South LA Youth Shelter", "youth_shelter"),
@@ -63,11 +65,19 @@ _SPECIALISMS: dict[str, tuple[str, ...]] = {
 }
 
 
-def _email(name: str, domain: str = "demo.refnet.local") -> str:
-    local = "".join(
-        ch for ch in name.lower().replace(" ", ".") if ch.isascii() and (ch.isalnum() or ch == ".")
+def ascii_fold(text: str) -> str:
+    """Latin letters without their accents ("Lucía Gómez" -> "Lucia Gomez"): each character decomposed
+    (NFKD) and its combining marks dropped; what has no ASCII form is left out."""
+    decomposed = unicodedata.normalize("NFKD", text)
+    return (
+        "".join(ch for ch in decomposed if not unicodedata.combining(ch)).encode("ascii", "ignore").decode()
     )
-    return f"{local}@{domain}"
+
+
+def _email(name: str, domain: str = "demo.refnet.local") -> str:
+    """A person's demo address from their name as displayed: "Lucía Gómez" -> lucia.gomez@demo.refnet.local."""
+    words = re.findall(r"[a-z0-9]+", ascii_fold(name).lower())
+    return f"{'.'.join(words)}@{domain}"
 
 
 async def seed_demo(conn: asyncpg.Connection, base_url: str) -> dict[str, Any]:

@@ -43,11 +43,25 @@ from refnet_dev.embedded import (
 from shared.db import service_dsn
 from shared.migrate import apply_migrations
 
-__all__ = ["SERVICES", "Platform", "PlatformError", "ServiceProc", "consumer_names", "http_status"]
+__all__ = [
+    "METRICS_PORT_VARS",
+    "SERVICES",
+    "Platform",
+    "PlatformError",
+    "ServiceProc",
+    "consumer_names",
+    "http_status",
+]
 
 log = structlog.get_logger("refnet.platform")
 
 SERVICES = ("intake", "routing", "notify")
+# Each service's metrics listener port (configuration variable).
+METRICS_PORT_VARS = {
+    "intake": "REFNET_METRICS_PORT",
+    "routing": "REFNET_ROUTING_METRICS_PORT",
+    "notify": "REFNET_NOTIFY_METRICS_PORT",
+}
 # The durable consumers the workers create on start; a worker is at work once its consumer exists.
 CONSUMERS = {"routing": "routing", "notify": "notify"}
 
@@ -109,7 +123,7 @@ class Platform:
     and ``nats_nodes`` (1 or 3) a single server or a cluster. ``workers``: processes per service.
     ``secret_env``: the signing and PII keys (random ones by default). ``isolated`` (tests, chaos,
     bench) drops inherited REFNET_* variables and adds JSON logs and free metrics ports; otherwise
-    (`refnet up`) the environment is passed on as it is. ``env`` overrides anything. ``command``
+    (`refnet up`) the environment is passed on as it is (`refnet up` adds free metrics ports itself). ``env`` overrides anything. ``command``
     replaces ``python -m refnet.cli`` (``serve NAME`` is appended).
     """
 
@@ -283,11 +297,7 @@ class Platform:
         if self.isolated:
             # Inherited REFNET_* settings (say, an external database) must not leak into the run.
             inherited = {k: v for k, v in inherited.items() if not k.startswith("REFNET_")}
-            defaults = {"REFNET_LOG_FORMAT": "json"}
-            for service in ("routing", "notify"):
-                # One worker: a port of its own (tests scrape it); several share a host: any free one.
-                many = self.workers.get(service, 0) > 1
-                defaults[f"REFNET_{service.upper()}_METRICS_PORT"] = "0" if many else str(free_port())
+            defaults = {"REFNET_LOG_FORMAT": "json", **self.metrics_env()}
         structural = {
             "REFNET_DATABASE_URL": self.database_url,
             "REFNET_NATS_URL": self.nats_url,
@@ -298,6 +308,20 @@ class Platform:
             **self.secret_env,
         }
         return {**defaults, **inherited, **structural, **self.overrides}
+
+    def metrics_env(self) -> dict[str, str]:
+        """A free metrics port for each service (never the fixed defaults: another platform may hold
+        them); a service of several processes gets none (they would share it)."""
+        env: dict[str, str] = {}
+        for service, var in METRICS_PORT_VARS.items():
+            many = self.workers.get(service, 0) > 1
+            env[var] = "0" if many else str(free_port())
+        return env
+
+    def metrics_url(self, service: str) -> str | None:
+        """Where ``service``'s metrics listener answers (None: off)."""
+        port = int(self.env.get(METRICS_PORT_VARS[service], "0") or 0)
+        return f"http://{LOOPBACK}:{port}/metrics" if port else None
 
     def process_keys(self) -> list[tuple[str, str]]:
         """(key, service) of every process ``start_all`` starts: "routing", "routing-2", ..."""
@@ -312,8 +336,12 @@ class Platform:
         service = service or (self.procs[key].service if key in self.procs else key.split("-")[0])
         env = self.env
         if service == "intake" and key != "intake":
-            # A second intake process cannot share the first one's port.
-            env = {**env, "REFNET_PORT": str(self._ports.setdefault(key, free_port()))}
+            # A second intake process cannot share the first one's ports.
+            env = {
+                **env,
+                "REFNET_PORT": str(self._ports.setdefault(key, free_port())),
+                "REFNET_METRICS_PORT": "0",
+            }
         log_path = self.workdir / f"{key}.log" if self.log_to_files else None
         with contextlib.ExitStack() as stack:
             out = stack.enter_context(log_path.open("ab")) if log_path is not None else None

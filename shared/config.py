@@ -104,11 +104,16 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # offer's window, so short urgent offers are not reminded at once); 0 turns reminders off.
     offer_reminder_lead_seconds: float = 3600.0
     notify_periodic_seconds: float = 15.0
-    # Prometheus /metrics of the worker processes on a loopback HTTP port each (0 turns it off; intake
-    # serves /metrics on its own HTTP port). metrics_host "0.0.0.0" lets a scraper in another container in.
+    # Prometheus metrics of each service on a listener of its own, apart from the public API port (0
+    # turns it off): intake's metrics_port, the workers' below. `refnet up` picks free ports for the ones
+    # not set. metrics_host "0.0.0.0" lets a scraper in another container in.
+    metrics_port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 9103
     routing_metrics_port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 9101
     notify_metrics_port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 9102
     metrics_host: str = "127.0.0.1"
+    # Also answer /metrics on intake's public HTTP port (it answers 404 there otherwise): only behind a
+    # proxy that keeps it from the internet.
+    metrics_public: bool = False
 
     @property
     def public_base_url(self) -> str:

@@ -1,8 +1,11 @@
-"""Prometheus metrics of the worker processes (routing, notify) and their small loopback HTTP server.
+"""Prometheus metrics of the worker processes (routing, notify), and the small metrics HTTP listener every
+service serves its metrics on (intake too, with its own registry).
 
-The services' code calls the one-line hooks below; ``run_worker`` starts the server on the port from
-configuration (``REFNET_ROUTING_METRICS_PORT`` / ``REFNET_NOTIFY_METRICS_PORT``, 0 = off) and keeps the
-JetStream consumer gauges fresh. Labels are codes only (outcome, channel, consumer): never an id.
+The services' code calls the one-line hooks below; ``run_worker`` starts the listener on the port from
+configuration (``REFNET_ROUTING_METRICS_PORT`` / ``REFNET_NOTIFY_METRICS_PORT``, 0 = off; intake's is
+``REFNET_METRICS_PORT``) and keeps the JetStream consumer gauges fresh. The listener is apart from the
+public API port, so the figures are not served to the internet. Labels are codes only (outcome, channel,
+consumer): never an id.
 """
 
 from __future__ import annotations
@@ -10,16 +13,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import socket
 import threading
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any, ParamSpec, TypeVar
-from wsgiref.simple_server import WSGIServer
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import asyncpg
 import structlog
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
+from prometheus_client.exposition import ThreadingWSGIServer
+
+if TYPE_CHECKING:
+    from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
 from shared.config import Settings
 
@@ -160,15 +168,53 @@ def worker_metrics_port(settings: Settings, name: str) -> int:
     return {"routing": settings.routing_metrics_port, "notify": settings.notify_metrics_port}.get(name, 0)
 
 
-def start_metrics_server(port: int, host: str = "127.0.0.1") -> MetricsServer | None:
-    """Serve ``/metrics`` on ``host:port``; a port in use is logged, not fatal (metrics are not the job)."""
+class _QuietHandler(WSGIRequestHandler):
+    """No access log line per scrape on stderr."""
+
+    def log_message(self, format: str, *args: object) -> None:
+        return None
+
+
+def _app(registry: CollectorRegistry, before_scrape: Callable[[], None] | None) -> WSGIApplication:
+    exposition = make_wsgi_app(registry)
+    if before_scrape is None:
+        return exposition
+
+    def app(environ: WSGIEnvironment, start_response: StartResponse) -> Any:
+        try:
+            before_scrape()
+        except Exception as exc:  # stale gauges are better than no metrics at all
+            log.warning("metrics.refresh_failed", error=type(exc).__name__)
+        return exposition(environ, start_response)
+
+    return app
+
+
+def start_metrics_server(
+    port: int,
+    host: str = "127.0.0.1",
+    *,
+    registry: CollectorRegistry = REGISTRY,
+    before_scrape: Callable[[], None] | None = None,
+) -> MetricsServer | None:
+    """Serve ``registry`` as Prometheus text on ``host:port`` (any path, ``/metrics`` by convention) in a
+    thread; ``before_scrape`` runs first on each scrape (in that thread) to refresh gauges. A port in use
+    is logged, not fatal (metrics are not the job)."""
     if port <= 0:
         return None
+
     try:
-        server, thread = start_http_server(port, addr=host, registry=REGISTRY)
+
+        class Server(ThreadingWSGIServer):
+            # IPv4 or IPv6, whichever the configured host is.
+            address_family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+
+        server = make_server(host, port, _app(registry, before_scrape), Server, handler_class=_QuietHandler)
     except OSError as exc:
         log.warning("metrics.server_failed", port=port, error=exc.strerror or type(exc).__name__)
         return None
+    thread = threading.Thread(target=server.serve_forever, name="metrics", daemon=True)
+    thread.start()
     log.info("metrics.serving", host=host, port=port)
     return MetricsServer(server, thread)
 

@@ -19,7 +19,7 @@ from services.intake.core.body import StrictBody
 from services.intake.core.dependencies import DEPENDENCIES
 from services.intake.core.health import healthz, readyz
 from services.intake.core.keys import Keys
-from services.intake.core.metrics import IntakeMetrics, metrics_middleware
+from services.intake.core.metrics import IntakeMetrics, metrics_middleware, start_metrics_listener
 from services.intake.core.middleware import request_context_middleware
 from services.intake.core.openapi import refine_openapi
 from services.intake.core.problems import exception_handlers
@@ -32,7 +32,7 @@ from services.intake.notifications.hub import NotificationHub
 from services.intake.partners.controller import ROUTES as PARTNER_ROUTES
 from services.intake.referrals.controller import ReferralController, YouthMatchController
 from services.intake.staff.controller import ROUTES as STAFF_ROUTES
-from services.intake.web.controller import web_router
+from services.intake.web.controller import root_redirect, web_router
 from services.intake.web.render import static_router, template_config
 from services.intake.web.session import web_session_middleware
 from shared.config import Settings, load_settings
@@ -63,15 +63,21 @@ def create_app(settings: Settings | None = None) -> Litestar:
         app.state.pool = pool
         app.state.hub = hub
         app.state.bus = bus
-        app.state.dashboard = Dashboard(pool, bus)
+        app.state.dashboard = Dashboard(pool, bus, regions.codes)
         await hub.start()
         await bus.start()
+        # Prometheus metrics on a listener of their own (REFNET_METRICS_PORT), not the public port.
+        metrics_server = start_metrics_listener(
+            app.state.metrics, app.state.dashboard, settings, asyncio.get_running_loop()
+        )
         stop = asyncio.Event()
         maintenance = asyncio.create_task(run_maintenance(pool, settings, stop), name="maintenance")
         try:
             yield
         finally:
             stop.set()
+            if metrics_server is not None:
+                await asyncio.to_thread(metrics_server.stop)
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(maintenance, timeout=10)
             await hub.stop()
@@ -98,6 +104,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             web_router(),
             static_router(),
             fhir_router(),
+            root_redirect,
         ],
         lifespan=[resources],
         state=State({"settings": settings, "pii_keys": keys, "regions": regions, "metrics": IntakeMetrics()}),

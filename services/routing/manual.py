@@ -44,11 +44,12 @@ async def assign_manually(
     """Offer the referral to the named case manager in the caller's transaction (RLS applies to them).
 
     Supervisors act within their own region: another region's referral is "not found", and a case
-    manager they cannot see cannot be chosen. ``identity`` must be the database's word for the actor
+    manager they cannot see cannot be chosen. An out-of-area referral (no region) is every
+    supervisor's: no region owns it, and every supervisor is told of it. ``identity`` must be the database's word for the actor
     (see services/routing/commands.py), never a claim.
     """
     ref = await conn.fetchrow(load_sql(_SQL, "lock_referral"), referral_id)
-    if ref is None or (identity.role == "supervisor" and ref["region"] != identity.region):
+    if ref is None or (identity.role == "supervisor" and ref["region"] not in (None, identity.region)):
         raise ManualAssignError(404, "No such referral.")
     if ref["status"] not in ASSIGNABLE:
         raise ManualAssignError(
@@ -153,7 +154,7 @@ async def assign_manually(
         warnings.append(f"over capacity: {record.active_count} of {record.capacity} cases")
     if not record.speaks_language:
         warnings.append(f"does not list the youth's language ({ref['language']})")
-    if not record.serves_region:
+    if not record.serves_region and ref["region"] is not None:  # out of area: nobody serves it
         warnings.append("does not serve the referral's region")
     return ManualAssignment(
         assignment_id=str(assignment_id),

@@ -13,7 +13,8 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from refnet_dev.embedded import EmbeddedPostgres, free_port
+from refnet_dev.embedded import EmbeddedPostgres
+from shared.codes import NEED_CODES
 from tests.conftest import SEEDED_TEMPLATE, clone_database
 from tests.support.platform import Platform, referral_body, running_platform
 
@@ -25,10 +26,9 @@ def plat(
     pg_server: EmbeddedPostgres, seeded_template: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[Platform, int, int]]:
     dsn = asyncio.run(clone_database(pg_server, "m", SEEDED_TEMPLATE))
-    routing_port, notify_port = free_port(), free_port()
-    extra = {"REFNET_ROUTING_METRICS_PORT": str(routing_port), "REFNET_NOTIFY_METRICS_PORT": str(notify_port)}
-    with running_platform(dsn, tmp_path_factory.mktemp("metrics"), seeded_template, extra_env=extra) as p:
-        yield p, routing_port, notify_port
+    # Each service's metrics listener on a port of its own (the launcher picks free ones).
+    with running_platform(dsn, tmp_path_factory.mktemp("metrics"), seeded_template) as p:
+        yield p, int(p.env["REFNET_ROUTING_METRICS_PORT"]), int(p.env["REFNET_NOTIFY_METRICS_PORT"])
 
 
 def _scrape(url: str, timeout: float = 10.0) -> dict[str, Any]:
@@ -97,7 +97,9 @@ def test_every_service_metrics_parse(plat: tuple[Platform, int, int]) -> None:
     p, routing_port, notify_port = plat
     _flow(p)
 
-    intake = _scrape(p.base_url + "/metrics")
+    intake_url = p.metrics_url("intake")
+    assert intake_url is not None and not intake_url.startswith(p.base_url)
+    intake = _scrape(intake_url)
     for name in (
         "refnet_http_requests",
         "refnet_http_request_duration_seconds",
@@ -218,6 +220,31 @@ def test_admin_metrics_json(plat: tuple[Platform, int, int]) -> None:
     assert f["outbox"]["pending"] >= 0
     # Aggregates only: no youth details anywhere in the figures.
     assert "Zyxwandra" not in r.text and "Quellmorrow" not in r.text
+    # The window: 30 days unless asked; every region and every need code even at zero.
+    assert (f["window"], f["window_days"], f["timeline_bucket"], len(f["timeline"])) == ("30d", 30, "day", 30)
+    assert set(f["referrals_by_region"]) == {"south_la", "san_fernando_valley", "out_of_area"}
+    assert f["referrals_by_region"]["san_fernando_valley"] == 0
+    needs = {n["need"]: n for n in f["referrals_by_need"]}
+    assert set(needs) == set(NEED_CODES)
+    assert needs["housing"]["count"] >= 2 and needs["housing"]["tta_p50_seconds"] is not None
+    assert needs["legal"] == {
+        "need": "legal",
+        "count": 0,
+        "assigned": 0,
+        "tta_p50_seconds": None,
+        "tta_p90_seconds": None,
+    }
+    for window, days, bucket, points in (
+        ("24h", 1, "hour", 24),
+        ("7d", 7, "day", 7),
+        ("all", None, "day", 1),
+    ):
+        w = httpx.get(url, params={"window": window, "fresh": "true"}, headers=admin).json()
+        assert (w["window"], w["window_days"], w["timeline_bucket"]) == (window, days, bucket)
+        assert len(w["timeline"]) == points, (window, w["timeline"])
+        assert w["referrals_total"] == f["referrals_total"]  # every referral of this test is minutes old
+    bad = httpx.get(url, params={"window": "1y"}, headers=admin)
+    assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "window"
 
     # Admins only.
     assert httpx.get(url).status_code == 401
@@ -226,3 +253,24 @@ def test_admin_metrics_json(plat: tuple[Platform, int, int]) -> None:
     sup = p.creds["supervisors"][0]
     assert httpx.get(url, headers={"Authorization": f"Bearer {p.staff_token(sup)}"}).status_code == 403
     assert httpx.get(url, headers={"Authorization": f"Bearer {p.partner_key(0)}"}).status_code == 403
+
+
+def test_public_port_hides_metrics_unless_asked(plat: tuple[Platform, int, int]) -> None:
+    p, _, _ = plat
+    # Off the public port by default: a 404 problem, whoever asks.
+    r = httpx.get(p.base_url + "/metrics")
+    assert r.status_code == 404
+    assert r.headers["content-type"].startswith("application/problem+json")
+    admin = {"Authorization": f"Bearer {p.staff_token(p.creds['admins'][0])}"}
+    assert httpx.get(p.base_url + "/metrics", headers=admin).status_code == 404
+    # REFNET_METRICS_PUBLIC=true puts them back there (for a scraper behind a proxy).
+    p.env["REFNET_METRICS_PUBLIC"] = "true"
+    p.terminate("intake")
+    p.restart("intake")
+    try:
+        families = _scrape(p.base_url + "/metrics")
+        assert "refnet_referrals" in families
+    finally:
+        p.env.pop("REFNET_METRICS_PUBLIC")
+        p.terminate("intake")
+        p.restart("intake")

@@ -12,6 +12,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psutil
@@ -152,3 +153,112 @@ def test_up_runs_the_platform_with_demo_network_and_stops_cleanly(data_dir: Path
     finally:
         code, out = _stop(proc)
     assert code == 0, out
+
+
+class _Lines:
+    """A process's output lines, read as they come (the process keeps running)."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        import threading
+
+        self.lines: list[str] = []
+        assert proc.stdout is not None
+        self._thread = threading.Thread(target=self._read, args=(proc.stdout,), daemon=True)
+        self._thread.start()
+
+    def _read(self, stream: Any) -> None:
+        for line in stream:
+            self.lines.append(line.rstrip("\n"))
+
+    def wait_for(self, text: str, timeout: float = 60) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            hit = next((line for line in self.lines if text in line), None)
+            if hit is not None:
+                return hit
+            time.sleep(0.1)
+        raise AssertionError(f"{text!r} never printed; got: {self.lines[-20:]}")
+
+
+def test_a_second_up_on_the_same_data_dir_leaves_at_once_and_the_first_is_untouched(data_dir: Path) -> None:
+    port = free_port()
+    first = _start(data_dir, port)
+    out = _Lines(first)
+    try:
+        up_line = out.wait_for("refnet is up")
+        # Announced only once intake answers, with the web app's address and the demo admin's sign-in.
+        assert httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5).status_code == 200
+        assert f"http://127.0.0.1:{port}/app/" in up_line
+        creds = json.loads((data_dir / "demo-credentials.json").read_text())
+        admin = creds["admins"][0]
+        assert any(admin["email"] in line and admin["password"] in line for line in out.lines)
+        lock = json.loads((data_dir / "refnet-up.lock").read_text())
+        assert lock["pid"] == first.pid
+        # The metrics listeners: free ports, named in the lock file; the public port hides /metrics.
+        for service in ("intake", "routing", "notify"):
+            url = lock["metrics"][service]
+            assert url and not url.endswith((":9101/metrics", ":9102/metrics", ":9103/metrics")), url
+            assert httpx.get(url, timeout=5).status_code == 200
+        assert httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).status_code == 404
+        root = httpx.get(f"http://127.0.0.1:{port}/", timeout=5)
+        assert root.status_code in (301, 302, 303, 307, 308) and root.headers["location"] == "/app/"
+
+        t0 = time.monotonic()
+        second = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "refnet.cli",
+                "up",
+                "--data-dir",
+                str(data_dir),
+                "--port",
+                str(free_port()),
+            ],
+            env={k: v for k, v in os.environ.items() if not k.startswith("REFNET_")},
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert time.monotonic() - t0 < 15
+        assert second.returncode != 0
+        said = (second.stdout + second.stderr).strip().splitlines()
+        assert len(said) == 1, said
+        assert f"pid {first.pid}" in said[0] and f"http://127.0.0.1:{port}" in said[0], said
+
+        # The first is untouched: still ready, still takes referrals, and said "up" once.
+        assert first.poll() is None
+        assert httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5).status_code == 200
+        r = httpx.post(
+            f"http://127.0.0.1:{port}/v1/referrals",
+            json=referral_body(),
+            headers={"Authorization": f"Bearer {creds['partners'][0]['api_key']}"},
+            timeout=10,
+        )
+        assert r.status_code == 201, r.text
+        assert sum("refnet is up" in line for line in out.lines) == 1
+    finally:
+        code, _ = _stop(first)
+    assert code == 0
+
+
+def test_up_refuses_a_port_in_use_in_one_line(data_dir: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "-m", "refnet.cli", "up", "--data-dir", str(data_dir), "--port", str(port)],
+            env={k: v for k, v in os.environ.items() if not k.startswith("REFNET_")},
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    assert done.returncode != 0
+    said = (done.stdout + done.stderr).strip().splitlines()
+    assert len(said) == 1 and f"port {port}" in said[0], said
+    assert not (data_dir / "postgres").exists(), "nothing may start before the port is known to be free"

@@ -376,3 +376,52 @@ async def test_phone_spanish_inbox_and_session_cookie(web: Platform, browser: An
         assert r.headers["location"].startswith("/app/login")
         assert (await client.get("/v1/assignments", headers=only_session)).status_code == 401
     await ctx.close()
+
+
+async def test_a_supervisor_assigns_an_out_of_area_referral_from_the_queue_page(
+    web: Platform, browser: Any
+) -> None:
+    # Out of area: no region owns it, so the San Fernando Valley supervisor sees it in their queue too and
+    # gives it to one of their case managers from its page, with a reason (audited).
+    rid = await _post_referral(web, location={"zip": "10001"})
+    sup = _person(web, "supervisors", region="san_fernando_valley")
+    ctx = await _context(browser, web)
+    page = await ctx.new_page()
+    await _login(page, sup)
+    link = page.locator(f'#queue tr[data-referral="{rid}"] a')
+    for _ in range(50):
+        if await link.count():
+            break
+        await asyncio.sleep(0.2)
+        await page.reload()
+    await link.click()
+    await page.wait_for_load_state()
+    body = await page.locator("main").inner_text()
+    sentence = "The referral's location is outside every region the network serves"
+    assert body.count(sentence) == 1, "the explanation must be said once"
+    await snap(page, "17-queue-out-of-area")
+    await check_a11y(page, "queue item (out of area)")
+    options = await page.locator("#cm option").all_inner_texts()
+    valley = {c["name"] for c in web.creds["case_managers"] if c["regions"] == ["san_fernando_valley"]}
+    assert options and all(any(name in o for name in valley) for o in options), options
+    await page.get_by_label("Reason").fill("Family moved to Pacoima last week; closest team.")
+    await page.get_by_role("button", name="Assign").click()
+    await page.wait_for_load_state()
+    assert "offered to the case manager" in await page.locator(".flash").inner_text()
+    conn = await asyncpg.connect(web.dsn)
+    try:
+        status = await conn.fetchval("SELECT status FROM referrals WHERE id = $1", rid)
+        audited = await conn.fetchval(
+            "SELECT count(*) FROM audit_log WHERE action = 'routing.manual_assign' AND target_id = $1"
+            " AND actor_id = $2",
+            rid,
+            sup["id"],
+        )
+        reason = await conn.fetchval(
+            "SELECT reason FROM routing_decisions WHERE referral_id = $1 AND kind = 'manual'", rid
+        )
+    finally:
+        await conn.close()
+    assert (status, audited) == ("assigned", 1)
+    assert reason == "Family moved to Pacoima last week; closest team."
+    await ctx.close()

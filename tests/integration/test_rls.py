@@ -23,7 +23,7 @@ ALL_TABLES = (
 )
 
 
-async def _referral(conn: asyncpg.Connection, partner_id: str, region: str = "south_la") -> str:
+async def _referral(conn: asyncpg.Connection, partner_id: str, region: str | None = "south_la") -> str:
     rid = str(uuid.uuid4())
     await conn.execute(
         "INSERT INTO referrals (id, partner_id, status, region, needs, language, urgency, age_years)"
@@ -74,7 +74,7 @@ async def world(seeded_db: tuple[str, dict[str, Any]]) -> AsyncIterator[dict[str
         cm["id"],
     )
     app = await asyncpg.connect(service_dsn(dsn))
-    yield {"app": app, "a": a, "b": b, "ids": ids, "cm": cm, "creds": creds}
+    yield {"app": app, "a": a, "b": b, "ids": ids, "cm": cm, "creds": creds, "dsn": dsn}
     await app.close()
     await admin.close()
 
@@ -164,6 +164,44 @@ async def test_supervisor_sees_their_region_only(world: dict[str, Any]) -> None:
     async with conn.transaction():
         await _as(conn, "supervisor", actor=str(uuid.uuid4()), region="south_la")
         assert await conn.fetchval("SELECT count(*) FROM referrals") == 3
+
+
+class _Undo(Exception):
+    """Raised to roll a transaction back on purpose."""
+
+
+async def test_every_supervisor_sees_out_of_area_referrals_and_their_offers(world: dict[str, Any]) -> None:
+    # Out of area (no region): no region owns it, so each supervisor sees it (routing facts, the offers
+    # and the routing record, never PII) and may write its offer; partners other than its own do not.
+    conn: asyncpg.Connection = world["app"]
+    admin = await asyncpg.connect(world["dsn"])
+    try:
+        rid = await _referral(admin, world["b"], region=None)
+    finally:
+        await admin.close()
+    for region in ("south_la", "san_fernando_valley"):
+        with pytest.raises(_Undo):
+            async with conn.transaction():
+                await _as(conn, "supervisor", actor=str(uuid.uuid4()), region=region)
+                seen = {str(r["id"]) for r in await conn.fetch("SELECT id FROM referrals")}
+                assert rid in seen
+                assert await conn.fetchval("SELECT count(*) FROM referral_pii") == 0
+                done = await conn.execute("UPDATE referrals SET urgency = 'urgent' WHERE id = $1", rid)
+                assert done == "UPDATE 1"
+                await conn.execute(
+                    "INSERT INTO assignments (id, referral_id, case_manager_id, state, respond_by)"
+                    " VALUES ($1, $2, $3, 'offered', now() + interval '1 hour')",
+                    uuid.uuid4(),
+                    rid,
+                    world["cm"]["id"],
+                )
+                assert (
+                    await conn.fetchval("SELECT count(*) FROM assignments WHERE referral_id = $1", rid) == 1
+                )
+                raise _Undo  # the next region's supervisor finds it as it was
+    async with conn.transaction():
+        await _as(conn, "partner", partner=world["a"])
+        assert await conn.fetchval("SELECT count(*) FROM referrals WHERE id = $1", rid) == 0
 
 
 async def test_audit_log_is_append_only_for_the_service_role(world: dict[str, Any]) -> None:

@@ -344,3 +344,54 @@ async def test_two_routing_processes_share_the_commands(
     finally:
         await other.stop()
         await nc.close()
+
+
+async def _out_of_area_referral(pool: asyncpg.Pool, creds: dict[str, Any]) -> str:
+    rid = str(uuid.uuid4())
+    await pool.execute(
+        "INSERT INTO referrals (id, partner_id, status, region, needs, language, urgency, age_years,"
+        " unroutable_reason, queued_at) VALUES ($1, $2, 'unroutable', NULL, '{housing}', 'en', 'routine', 16,"
+        " 'out_of_area', now())",
+        rid,
+        creds["partners"][0]["id"],
+    )
+    return rid
+
+
+@pytest.mark.parametrize("region", ["south_la", "san_fernando_valley"])
+async def test_any_supervisor_assigns_an_out_of_area_referral_to_their_case_manager(
+    pool: asyncpg.Pool, client: NATS, routing: Any, creds: dict[str, Any], region: str
+) -> None:
+    # No region owns an out-of-area referral: every supervisor may give it to one of their case managers
+    # (row-level security on referrals, assignments and routing_decisions, and routing's own check).
+    sup = next(s for s in creds["supervisors"] if s["region"] == region)
+    cm = next(c["id"] for c in creds["case_managers"] if c["regions"] == [region])
+    rid = await _out_of_area_referral(pool, creds)
+
+    reply = await request_assignment(client, _as_supervisor(sup, rid, cm))
+
+    assert reply.status == 201 and reply.assignment is not None, reply
+    assert not any("region" in w for w in reply.assignment.warnings), reply.assignment.warnings
+    assert await pool.fetchval("SELECT status FROM referrals WHERE id = $1", rid) == "assigned"
+    assert await pool.fetchval(
+        "SELECT count(*) FROM routing_decisions WHERE referral_id = $1 AND kind = 'manual' AND actor_id = $2",
+        rid,
+        sup["id"],
+    )
+    assert await pool.fetchval(
+        "SELECT count(*) FROM audit_log WHERE action = 'routing.manual_assign' AND target_id = $1"
+        " AND actor_id = $2",
+        rid,
+        sup["id"],
+    )
+
+
+async def test_a_supervisor_cannot_give_an_out_of_area_referral_to_another_regions_case_manager(
+    pool: asyncpg.Pool, client: NATS, routing: Any, creds: dict[str, Any]
+) -> None:
+    sup = _south_supervisor(creds)
+    valley_cm = next(c["id"] for c in creds["case_managers"] if c["regions"] == ["san_fernando_valley"])
+    rid = await _out_of_area_referral(pool, creds)
+    reply = await request_assignment(client, _as_supervisor(sup, rid, valley_cm))
+    assert reply.status == 422, reply
+    await _nothing_written(pool, rid)

@@ -208,9 +208,14 @@ def test_network_policies_deny_by_default_and_select_real_pods() -> None:
         labels = pol["spec"]["podSelector"].get("matchLabels", {})
         if "app.kubernetes.io/name" in labels and labels["app.kubernetes.io/name"] in SERVICES:
             assert any(labels.items() <= pl.items() for pl in pod_labels), name
-    # Only intake accepts traffic from outside, on its HTTP port; notify alone reaches the internet.
+    # Only intake accepts traffic from outside, on its HTTP port (its metrics port from Prometheus only);
+    # notify alone reaches the internet.
     intake = policies["intake-ingress"]["spec"]
     assert [p["port"] for p in intake["ingress"][0]["ports"]] == [8000]
+    assert [p["port"] for p in intake["ingress"][1]["ports"]] == [9103]
+    assert [s["namespaceSelector"]["matchLabels"] for s in intake["ingress"][1]["from"]] == [
+        {"kubernetes.io/metadata.name": "monitoring"}
+    ]
     internet = [
         n
         for n, p in policies.items()

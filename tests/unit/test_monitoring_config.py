@@ -53,13 +53,13 @@ def test_dashboard_queries_exported_metrics_only() -> None:
         assert needle in used, needle
 
 
-def test_prometheus_scrapes_the_three_services_on_their_default_ports() -> None:
+def test_prometheus_scrapes_the_three_services_on_their_default_metrics_ports() -> None:
     config = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
     jobs = {j["job_name"]: j for j in config["scrape_configs"]}
     assert set(jobs) == {"refnet-intake", "refnet-routing", "refnet-notify"}
     defaults = Settings()
     ports = {
-        "refnet-intake": defaults.port,
+        "refnet-intake": defaults.metrics_port,
         "refnet-routing": defaults.routing_metrics_port,
         "refnet-notify": defaults.notify_metrics_port,
     }

@@ -1,4 +1,4 @@
-"""``_field_from_msgspec``: msgspec validation messages become the field paths a client sent."""
+"""``field_from_msgspec``: msgspec validation messages become the field paths a client sent."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from services.intake.core.problems import _field_from_msgspec
+from services.intake.core.problems import field_from_msgspec
 from services.intake.referrals.schemas import ReferralIn
 
 
@@ -63,7 +63,7 @@ from services.intake.referrals.schemas import ReferralIn
     ],
 )
 def test_messages_to_fields(message: str, field: str, msg: str) -> None:
-    assert _field_from_msgspec(message) == {"field": field, "message": msg}
+    assert field_from_msgspec(message) == {"field": field, "message": msg}
 
 
 @pytest.mark.parametrize(
@@ -76,11 +76,11 @@ def test_messages_to_fields(message: str, field: str, msg: str) -> None:
     ],
 )
 def test_a_field_that_starts_with_data_is_not_truncated(message: str, field: str) -> None:
-    assert _field_from_msgspec(message)["field"] == field
+    assert field_from_msgspec(message)["field"] == field
 
 
 def test_multiline_message_keeps_its_path() -> None:
-    out = _field_from_msgspec("Expected `str`\nmatching regex '^x$' - at `$.data.language`")
+    out = field_from_msgspec("Expected `str`\nmatching regex '^x$' - at `$.data.language`")
     assert out["field"] == "language"
     assert out["message"] == "Expected `str`\nmatching regex '^x$'"
 
@@ -147,7 +147,7 @@ def test_real_msgspec_errors(path: str, value: Any, field: str, wrapped: bool) -
     else:
         with pytest.raises(msgspec.ValidationError) as info:
             msgspec.json.decode(msgspec.json.encode(doc), type=ReferralIn)
-    out = _field_from_msgspec(str(info.value))
+    out = field_from_msgspec(str(info.value))
     assert out["field"] == field
     assert "$." not in out["message"]
     assert out["message"]

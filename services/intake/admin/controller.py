@@ -11,7 +11,7 @@ from litestar import Controller, Request, Response, get, post
 from litestar.params import Parameter
 
 from services.intake.admin import routing, service
-from services.intake.admin.dashboard import WINDOW_DAYS, Dashboard
+from services.intake.admin.dashboard import DEFAULT_WINDOW, Dashboard
 from services.intake.admin.schemas import (
     AuditEntry,
     Channel,
@@ -25,14 +25,15 @@ from services.intake.admin.schemas import (
     ManualAssignIn,
     QueuePage,
     RoutingExplanation,
+    Window,
 )
 from services.intake.core.auth import Caller, require_staff
 from services.intake.core.dependencies import CallerDb
-from services.intake.core.metrics import IntakeMetrics, exposition
+from services.intake.core.metrics import IntakeMetrics, exposition, refresh_gauges
 from services.intake.core.middleware import request_id
+from services.intake.core.problems import Problem
 from shared.codes import UnroutableReason
 from shared.commands import ManualAssignment
-from shared.db import SYSTEM
 
 __all__ = ["ROUTES"]
 
@@ -45,29 +46,35 @@ log = structlog.get_logger("refnet.intake")
     tags=["admin"],
     summary="Routing and delivery figures for the dashboard (aggregates only)",
     description=(
-        "Referrals by status, region and partner; hourly received/assigned/unroutable for the last 24 hours;"
-        " p50/p90 time to assignment (receipt to first offer) and to acceptance (offer to acceptance) over"
-        f" {WINDOW_DAYS} days with histograms; open offers and those expiring within an hour; case manager"
-        " utilisation; delivery failures; JetStream consumer lag and outbox backlog."
+        "Over `window` (`24h`, `7d`, `30d` (the default) or `all`): referrals received by status, region"
+        " (every region, at zero if need be) and partner; per need code the count and p50/p90 time to"
+        " assignment; p50/p90 time to assignment (receipt to first offer) and to acceptance (offer to"
+        " acceptance) with histograms; a timeline by hour, day or month. As they are now: open offers and"
+        " those expiring within an hour; case manager utilisation; delivery failures; JetStream consumer"
+        " lag and outbox backlog. `last_24h` is always the last 24 hours, hour by hour. See docs/api.md."
     ),
 )
 async def admin_metrics(
-    request: Request[Any, Any, Any], caller: Caller, fresh: bool = False
+    request: Request[Any, Any, Any], caller: Caller, window: Window = DEFAULT_WINDOW, fresh: bool = False
 ) -> DashboardFigures:
     dashboard: Dashboard = request.app.state.dashboard
-    return await dashboard.figures(caller.identity, fresh=fresh)
+    return await dashboard.figures(caller.identity, window=window, fresh=fresh)
 
 
-@get("/metrics", tags=["ops"], summary="Prometheus metrics (text exposition format)")
+@get(
+    "/metrics",
+    tags=["ops"],
+    summary="Prometheus metrics (text exposition format), only with REFNET_METRICS_PUBLIC=true",
+    description="Metrics are served on their own listener (REFNET_METRICS_PORT); on the public port this"
+    " answers 404 unless REFNET_METRICS_PUBLIC=true.",
+)
 async def metrics_endpoint(request: Request[Any, Any, Any]) -> Response[bytes]:
     state = request.app.state
+    if not state.settings.metrics_public:
+        # Counts by status and region are nobody's business on the internet: the metrics listener has them.
+        raise Problem(404, "Not found.")
     metrics: IntakeMetrics = state.metrics
-    try:
-        # The dashboard's figures (cached a few seconds, shared with it), read as the system.
-        metrics.set_gauges(await state.dashboard.figures(SYSTEM))
-    except Exception as exc:
-        metrics.scrape_errors.inc()
-        log.warning("metrics.refresh_failed", error=type(exc).__name__)
+    await refresh_gauges(metrics, state.dashboard)
     body, content_type = exposition(metrics, request.headers.get("accept", ""))
     return Response(content=body, media_type=content_type, headers={"Cache-Control": "no-store"})
 

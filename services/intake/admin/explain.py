@@ -123,7 +123,7 @@ def explain_automatic(record: DecisionRecord, names: Mapping[str, str], region: 
     if record.outcome == "out_of_area":
         return Explained(
             "The referral's location is outside every region the network serves, so no case manager was "
-            "offered it; an administrator needs to assign it by hand.",
+            "offered it; a supervisor or an administrator needs to assign it by hand.",
             (),
         )
     if record.outcome == "offers_exhausted":

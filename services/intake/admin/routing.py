@@ -56,10 +56,16 @@ def _uuid(value: str, what: str) -> uuid.UUID:
 
 
 async def queue_rows(
-    conn: asyncpg.Connection, region: str | None, reason: str | None, limit: int
+    conn: asyncpg.Connection,
+    region: str | None,
+    reason: str | None,
+    limit: int,
+    *,
+    out_of_area: bool = False,
 ) -> list[asyncpg.Record]:
-    """Unroutable referrals of a region (or all the caller may see), most urgent then longest waiting."""
-    return await conn.fetch(_QUEUE, region, reason, limit)
+    """Unroutable referrals of a region (or all the caller may see), most urgent then longest waiting;
+    ``out_of_area`` adds those outside every region to a region's."""
+    return await conn.fetch(_QUEUE, region, reason, limit, out_of_area)
 
 
 async def queue(
@@ -89,7 +95,11 @@ async def queue(
                 waiting_seconds=int((now - r["received_at"]).total_seconds()),
                 failed_offers=r["failed_offers"],
             )
-            for r in await queue_rows(conn, scoped, reason, limit)
+            # A supervisor's queue holds their region's referrals and the out-of-area ones, which no
+            # region owns and every supervisor is told of (docs/api.md).
+            for r in await queue_rows(
+                conn, scoped, reason, limit, out_of_area=caller.role == "supervisor" and region is None
+            )
         ]
     )
 
@@ -143,7 +153,8 @@ async def explain(
     """Why the referral went where it went, in plain words (each view audited)."""
     rid = _uuid(referral_id, "referral")
     ref = await conn.fetchrow(_EXPLAINED_REFERRAL, rid)
-    if ref is None or (caller.role == "supervisor" and ref["region"] != caller.region):
+    # An out-of-area referral (no region) is every supervisor's (as row-level security says too).
+    if ref is None or (caller.role == "supervisor" and ref["region"] not in (None, caller.region)):
         raise Problem(404, "No such referral.")
     decisions = await conn.fetch(_ROUTING_DECISIONS, rid)
     offers = await conn.fetch(_REFERRAL_OFFERS, rid)

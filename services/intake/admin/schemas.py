@@ -30,6 +30,7 @@ __all__ = [
     "Duration",
     "HourPoint",
     "ManualAssignIn",
+    "NeedFigures",
     "OfferView",
     "Offers",
     "Outbox",
@@ -40,12 +41,21 @@ __all__ = [
     "Reason",
     "RoutingExplanation",
     "Utilisation",
+    "Window",
 ]
 
 DeliveryState = Literal["pending", "failed", "delivered", "dead", "cancelled"]
 Channel = Literal["webhook", "email"]
 # Staff-written: must say something, and hold no NUL (which PostgreSQL text cannot store).
-Reason = Annotated[str, Meta(min_length=3, max_length=1000, pattern=r"^[^\x00]*[^\s\x00][^\x00]*$")]
+Reason = Annotated[
+    str,
+    Meta(
+        min_length=3,
+        max_length=1000,
+        pattern=r"^[^\x00]*[^\s\x00][^\x00]*$",
+        extra={"invalid": "must be written out (not blank, no NUL characters)"},
+    ),
+]
 
 # --------------------------------------------------------------------------- dashboard
 
@@ -69,6 +79,21 @@ class HourPoint(msgspec.Struct):
     received: int
     assigned: int
     unroutable: int
+
+
+# The dashboard's time windows (`?window=`): the last 24 hours, 7 days, 30 days, or all time.
+Window = Literal["24h", "7d", "30d", "all"]
+
+
+class NeedFigures(msgspec.Struct):
+    """Referrals received in the window that name this need (a referral counts once per need it names),
+    how many were offered to someone, and p50/p90 seconds from receipt to the first offer."""
+
+    need: str
+    count: int
+    assigned: int
+    tta_p50_seconds: float | None
+    tta_p90_seconds: float | None
 
 
 class PartnerVolume(msgspec.Struct):
@@ -120,12 +145,22 @@ class DeliveryFigures(msgspec.Struct):
 
 
 class DashboardFigures(msgspec.Struct, kw_only=True):
+    """Figures over the ``window`` (referrals received since ``window_start``, null for all time):
+    the referral counts, per need, the durations and the ``timeline`` (one point per
+    ``timeline_bucket``: hour, day or month). ``last_24h`` is always the last 24 hours, hour by hour.
+    Offers, utilisation, deliveries, consumer lag and outbox are as they are now."""
+
     generated_at: datetime
-    window_days: int
+    window: Window
+    window_start: datetime | None
+    window_days: int | None  # the window in days (null: all time)
     referrals_total: int
     referrals_by_status: dict[str, int]
-    referrals_by_region: dict[str, int]  # "out_of_area" for referrals outside every region
+    referrals_by_region: dict[str, int]  # every region, "out_of_area" for referrals outside every region
     referrals_by_partner: list[PartnerVolume]
+    referrals_by_need: list[NeedFigures]  # every need code, in the contract's order
+    timeline_bucket: Literal["hour", "day", "month"]
+    timeline: list[HourPoint]
     last_24h: list[HourPoint]
     time_to_assignment: Duration
     time_to_acceptance: Duration

@@ -2,25 +2,34 @@
 
 Labels carry route templates (``/v1/referrals/{referral_id:str}``), methods, status codes, status and
 region codes only: never an id, a name or anything a person typed. Each app has its own registry so
-several apps in one process (tests) do not collide.
+several apps in one process (tests) do not collide. They are served on a listener of their own
+(``REFNET_METRICS_PORT``), not on the public API port; ``/metrics`` there answers 404 unless
+``REFNET_METRICS_PUBLIC=true``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+import structlog
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import choose_encoder
 
 from shared.codes import REFERRAL_STATUSES
+from shared.config import Settings
+from shared.db import SYSTEM
+from shared.metrics import MetricsServer, start_metrics_server
 
 if TYPE_CHECKING:
     from services.intake.admin.schemas import DashboardFigures
 
-__all__ = ["IntakeMetrics", "exposition", "metrics_middleware"]
+__all__ = ["IntakeMetrics", "exposition", "metrics_middleware", "refresh_gauges", "start_metrics_listener"]
+
+log = structlog.get_logger("refnet.intake")
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -78,7 +87,8 @@ class IntakeMetrics:
         )
         self.duration_quantiles = Gauge(
             "refnet_referral_duration_quantile_seconds",
-            "p50/p90 over recent referrals: received to first offer (assignment), offer to acceptance.",
+            "p50/p90 over all referrals: received to first offer (assignment), offer to acceptance"
+            " (the routing histograms give recent ones).",
             ["stage", "quantile"],
             registry=r,
         )
@@ -160,3 +170,28 @@ def exposition(metrics: IntakeMetrics, accept: str) -> tuple[bytes, str]:
     """The registry as Prometheus text 0.0.4 by default, or OpenMetrics when the scraper asks for it."""
     encode, content_type = choose_encoder(accept)
     return encode(metrics.registry), content_type
+
+
+async def refresh_gauges(metrics: IntakeMetrics, dashboard: Any) -> None:
+    """Set the gauges from the dashboard's figures (cached a few seconds, shared with it), read as the
+    system; a failure is counted and logged, and the gauges keep their last values."""
+    try:
+        # Counts by current status over every referral (not a window): what is waiting now.
+        metrics.set_gauges(await dashboard.figures(SYSTEM, window="all", lean=True))
+    except Exception as exc:
+        metrics.scrape_errors.inc()
+        log.warning("metrics.refresh_failed", error=type(exc).__name__)
+
+
+def start_metrics_listener(
+    metrics: IntakeMetrics, dashboard: Any, settings: Settings, loop: asyncio.AbstractEventLoop
+) -> MetricsServer | None:
+    """Serve intake's metrics on ``REFNET_METRICS_PORT`` (0: not at all). Each scrape refreshes the
+    gauges on the app's event loop (the listener runs in a thread of its own)."""
+
+    def before_scrape() -> None:
+        asyncio.run_coroutine_threadsafe(refresh_gauges(metrics, dashboard), loop).result(timeout=10)
+
+    return start_metrics_server(
+        settings.metrics_port, settings.metrics_host, registry=metrics.registry, before_scrape=before_scrape
+    )

@@ -19,6 +19,7 @@ from litestar.exceptions import (
 __all__ = [
     "Problem",
     "exception_handlers",
+    "field_from_msgspec",
     "invalid_body",
     "malformed_body",
     "problem_response",
@@ -121,7 +122,8 @@ def problem_response(
 _PATH = re.compile(r"^(?P<msg>.*?)(?: - at `\$(?:\.data(?=[.\[`]))?(?P<path>[^`]*)`)?$", re.S)
 
 
-def _field_from_msgspec(message: str) -> dict[str, str]:
+def field_from_msgspec(message: str) -> dict[str, str]:
+    """msgspec's one error as {"field", "message"} (its `$.a.b` path as a dotted field name)."""
     m = _PATH.match(message)
     if not m:
         return {"field": "", "message": message}
@@ -140,7 +142,7 @@ def _field_from_msgspec(message: str) -> dict[str, str]:
 def invalid_body(exc: msgspec.DecodeError) -> Problem:
     """The problem for a body our own strict decoder refused: 422 naming the field, or 400 if not JSON."""
     if isinstance(exc, msgspec.ValidationError):
-        err = _field_from_msgspec(str(exc))
+        err = field_from_msgspec(str(exc))
         return Problem(422, f"Invalid request: {err['message']}", errors=[err])
     return malformed_body(exc)
 
@@ -170,7 +172,7 @@ def _not_json_detail(reason: str) -> str:
 def _validation(request: Request[Any, Any, Any], exc: ValidationException) -> Response[bytes]:
     cause = exc.__cause__
     if isinstance(cause, msgspec.ValidationError):
-        err = _field_from_msgspec(str(cause))
+        err = field_from_msgspec(str(cause))
         if err["field"] == "data" and err["message"].startswith("Object missing required field"):
             # Litestar names the body `data`: this is an empty body, not a missing field called data.
             return problem_response(request, 400, "A JSON request body is required.", slug="malformed-json")

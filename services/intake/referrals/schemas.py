@@ -25,10 +25,23 @@ __all__ = ["Consent", "IntakeAttributes", "Location", "ReferralIn", "ReferralPag
 
 class Youth(Input):
     # At least one visible character: a whitespace-only name is a missing name.
-    first_name: Annotated[str, Meta(min_length=1, max_length=100, pattern=r"\S")]
+    first_name: Annotated[
+        str, Meta(min_length=1, max_length=100, pattern=r"\S", extra={"invalid": "must not be blank"})
+    ]
     date_of_birth: date
     last_name: Annotated[str, Meta(max_length=100)] | None = None
-    phone: Annotated[str, Meta(max_length=32, pattern=r"^[0-9+()\-. ]*" + _END)] | None = None
+    phone: (
+        Annotated[
+            str,
+            Meta(
+                max_length=32,
+                pattern=r"^[0-9+()\-. ]*" + _END,
+                description="Digits, spaces and + ( ) - . only.",
+                extra={"invalid": "may hold only digits, spaces and the characters + ( ) - ."},
+            ),
+        ]
+        | None
+    ) = None
     gender: Annotated[str, Meta(max_length=64)] | None = None
     # The youth asked not to be contacted (by the network or the referring partner's systems).
     # UNSET when absent, so bodies without it encode, hash (Idempotency-Key) and seal as before.
@@ -37,7 +50,17 @@ class Youth(Input):
 
 class Location(Input):
     # ASCII digits only: `\d` would also accept other scripts' digits (e.g. fullwidth), which no USPS ZIP has.
-    zip: Annotated[str, Meta(pattern=r"^[0-9]{5}(-[0-9]{4})?" + _END)] | None = None
+    zip: (
+        Annotated[
+            str,
+            Meta(
+                pattern=r"^[0-9]{5}(-[0-9]{4})?" + _END,
+                description="A US ZIP code: five digits, or ZIP+4 (90011 or 90011-1234).",
+                extra={"invalid": "must be a US ZIP code: five digits, or ZIP+4 (e.g. 90011 or 90011-1234)"},
+            ),
+        ]
+        | None
+    ) = None
     lat: Annotated[float, Meta(ge=-90, le=90)] | None = None
     lon: Annotated[float, Meta(ge=-180, le=180)] | None = None
 
@@ -47,7 +70,16 @@ class Consent(Input):
     expires_at: AwareDatetime
     method: Literal["written", "electronic", "verbal"]
     scope: Annotated[
-        list[Annotated[str, Meta(pattern=r"^[a-z_]{1,64}" + _END)]], Meta(min_length=1, max_length=20)
+        list[
+            Annotated[
+                str,
+                Meta(
+                    pattern=r"^[a-z_]{1,64}" + _END,
+                    extra={"invalid": "must be a scope code (lower-case letters and underscores)"},
+                ),
+            ]
+        ],
+        Meta(min_length=1, max_length=20),
     ]
 
 
@@ -66,7 +98,14 @@ class ReferralIn(Input):
     location: Location
     needs: Annotated[list[NeedCode], Meta(min_length=1, max_length=13)]
     consent: Consent
-    language: Annotated[str, Meta(pattern=r"^[a-z]{2}" + _END)] = "en"
+    language: Annotated[
+        str,
+        Meta(
+            pattern=r"^[a-z]{2}" + _END,
+            description="The youth's language: an ISO 639-1 code in lower case.",
+            extra={"invalid": 'must be a two-letter ISO 639-1 language code in lower case, e.g. "es"'},
+        ),
+    ] = "en"
     urgency: Urgency = "routine"
     intake: IntakeAttributes | None = None
     notes: Annotated[str, Meta(max_length=10_000)] | None = None

@@ -40,9 +40,31 @@ __all__ = [
 Specialism = Literal["boys_young_men", "lgbtq", "minors_only", "adults_18_24"]
 CaseManagerStatus = Literal["active", "away", "inactive"]
 # No NUL anywhere: PostgreSQL text cannot hold it, and the request would fail as a 500, not a 422.
-Email = Annotated[str, Meta(min_length=3, max_length=320, pattern=r"^[^@\s\x00]+@[^@\s\x00]+$")]
-Name = Annotated[str, Meta(min_length=1, max_length=200, pattern=r"^[^\x00]*[^\s\x00][^\x00]*$")]
-Language = Annotated[str, Meta(pattern=r"^[a-z]{2,3}(?!\n)$")]
+Email = Annotated[
+    str,
+    Meta(
+        min_length=3,
+        max_length=320,
+        pattern=r"^[^@\s\x00]+@[^@\s\x00]+$",
+        extra={"invalid": "must be an email address (name@example.org)"},
+    ),
+]
+Name = Annotated[
+    str,
+    Meta(
+        min_length=1,
+        max_length=200,
+        pattern=r"^[^\x00]*[^\s\x00][^\x00]*$",
+        extra={"invalid": "must not be blank (and hold no NUL characters)"},
+    ),
+]
+Language = Annotated[
+    str,
+    Meta(
+        pattern=r"^[a-z]{2,3}(?!\n)$",
+        extra={"invalid": 'must be an ISO 639 language code in lower case, e.g. "es"'},
+    ),
+]
 # The operator at the command line has no staff account: audited as the system, with via="cli".
 OPERATOR = Identity(role="system")
 _LOCAL_TZ = ZoneInfo("America/Los_Angeles")

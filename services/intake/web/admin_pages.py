@@ -9,7 +9,8 @@ from litestar import Request, Response, get, post
 from litestar.response import Redirect, Template
 
 from services.intake.admin import routing
-from services.intake.admin.schemas import ManualAssignIn
+from services.intake.admin.dashboard import DEFAULT_WINDOW
+from services.intake.admin.schemas import ManualAssignIn, Window
 from services.intake.core.auth import Caller, require_staff
 from services.intake.core.dependencies import CallerDb
 from services.intake.core.middleware import request_id
@@ -21,7 +22,7 @@ from services.intake.staff import service as staff
 from services.intake.staff.schemas import CaseManagerIn, CaseManagerPatch
 from services.intake.web import case_extras, charts, forms
 from services.intake.web import service as web
-from services.intake.web.dashboard import dashboard_charts
+from services.intake.web.dashboard import WINDOW_CHOICES, dashboard_charts
 from services.intake.web.forms import refused_body
 from services.intake.web.i18n import t
 from services.intake.web.render import (
@@ -70,11 +71,13 @@ async def queue_item(
         explanation = plain(await routing.explain(conn, caller, request.app.state.regions, rid))
     except Problem:
         explanation = None
-    case_managers = (
-        await _case_managers(request, conn, caller, referral.get("region"))
-        if referral["status"] == "unroutable" and referral.get("region")
-        else []
-    )
+    case_managers: list[dict[str, Any]] = []
+    if referral["status"] == "unroutable":
+        # Anyone active the caller may assign (an admin: every region; a supervisor: their own), the
+        # referral's own region first; an out-of-area referral has none, so anyone may take it.
+        region = referral.get("region")
+        active = [c for c in await _case_managers(request, conn, caller) if c["status"] == "active"]
+        case_managers = sorted(active, key=lambda c: (region not in c["regions"], c["name"]))
     ctx = await page_context(
         request,
         caller,
@@ -116,11 +119,17 @@ async def team_page(request: Request[Any, Any, Any], caller: Caller, conn: async
 # ---- administrators --------------------------------------------------------------------------------
 
 
+def _window(request: Request[Any, Any, Any]) -> Window:
+    """The time window in the page's URL (`?window=7d`); anything else is the default."""
+    asked = request.query_params.get("window")
+    return next((w for w in WINDOW_CHOICES if w == asked), DEFAULT_WINDOW)
+
+
 async def _dashboard_context(
     request: Request[Any, Any, Any], caller: Caller, conn: asyncpg.Connection
 ) -> dict[str, Any]:
     state = request.app.state
-    figures = await state.dashboard.figures(caller.identity)
+    figures = await state.dashboard.figures(caller.identity, window=_window(request))
     charts = dashboard_charts(lang_of(request), figures, state.regions.regions)
     return await page_context(request, caller, conn, f=figures, **charts)
 
@@ -128,7 +137,7 @@ async def _dashboard_context(
 @get("/dashboard", include_in_schema=False, guards=[require_staff("admin")])
 async def dashboard(request: Request[Any, Any, Any], caller: Caller, conn: asyncpg.Connection) -> Template:
     ctx = await _dashboard_context(request, caller, conn)
-    ctx["refresh"] = {"src": "/app/dashboard/panels", "target": "panels", "every": 5}
+    ctx["refresh"] = {"src": f"/app/dashboard/panels?window={ctx['window']}", "target": "panels", "every": 5}
     return page(request, "dashboard.html", ctx)
 
 
@@ -288,7 +297,8 @@ async def map_page(request: Request[Any, Any, Any], caller: Caller, conn: asyncp
     # A supervisor sees their own region's referrals only: other regions are "not yours", not zero.
     hidden = t(lang, "map.other_region") if caller.role == "supervisor" else ""
     if caller.role == "supervisor":
-        counts = {caller.region: counts.get(caller.region, 0)}
+        # Out-of-area referrals belong to no region: every supervisor sees them (see docs/api.md).
+        counts = {caller.region: counts.get(caller.region, 0), "out_of_area": counts.get("out_of_area", 0)}
     svg = charts.region_map(
         "region-map",
         t(lang, "map.title"),
@@ -298,8 +308,9 @@ async def map_page(request: Request[Any, Any, Any], caller: Caller, conn: asyncp
         t(lang, "map.total", n="{n}"),
         hidden_label=hidden,
     )
+    # A region with no referral yet is a zero, not a missing key.
     rows_out: list[tuple[str, Any]] = [
-        (names[r.code], counts[r.code] if r.code in counts or not hidden else hidden)
+        (names[r.code], counts.get(r.code, 0) if r.code in counts or not hidden else hidden)
         for r in catalogue.regions
     ]
     if counts.get("out_of_area"):

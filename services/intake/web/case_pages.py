@@ -37,7 +37,14 @@ __all__ = ["ROUTES"]
 
 async def _inbox_data(conn: asyncpg.Connection, caller: Caller) -> dict[str, Any]:
     offers, cases_ = await web.inbox(conn, caller.id)
-    return {"offers": offers, "cases": cases_, "reasons": forms.DECLINE_REASONS, "now": datetime.now(UTC)}
+    open_cases, closed_cases = web.split_cases(cases_, datetime.now(LOCAL_TZ).date())
+    return {
+        "offers": offers,
+        "cases": open_cases,
+        "closed_cases": closed_cases,
+        "reasons": forms.DECLINE_REASONS,
+        "now": datetime.now(UTC),
+    }
 
 
 @get("/inbox", include_in_schema=False, guards=[require_staff("case_manager")])
@@ -107,11 +114,20 @@ async def case_page(
     if referral["status"] in ("engaged", "closed"):
         casework["interventions"] = plain(await cases.interventions(conn, rid))
         casework["outcomes"] = plain(await cases.outcomes(conn, rid))
+        if referral["status"] == "closed":
+            # Nothing more is asked of a closed case: its schedule shows what was due, not what is to come.
+            today = _today()
+            casework["outcomes"]["followups"] = [
+                f
+                for f in casework["outcomes"]["followups"]
+                if "completed_at" in f or str(f["due_on"]) <= today
+            ]
     ctx = await page_context(
         request,
         caller,
         conn,
         referral=referral,
+        language=await web.referral_language(conn, rid),
         pii=details,
         pii_gone=pii_gone,
         casework=casework,

@@ -45,7 +45,13 @@ from services.intake.web.session import (
     session_cookies,
 )
 
-__all__ = ["web_router"]
+__all__ = ["root_redirect", "web_router"]
+
+
+@get("/", include_in_schema=False, name="root-redirect")
+async def root_redirect() -> Redirect:
+    """The site's root: the web app (the API lives under /v1, its description under /schema)."""
+    return Redirect("/app/", status_code=302)
 
 
 @get("/", include_in_schema=False, dependencies={"caller": Provide(provide_caller)})

@@ -7,7 +7,8 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from services.intake.core.problems import Problem, invalid_body
+from services.intake.core.fields import refusal
+from services.intake.core.problems import Problem
 from shared.casework import MEASURE_VALUES
 from shared.codes import NEED_CODES
 
@@ -35,7 +36,7 @@ def body(kind: type[T], doc: Mapping[str, Any]) -> T:
     try:
         return msgspec.convert(doc, kind)
     except msgspec.ValidationError as exc:
-        raise invalid_body(exc) from None
+        raise refusal(doc, kind, exc) from None
 
 
 def refused_body(kind: type[T], doc: Mapping[str, Any]) -> T | None:

@@ -25,7 +25,7 @@ from litestar.template.config import TemplateConfig
 
 from services.intake.core.auth import Caller, issue_token
 from services.intake.core.problems import Problem
-from services.intake.web.i18n import LANG_NAMES, LANGS, code, negotiate, t
+from services.intake.web.i18n import LANG_NAMES, LANGS, code, negotiate, region_label, t
 from services.intake.web.service import display_name
 from services.intake.web.session import (
     CSRF_COOKIE,
@@ -50,6 +50,7 @@ __all__ = [
     "page_context",
     "plain",
     "redirect",
+    "region_names",
     "safe_next",
     "static_router",
     "template_config",
@@ -97,7 +98,7 @@ def _environment() -> Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.globals.update(when=_when, duration=format_duration, short=_short, left=_left)
+    env.globals.update(when=_when, day=_day, duration=format_duration, short=_short, left=_left)
     return env
 
 
@@ -118,6 +119,11 @@ def _when(value: datetime | str | None) -> str:
     else:
         moment = value
     return moment.astimezone(LOCAL_TZ).strftime("%Y-%m-%d %H:%M")
+
+
+def _day(value: datetime | str | None) -> str:
+    """The local calendar day of a moment (YYYY-MM-DD)."""
+    return _when(value)[:10]
 
 
 def format_duration(seconds: float | None, lang: str = "en") -> str:
@@ -161,6 +167,11 @@ def _translators(lang: str) -> dict[str, Any]:
     return {"lang": lang, "t": tr, "code": cd, "langs": [(c, LANG_NAMES[c]) for c in LANGS]}
 
 
+def region_names(request: Request[Any, Any, Any], lang: str) -> dict[str, str]:
+    """Region code -> name in ``lang``, for the configured catalogue."""
+    return {r.code: region_label(lang, r.code, r.name) for r in request.app.state.regions.regions}
+
+
 def plain(value: Any) -> Any:
     """What the JSON API would have answered, as Python values: the shape the templates read (defaults
     left out, datetimes as ISO text)."""
@@ -183,7 +194,7 @@ def context(
         "error": None,
         "live": None,
         "refresh": None,
-        "region_names": {r.code: r.name for r in request.app.state.regions.regions},
+        "region_names": region_names(request, lang),
     }
     msg = request.query_params.get("msg")
     if msg and _FLASH.match(msg) and t(lang, msg) != msg:
@@ -275,11 +286,13 @@ def error_page(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]
     status = exc.status_code if isinstance(exc, HTTPException | Problem) else 500
     if status == 401:
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-        query = {"expired": "1"}
-        if request.method == "GET" and safe_next(target):
+        had_session = bool(session_token(request))
+        # "Your session ended" only to someone who had one: a first visit gets the plain sign-in page.
+        query = {"expired": "1"} if had_session else {}
+        if request.method == "GET" and safe_next(target) and target not in ("/app", "/app/"):
             query["next"] = target
         resp = redirect("/app/login", **query)
-        if session_token(request):
+        if had_session:
             clear_session(resp)
         return resp
     if status >= 500:

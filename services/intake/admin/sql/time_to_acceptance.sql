@@ -1,7 +1,7 @@
--- Seconds from an offer to its acceptance over offers of the last $2 days (as time_to_assignment.sql).
+-- Seconds from an offer to its acceptance over offers made since $2 (null: ever), as time_to_assignment.sql.
 WITH d AS (
     SELECT extract(epoch FROM responded_at - offered_at)::float8 AS s FROM assignments
-    WHERE state = 'accepted' AND responded_at IS NOT NULL AND offered_at > now() - make_interval(days => $2)
+    WHERE state = 'accepted' AND responded_at IS NOT NULL AND ($2::timestamptz IS NULL OR offered_at >= $2)
 )
 SELECT count(*)::int AS n,
        percentile_cont(0.5) WITHIN GROUP (ORDER BY s) AS p50,

@@ -1,8 +1,8 @@
--- Seconds from receipt to the first offer over referrals of the last $2 days: count, p50, p90, and
--- per width_bucket of the edges $1 the count (bucket numbers in `buckets`, counts in `counts`).
+-- Seconds from receipt to the first offer over referrals received since $2 (null: ever): count, p50, p90,
+-- and per width_bucket of the edges $1 the count (bucket numbers in `buckets`, counts in `counts`).
 WITH d AS (
     SELECT extract(epoch FROM assigned_at - received_at)::float8 AS s FROM referrals
-    WHERE assigned_at IS NOT NULL AND received_at > now() - make_interval(days => $2)
+    WHERE assigned_at IS NOT NULL AND ($2::timestamptz IS NULL OR received_at >= $2)
 )
 SELECT count(*)::int AS n,
        percentile_cont(0.5) WITHIN GROUP (ORDER BY s) AS p50,

@@ -1,4 +1,5 @@
--- Referrals the caller may see, newest first. $1 id (or null for a list), $2 role, $3 partner id,
+-- Referrals the caller may see, newest first (a supervisor: their region and the out-of-area ones, which
+-- no region owns). $1 id (or null for a list), $2 role, $3 partner id,
 -- $4 staff id, $5 region, $6 status filter, $7/$8 keyset cursor, $9 limit, $10 the consent scope that
 -- lets the referrer follow the case (share_status_with_referrer).
 -- A partner learns more than received/withdrawn only while the youth's consent covers $10: otherwise
@@ -30,7 +31,7 @@ WHERE ($1::uuid IS NULL OR r.id = $1)
      OR ($2 = 'case_manager' AND EXISTS (
             SELECT 1 FROM assignments a
             WHERE a.referral_id = r.id AND a.case_manager_id = $4::uuid AND a.state IN ('offered', 'accepted')))
-     OR ($2 = 'supervisor' AND r.region = $5)
+     OR ($2 = 'supervisor' AND (r.region = $5 OR r.region IS NULL))
      OR $2 = 'admin'
   )
   AND ($6::text IS NULL OR v.status = $6)

@@ -1,0 +1,58 @@
+"""Every page of the web app, per role: the one list the browser walk (tests/e2e/test_pages.py) opens.
+
+Adding a page under /app? Add its path here for each role that may open it (the walk checks that every
+GET route of the /app router is listed here or in NOT_PAGES). ``{name}`` stands for an id the walk finds
+in the database (see ``test_pages.PLACEHOLDERS``): a page whose id the state has not got yet (no case on a
+fresh demo) is opened in the states that have one, and the simulated pilot has them all.
+"""
+
+from __future__ import annotations
+
+# role -> paths (as the browser asks for them). "anonymous": nobody signed in.
+PAGES: dict[str, tuple[str, ...]] = {
+    "anonymous": ("/app/", "/app/login"),
+    "case_manager": (
+        "/app/",
+        "/app/inbox",
+        "/app/inbox/fragment",
+        "/app/cases/{case_id}",
+        "/app/cases/{closed_case_id}",
+    ),
+    "supervisor": (
+        "/app/",
+        "/app/queue",
+        "/app/queue/{queue_id}",
+        "/app/queue/{out_of_area_id}",
+        "/app/team",
+        "/app/roster/{case_manager_id}",
+        "/app/map",
+    ),
+    "admin": (
+        "/app/",
+        "/app/dashboard",
+        "/app/dashboard?window=24h",
+        "/app/dashboard?window=7d",
+        "/app/dashboard?window=30d",
+        "/app/dashboard?window=all",
+        "/app/dashboard/panels?window=all",
+        "/app/queue",
+        "/app/queue/{queue_id}",
+        "/app/queue/{out_of_area_id}",
+        "/app/team",
+        "/app/roster",
+        "/app/roster/new",
+        "/app/roster/{case_manager_id}",
+        "/app/partners",
+        "/app/partners/{partner_id}",
+        "/app/map",
+    ),
+    "evaluator": ("/app/", "/app/map"),
+}
+
+# GET routes under /app that are not pages, and why the walk leaves them out.
+NOT_PAGES: dict[str, str] = {
+    "/app/session": "the page script's session probe: 204, no page",
+    "/app/events": "the Server-Sent Events stream: it never ends",
+    "/app/lang/{}": "sets the language cookie and redirects (the walk uses it for Spanish)",
+    "/app/static/{}": "stylesheet and script",
+}
