@@ -144,6 +144,9 @@ async def test_partner_submits_in_spanish_on_a_phone_every_error_by_its_field_an
     await page.keyboard.press("Space")
     assert await housing.is_checked()
     await page.get_by_label("Cómo se dio el consentimiento").select_option("written")
+    # The youth agreed that the partner may follow the referral's status (without it the partner sees
+    # "received" only: the status is masked, see test_consent_scopes).
+    await page.get_by_role("checkbox", name="compartir el estado de la referencia con quien refiere").check()
     await page.get_by_label("Consentimiento obtenido").fill(local(now - timedelta(hours=1)))
     await page.get_by_label("El consentimiento vence").fill(local(now + timedelta(days=365)))
     await page.get_by_label("Dónde conoció a la persona joven").select_option("faith_community")
