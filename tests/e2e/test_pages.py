@@ -26,12 +26,11 @@ from services.intake.web import i18n
 from shared.casework import LOCAL_TZ
 from shared.credentials import hash_password
 from tests.conftest import SEEDED_TEMPLATE, TEMPLATE, clone_database
-from tests.e2e.browser import CHROMIUM, CHROMIUM_ARGS, browser_missing, check_a11y, snap
+from tests.e2e.browser import CHROMIUM, CHROMIUM_ARGS, check_a11y, snap
 from tests.e2e.pages import NOT_PAGES, PAGES
 from tests.support.platform import Platform, referral_body, running_platform, wait_for
 
-_MISSING = browser_missing()
-pytestmark = pytest.mark.skipif(_MISSING is not None, reason=f"browser tests skipped: {_MISSING}")
+pytestmark = pytest.mark.usefixtures("browser_present")
 
 STATES = ("empty", "demo", "simulated")
 ROLES = ("anonymous", "case_manager", "supervisor", "admin", "evaluator")

@@ -19,11 +19,10 @@ import pytest
 from refnet_dev.embedded import EmbeddedPostgres, free_port
 from shared.casework import LOCAL_TZ
 from tests.conftest import SEEDED_TEMPLATE, clone_database
-from tests.e2e.browser import CHROMIUM, CHROMIUM_ARGS, browser_missing, check_a11y, snap
+from tests.e2e.browser import CHROMIUM, CHROMIUM_ARGS, check_a11y, snap
 from tests.support.platform import Platform, referral_body, running_platform, wait_for
 
-_MISSING = browser_missing()
-pytestmark = pytest.mark.skipif(_MISSING is not None, reason=f"browser tests skipped: {_MISSING}")
+pytestmark = pytest.mark.usefixtures("browser_present")
 PHONE = {"viewport": {"width": 390, "height": 844}, "is_mobile": True, "has_touch": True}
 
 

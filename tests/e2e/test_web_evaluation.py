@@ -21,12 +21,11 @@ from refnet_dev.embedded import EmbeddedPostgres
 from refnet_dev.simulate import simulate
 from services.intake.web.i18n import CATALOGUE
 from tests.conftest import SEEDED_TEMPLATE, clone_database
-from tests.e2e.browser import CHROMIUM, CHROMIUM_ARGS, browser_missing, check_a11y, snap
+from tests.e2e.browser import CHROMIUM, CHROMIUM_ARGS, check_a11y, snap
 from tests.support.evaluation_contract import contract_problems
 from tests.support.platform import Platform, running_platform
 
-_MISSING = browser_missing()
-needs_browser = pytest.mark.skipif(_MISSING is not None, reason=f"browser tests skipped: {_MISSING}")
+needs_browser = pytest.mark.usefixtures("browser_present")
 # The pilot's own size (the default of `refnet demo simulate`).
 SOUTH, VALLEY = 100, 20
 QUESTIONS = {

@@ -411,7 +411,7 @@ def _reference_inside(rings: list[list[list[float]]], lon: float, lat: float) ->
 
 def test_catalogue_agrees_with_reference_spa_boundaries(catalogue: Catalogue) -> None:
     if not REFERENCE_GEOJSON.is_file():
-        pytest.skip(f"reference boundaries not found at {REFERENCE_GEOJSON} (they live outside the repo)")
+        pytest.fail(f"reference boundaries not found at {REFERENCE_GEOJSON} (../shared/geo, beside the repo)")
     features = json.loads(REFERENCE_GEOJSON.read_text(encoding="utf-8"))["features"]
     reference = {SOUTH: _reference_rings(features, 6), SFV: _reference_rings(features, 2)}
     boxes = {
