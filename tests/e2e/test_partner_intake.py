@@ -103,7 +103,12 @@ async def accept(
 
 
 def fhir_bundle(
-    identifier: str, *, born: str = "", given: str = "Quintessa", priority: str = "routine"
+    identifier: str,
+    *,
+    born: str = "",
+    given: str = "Quintessa",
+    priority: str = "routine",
+    scopes: tuple[str, ...] = ("case_management", "share_status_with_referrer"),
 ) -> Bundle:
     """A transaction Bundle as a hospital system would build it, with fhir.resources' R4B models."""
     now = datetime.now(UTC)
@@ -148,10 +153,7 @@ def fhir_bundle(
             "provision": {
                 "period": {"end": (now + timedelta(days=365)).isoformat()},
                 # The youth agreed that the referrer may follow the case: the Task's status moves.
-                "purpose": [
-                    {"system": "urn:refnet:consent-scope", "code": code}
-                    for code in ("case_management", "share_status_with_referrer")
-                ],
+                "purpose": [{"system": "urn:refnet:consent-scope", "code": code} for code in scopes],
             },
         }
     )
@@ -311,6 +313,35 @@ async def test_fhir_bundle_becomes_a_referral_whose_task_follows_it(
         await client.get(f"/fhir/r4/Task/{rid}", headers=bearer(cm_token(plat, await _holder(db, rid)))), 403
     )
     outcome(await client.get(f"/fhir/r4/Task/{rid}"), 401)
+
+
+async def test_without_share_status_the_task_stays_requested_for_the_partner(
+    plat: Platform, db: asyncpg.Connection, client: httpx.AsyncClient
+) -> None:
+    """The youth did not agree that the referrer may follow the case: the Task read and search show
+    what the partner's status view shows (received, i.e. ``requested``), however far the case moved."""
+    key = plat.partner_key(1)
+    since = datetime.now(UTC) - timedelta(seconds=1)
+    bundle = fhir_bundle(f"er-{uuid.uuid4().hex[:12]}", scopes=("case_management",))
+    r = await client.post(
+        "/fhir/r4",
+        content=bundle.model_dump_json(exclude_none=True),
+        headers={**bearer(key), "Content-Type": FHIR},
+    )
+    assert r.status_code == 200, r.text
+    rid = valid(Bundle, r)["entry"][3]["response"]["location"].removeprefix("Task/")
+    await accept(client, db, plat, rid)
+    assert await db.fetchval("SELECT status FROM referrals WHERE id = $1", rid) == "accepted"
+    assert valid(Task, await client.get(f"/fhir/r4/Task/{rid}", headers=bearer(key)))["status"] == "requested"
+    assert (await client.get(f"/v1/referrals/{rid}", headers=bearer(key))).json()["status"] == "received"
+    search = valid(
+        Bundle,
+        await client.get(
+            "/fhir/r4/Task", params={"_lastUpdated": "ge" + since.isoformat()}, headers=bearer(key)
+        ),
+    )
+    statuses = {e["resource"]["id"]: e["resource"]["status"] for e in search.get("entry", [])}
+    assert statuses.get(rid) == "requested", statuses
 
 
 async def _holder(db: asyncpg.Connection, rid: str) -> str:
