@@ -159,6 +159,10 @@ def partners_command(action: str, data_dir: Path, *, name: str = "", partner: st
 
 def _data_dir(args: argparse.Namespace) -> Path:
     from shared.config import load_settings
+    from shared.logging import configure_logging
+
+    # stdout is the one JSON object; the embedded server's start and stop go to stderr.
+    configure_logging("console", "WARNING", service="cli")
 
     return Path(args.data_dir or load_settings().data_dir)
 
