@@ -62,6 +62,7 @@ async def test_staff_and_partners_from_the_command_line(db_dsn: str) -> None:
         )
         assert set(made) == {"id", "email", "role", "password"} and made["role"] == "admin"
         row = await conn.fetchrow("SELECT * FROM staff WHERE id = $1", made["id"])
+        assert row is not None
         assert row["password_change_required"] and verify_password(
             row["password_hash"], str(made["password"])
         )
@@ -104,6 +105,7 @@ async def test_staff_and_partners_from_the_command_line(db_dsn: str) -> None:
         reset = _one_json(_cli("staff", "reset-password", "--email", "first.admin@agency.test", dsn=db_dsn))
         assert set(reset) == {"email", "password"} and reset["password"] != made["password"]
         row = await conn.fetchrow("SELECT * FROM staff WHERE id = $1", made["id"])
+        assert row is not None
         assert verify_password(row["password_hash"], str(reset["password"])) and row["token_version"] == 1
 
         gone = _one_json(_cli("staff", "deactivate", "--email", "First.Admin@agency.test", dsn=db_dsn))
