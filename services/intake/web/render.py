@@ -82,6 +82,7 @@ NAV = {
         ("/app/queue", "nav.queue"),
         ("/app/roster", "nav.roster"),
         ("/app/partners", "nav.partners"),
+        ("/app/staff", "nav.staff"),
         ("/app/map", "nav.map"),
         ("/app/evaluation", "nav.evaluation"),
     ),
@@ -285,6 +286,8 @@ async def checked_form(request: Request[Any, Any, Any], caller: Caller) -> dict[
 
 def error_page(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     status = exc.status_code if isinstance(exc, HTTPException | Problem) else 500
+    if isinstance(exc, Problem) and exc.slug == "password-change-required":
+        return redirect("/app/password", required="1")
     if status == 401:
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         had_session = bool(session_token(request))
