@@ -106,8 +106,9 @@ async def test_one_time_password_allows_only_the_change(
     refused = await client.get("/v1/notifications", headers=once_token)
     assert refused.status_code == 403
     assert refused.json()["type"].endswith("/password-change-required")
+    # The web app sends the person to the password page instead.
     web = await client.get("/app/evaluation", headers=once_token)
-    assert web.status_code == 403
+    assert web.status_code == 303 and web.headers["location"].startswith("/app/password")
     short = await client.post(
         "/v1/auth/password",
         json={"current_password": made["password"], "new_password": "short-11chr"},

@@ -7,6 +7,7 @@ import uuid
 import asyncpg
 
 from services.intake.core.auth import Caller
+from services.intake.core.dependencies import CallerDb
 from services.intake.core.problems import Problem
 from services.intake.partners import apikeys
 from services.intake.partners.schemas import PartnerCreated, PartnerView
@@ -16,8 +17,10 @@ from shared.db import Identity, load_sql
 __all__ = [
     "create_key",
     "create_partner",
+    "create_partner_in",
     "list_partners",
     "partner_keys",
+    "partner_listing",
     "revoke_key",
     "rotate_key",
     "set_partner_active",
@@ -108,3 +111,14 @@ async def rotate_key(conn: asyncpg.Connection, caller: Caller, key_id: str, grac
         return await apikeys.rotate_key(conn, caller.identity, kid, grace)
     except LookupError:
         raise Problem(404, "No such active key.") from None
+
+
+async def create_partner_in(db: CallerDb, name: str) -> PartnerCreated:
+    """``create_partner`` in a transaction of its own (the web page renders the list after it)."""
+    async with db.transaction() as conn:
+        return await create_partner(conn, db.identity, name)
+
+
+async def partner_listing(db: CallerDb) -> list[PartnerView]:
+    async with db.transaction() as conn:
+        return await list_partners(conn)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from typing import Any, Literal
 
@@ -28,7 +27,6 @@ from services.intake.staff.schemas import (
     TokenResponse,
 )
 from services.intake.staff.throttle import SignInThrottle
-from shared.credentials import hash_password, new_password
 
 __all__ = [
     "ROUTES",
@@ -90,10 +88,6 @@ async def change_password(request: Request[Any, Any, Any], caller: Caller, data:
     )
 
 
-def _account_problem(exc: accounts.AccountError) -> Problem:
-    return Problem(exc.status, str(exc), errors=exc.errors)
-
-
 def _staff_uuid(value: str) -> str:
     try:
         return str(uuid.UUID(value))
@@ -110,33 +104,7 @@ class StaffAdminController(Controller):
 
     @post("/", status_code=201, summary="Create an account of any role (its one-time password is shown once)")
     async def create(self, request: Request[Any, Any, Any], db: CallerDb, data: StaffIn) -> StaffCreated:
-        password = new_password()
-        password_hash = await asyncio.to_thread(hash_password, password)
-        try:
-            async with db.transaction() as conn:
-                made = await accounts.create_account(
-                    conn,
-                    db.identity,
-                    email=data.email,
-                    name=data.name,
-                    role=data.role,
-                    regions=data.regions,
-                    partner_id=data.partner_id,
-                    password_hash=password_hash,
-                    region_codes=request.app.state.regions.codes,
-                )
-        except accounts.AccountError as exc:
-            raise _account_problem(exc) from None
-        return StaffCreated(
-            id=made.id,
-            email=made.email,
-            role=made.role,
-            active=made.active,
-            password=password,
-            name=made.name,
-            regions=made.regions,
-            partner_id=made.partner_id,
-        )
+        return await service.create_account(db, request.app.state.regions.codes, data)
 
     @get("/", summary="Every account, newest first (never a password)")
     async def list_(self, conn: asyncpg.Connection) -> StaffPage:
@@ -144,12 +112,7 @@ class StaffAdminController(Controller):
 
     @patch("/{staff_id:str}", summary="Deactivate (at once: tokens and sessions stop) or reactivate")
     async def update(self, db: CallerDb, staff_id: str, data: StaffPatch) -> accounts.Account:
-        sid = _staff_uuid(staff_id)
-        try:
-            async with db.transaction() as conn:
-                return await accounts.set_active(conn, db.identity, sid, data.active)
-        except accounts.AccountError as exc:
-            raise _account_problem(exc) from None
+        return await service.set_account_active(db, _staff_uuid(staff_id), data.active)
 
     @post(
         "/{staff_id:str}/reset-password",
@@ -157,14 +120,7 @@ class StaffAdminController(Controller):
         summary="A new one-time password (shown once); earlier tokens stop working",
     )
     async def reset(self, db: CallerDb, staff_id: str) -> PasswordOut:
-        sid = _staff_uuid(staff_id)
-        password = new_password()
-        password_hash = await asyncio.to_thread(hash_password, password)
-        try:
-            async with db.transaction() as conn:
-                await accounts.reset_password(conn, db.identity, sid, password_hash)
-        except accounts.AccountError as exc:
-            raise _account_problem(exc) from None
+        _, password = await service.reset_account_password(db, _staff_uuid(staff_id))
         return PasswordOut(password)
 
 

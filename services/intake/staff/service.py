@@ -16,21 +16,32 @@ import structlog
 from services.intake.core.auth import Caller, account_caller, issue_token, scope_region
 from services.intake.core.dependencies import CallerDb
 from services.intake.core.problems import Problem
-from services.intake.staff import roster
-from services.intake.staff.schemas import CaseManagerCreated, CaseManagerIn, CaseManagerPatch, TokenResponse
+from services.intake.staff import accounts, roster
+from services.intake.staff.schemas import (
+    CaseManagerCreated,
+    CaseManagerIn,
+    CaseManagerPatch,
+    StaffCreated,
+    StaffIn,
+    TokenResponse,
+)
 from services.intake.staff.throttle import SignInThrottle
 from shared import audit
 from shared.casework import LOCAL_TZ
-from shared.credentials import hash_password, verify_password
+from shared.credentials import hash_password, new_password, verify_password
 from shared.db import SYSTEM, load_sql, transaction
 
 __all__ = [
     "MIN_PASSWORD",
+    "account_listing",
     "change_password",
     "check_new_password",
+    "create_account",
     "create_case_manager",
     "get_case_manager",
     "list_case_managers",
+    "reset_account_password",
+    "set_account_active",
     "sign_in",
     "update_case_manager",
 ]
@@ -237,3 +248,67 @@ async def update_case_manager(
     except roster.RosterError as exc:
         raise _roster_problem(exc) from None
     return view
+
+
+# --------------------------------------------------------------------------- accounts (admin API and pages)
+
+
+def _account_problem(exc: accounts.AccountError) -> Problem:
+    return Problem(exc.status, str(exc), errors=exc.errors)
+
+
+async def create_account(db: CallerDb, region_codes: Collection[str], data: StaffIn) -> StaffCreated:
+    """A new account of any role with a one-time password (hashed off the event loop, before the
+    transaction), shown once in the answer."""
+    password = new_password()
+    password_hash = await asyncio.to_thread(hash_password, password)
+    try:
+        async with db.transaction() as conn:
+            made = await accounts.create_account(
+                conn,
+                db.identity,
+                email=data.email,
+                name=data.name,
+                role=data.role,
+                regions=data.regions,
+                partner_id=data.partner_id,
+                password_hash=password_hash,
+                region_codes=region_codes,
+            )
+    except accounts.AccountError as exc:
+        raise _account_problem(exc) from None
+    return StaffCreated(
+        id=made.id,
+        email=made.email,
+        role=made.role,
+        active=made.active,
+        password=password,
+        name=made.name,
+        regions=made.regions,
+        partner_id=made.partner_id,
+    )
+
+
+async def set_account_active(db: CallerDb, staff_id: str, active: bool) -> accounts.Account:
+    try:
+        async with db.transaction() as conn:
+            return await accounts.set_active(conn, db.identity, staff_id, active)
+    except accounts.AccountError as exc:
+        raise _account_problem(exc) from None
+
+
+async def reset_account_password(db: CallerDb, staff_id: str) -> tuple[str, str]:
+    """A new one-time password: (the account's email, the password)."""
+    password = new_password()
+    password_hash = await asyncio.to_thread(hash_password, password)
+    try:
+        async with db.transaction() as conn:
+            email = await accounts.reset_password(conn, db.identity, staff_id, password_hash)
+    except accounts.AccountError as exc:
+        raise _account_problem(exc) from None
+    return email, password
+
+
+async def account_listing(db: CallerDb) -> list[accounts.Account]:
+    async with db.transaction() as conn:
+        return await accounts.list_accounts(conn)

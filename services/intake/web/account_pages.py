@@ -8,9 +8,9 @@ in the response to the post that made them, never in a URL.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
+import asyncpg
 from litestar import Request, Response, get, post
 from litestar.di import Provide
 from litestar.response import Redirect, Template
@@ -19,8 +19,8 @@ from services.intake.core.auth import Caller, require_staff
 from services.intake.core.dependencies import CallerDb, provide_caller
 from services.intake.core.problems import Problem
 from services.intake.partners import service as partners
-from services.intake.staff import accounts
 from services.intake.staff import service as staff
+from services.intake.staff.accounts import ROLES
 from services.intake.staff.schemas import StaffIn
 from services.intake.web import forms
 from services.intake.web.render import (
@@ -28,14 +28,12 @@ from services.intake.web.render import (
     checked_form,
     context,
     page,
-    page_context,
     plain,
     redirect,
     uuid_or_404,
 )
 from services.intake.web.service import display_name_alone
 from services.intake.web.session import session_cookies
-from shared.credentials import hash_password, new_password
 
 __all__ = ["ROUTES"]
 
@@ -44,31 +42,25 @@ _ADMIN = [require_staff("admin")]
 _ANYONE = {"caller": Provide(provide_caller)}
 
 
-def _refusal(exc: Exception) -> str:
-    if isinstance(exc, accounts.AccountError):
-        return "; ".join(f"{e['field']}: {e['message']}" for e in exc.errors)
-    if isinstance(exc, Problem):
-        errors = exc.errors or []
-        return "; ".join(f"{e['field']}: {e['message']}" for e in errors) or exc.detail
-    return ""
+def _refusal(exc: Problem) -> str:
+    errors = exc.errors or []
+    return "; ".join(f"{e['field']}: {e['message']}" for e in errors) or exc.detail
 
 
 async def _staff_page(
     request: Request[Any, Any, Any], caller: Caller, db: CallerDb, *, status: int = 200, **extra: Any
 ) -> Template:
-    async with db.transaction() as conn:
-        items = plain(await accounts.list_accounts(conn))
-        partner_list = plain(await partners.list_partners(conn))
-        ctx = await page_context(
-            request,
-            caller,
-            conn,
-            accounts=items,
-            partners=[p for p in partner_list if p["kind"] != "coordinating_agency"],
-            partner_names={p["id"]: p["name"] for p in partner_list},
-            roles=accounts.ROLES,
-            **extra,
-        )
+    partner_list = plain(await partners.partner_listing(db))
+    ctx = context(
+        request,
+        caller,
+        await display_name_alone(db, caller.id),
+        accounts=plain(await staff.account_listing(db)),
+        partners=[p for p in partner_list if p["kind"] != "coordinating_agency"],
+        partner_names={p["id"]: p["name"] for p in partner_list},
+        roles=ROLES,
+        **extra,
+    )
     return page(request, "staff.html", ctx, status=status)
 
 
@@ -90,25 +82,12 @@ async def staff_create(request: Request[Any, Any, Any], caller: Caller, db: Call
     if fields.get("partner_id"):
         doc["partner_id"] = fields["partner_id"]
     try:
-        data = forms.body(StaffIn, doc)
-        password = new_password()
-        password_hash = await asyncio.to_thread(hash_password, password)
-        async with db.transaction() as conn:
-            made = await accounts.create_account(
-                conn,
-                db.identity,
-                email=data.email,
-                name=data.name,
-                role=data.role,
-                regions=data.regions,
-                partner_id=data.partner_id,
-                password_hash=password_hash,
-                region_codes=request.app.state.regions.codes,
-            )
-    except (Problem, accounts.AccountError) as exc:
-        code = exc.status_code if isinstance(exc, Problem) else exc.status
-        return await _staff_page(request, caller, db, status=code, refused=_refusal(exc), form=doc)
-    return await _staff_page(request, caller, db, created={"email": made.email, "password": password})
+        made = await staff.create_account(db, request.app.state.regions.codes, forms.body(StaffIn, doc))
+    except Problem as exc:
+        if exc.status_code not in (409, 422):
+            raise
+        return await _staff_page(request, caller, db, status=exc.status_code, refused=_refusal(exc), form=doc)
+    return await _staff_page(request, caller, db, created={"email": made.email, "password": made.password})
 
 
 @post("/staff/{staff_id:str}/active", include_in_schema=False, guards=_ADMIN, status_code=303)
@@ -118,10 +97,11 @@ async def staff_active(
     fields = await checked_form(request, caller)
     active = fields.get("active") == "1"
     try:
-        async with db.transaction() as conn:
-            await accounts.set_active(conn, db.identity, uuid_or_404(staff_id), active)
-    except accounts.AccountError as exc:
-        return await _staff_page(request, caller, db, status=exc.status, refused=_refusal(exc))
+        await staff.set_account_active(db, uuid_or_404(staff_id), active)
+    except Problem as exc:
+        if exc.status_code != 409:
+            raise
+        return await _staff_page(request, caller, db, status=409, refused=_refusal(exc))
     return redirect("/app/staff", msg="staff.reactivated" if active else "staff.deactivated")
 
 
@@ -130,14 +110,7 @@ async def staff_reset(
     request: Request[Any, Any, Any], caller: Caller, db: CallerDb, staff_id: str
 ) -> Template:
     await checked_form(request, caller)
-    sid = uuid_or_404(staff_id)
-    password = new_password()
-    password_hash = await asyncio.to_thread(hash_password, password)
-    try:
-        async with db.transaction() as conn:
-            email = await accounts.reset_password(conn, db.identity, sid, password_hash)
-    except accounts.AccountError:
-        raise Problem(404, "No such account.") from None
+    email, password = await staff.reset_account_password(db, uuid_or_404(staff_id))
     return await _staff_page(request, caller, db, reset={"email": email, "password": password})
 
 
@@ -147,10 +120,8 @@ async def staff_reset(
 async def _partners_page(
     request: Request[Any, Any, Any], caller: Caller, db: CallerDb, *, status: int = 200, **extra: Any
 ) -> Template:
-    async with db.transaction() as conn:
-        ctx = await page_context(
-            request, caller, conn, partners=plain(await partners.list_partners(conn)), **extra
-        )
+    name = await display_name_alone(db, caller.id)
+    ctx = context(request, caller, name, partners=plain(await partners.partner_listing(db)), **extra)
     return page(request, "partners.html", ctx, status=status)
 
 
@@ -161,23 +132,23 @@ async def partner_create(request: Request[Any, Any, Any], caller: Caller, db: Ca
     if not name or len(name) > 200 or "\x00" in name:
         return await _partners_page(request, caller, db, status=422, refused="name", form={"name": name})
     try:
-        async with db.transaction() as conn:
-            made = await partners.create_partner(conn, db.identity, name)
+        made = await partners.create_partner_in(db, name)
     except Problem as exc:
+        if exc.status_code != 409:
+            raise
         return await _partners_page(
-            request, caller, db, status=exc.status_code, refused=_refusal(exc), form={"name": name}
+            request, caller, db, status=409, refused=_refusal(exc), form={"name": name}
         )
     return await _partners_page(request, caller, db, created={"name": made.name, "api_key": made.api_key})
 
 
 @post("/partners/{partner_id:str}/active", include_in_schema=False, guards=_ADMIN, status_code=303)
 async def partner_active(
-    request: Request[Any, Any, Any], caller: Caller, db: CallerDb, partner_id: str
+    request: Request[Any, Any, Any], caller: Caller, conn: asyncpg.Connection, partner_id: str
 ) -> Redirect:
     fields = await checked_form(request, caller)
     active = fields.get("active") == "1"
-    async with db.transaction() as conn:
-        await partners.set_partner_active(conn, db.identity, uuid_or_404(partner_id), active)
+    await partners.set_partner_active(conn, caller.identity, uuid_or_404(partner_id), active)
     return redirect("/app/partners", msg="partners.reactivated" if active else "partners.deactivated")
 
 
