@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import secrets
 import time
 import uuid
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from datetime import datetime
+from typing import TypeVar
 
 import asyncpg
 import msgspec
@@ -49,12 +51,27 @@ __all__ = [
 log = structlog.get_logger("refnet.intake")
 
 MIN_PASSWORD = 12
+T = TypeVar("T")
 
 _PKG = "services.intake.staff"
 _SIGN_IN_ACCOUNT = load_sql(_PKG, "sign_in_account")
 _PASSWORD_HASH = load_sql(_PKG, "password_hash")
 _CHANGE_PASSWORD = load_sql(_PKG, "change_password")
 _WRONG = "The email or password is not correct."
+# At most this many argon2 computations at once (each takes a core for ~0.3 s): a flood of sign-ins
+# queues for these instead of taking every core from the requests being served.
+_ARGON2_SLOTS = max(1, (os.cpu_count() or 2) // 2)
+_slots: dict[int, asyncio.Semaphore] = {}
+
+
+async def _argon2(fn: Callable[..., T], *args: str | None) -> T:
+    """Run an argon2 hash or verification in a worker thread, a bounded number at a time."""
+    loop = asyncio.get_running_loop()
+    slots = _slots.get(id(loop))
+    if slots is None:
+        slots = _slots[id(loop)] = asyncio.Semaphore(_ARGON2_SLOTS)
+    async with slots:
+        return await asyncio.to_thread(fn, *args)
 
 
 # --------------------------------------------------------------------------- sign-in
@@ -88,7 +105,7 @@ async def sign_in(
         row = await conn.fetchrow(_SIGN_IN_ACCOUNT, email)
     stored = row["password_hash"] if row is not None and row["active"] else None
     # Verify outside the transaction and off the event loop: argon2 is deliberately slow.
-    ok = await asyncio.to_thread(verify_password, stored, password)
+    ok = await _argon2(verify_password, stored, password)
     if row is None or not ok:
         if throttle is not None:
             throttle.failed(email, client, time.monotonic())
@@ -121,10 +138,10 @@ async def change_password(
         raise Problem(422, "; ".join(e["message"] for e in problems), errors=problems)
     async with transaction(pool, SYSTEM) as conn:
         stored = await conn.fetchval(_PASSWORD_HASH, caller.id)
-    if stored is None or not await asyncio.to_thread(verify_password, stored, current):
+    if stored is None or not await _argon2(verify_password, stored, current):
         field = [{"field": "current_password", "message": "is not your current password"}]
         raise Problem(422, "The current password is not correct.", errors=field)
-    new_hash = await asyncio.to_thread(hash_password, new)
+    new_hash = await _argon2(hash_password, new)
     async with transaction(pool, SYSTEM) as conn:
         row = await conn.fetchrow(_CHANGE_PASSWORD, caller.id, new_hash)
         await audit.record(conn, caller.identity, "auth.password_changed", "staff", caller.id)
@@ -193,7 +210,7 @@ async def create_case_manager(
     _check(profile, region_codes)
     generated = None if data.password else secrets.token_urlsafe(12)
     # Hashed before the transaction: argon2 is deliberately slow and must not hold a connection.
-    password_hash = await asyncio.to_thread(hash_password, data.password or generated or "")
+    password_hash = await _argon2(hash_password, data.password or generated or "")
     try:
         async with db.transaction() as conn:
             view, _ = await roster.save_profile(
@@ -261,7 +278,7 @@ async def create_account(db: CallerDb, region_codes: Collection[str], data: Staf
     """A new account of any role with a one-time password (hashed off the event loop, before the
     transaction), shown once in the answer."""
     password = new_password()
-    password_hash = await asyncio.to_thread(hash_password, password)
+    password_hash = await _argon2(hash_password, password)
     try:
         async with db.transaction() as conn:
             made = await accounts.create_account(
@@ -300,7 +317,7 @@ async def set_account_active(db: CallerDb, staff_id: str, active: bool) -> accou
 async def reset_account_password(db: CallerDb, staff_id: str) -> tuple[str, str]:
     """A new one-time password: (the account's email, the password)."""
     password = new_password()
-    password_hash = await asyncio.to_thread(hash_password, password)
+    password_hash = await _argon2(hash_password, password)
     try:
         async with db.transaction() as conn:
             email = await accounts.reset_password(conn, db.identity, staff_id, password_hash)
