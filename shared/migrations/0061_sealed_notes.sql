@@ -1,11 +1,12 @@
--- Staff-written text about a youth (issue 14, finding 5): a case manager's words when declining an offer
--- and an administrator's break-glass reason are sealed with the referral's own data key, so they are
--- shredded with the youth's details; the coded part stays readable, and audit rows name the note by id.
+-- Staff-written text about a youth (issue 14, finding 5): a case manager's words when declining an offer,
+-- an administrator's break-glass reason and the reason for a manual assignment are sealed with the
+-- referral's own data key, so they are shredded with the youth's details; the coded part stays readable,
+-- and audit rows, assignments and routing decisions name the note by id.
 
 CREATE TABLE referral_notes (
     id              uuid PRIMARY KEY,
     referral_id     uuid NOT NULL REFERENCES referrals (id),
-    kind            text NOT NULL CHECK (kind IN ('decline_reason', 'break_glass_reason')),
+    kind            text NOT NULL CHECK (kind IN ('decline_reason', 'break_glass_reason', 'manual_assignment_reason')),
     -- AES-256-GCM under the referral's data key, bound to the referral and the note's id.
     nonce           bytea NOT NULL,
     ciphertext      bytea NOT NULL,

@@ -35,6 +35,8 @@ async def _plaintext_anywhere(db: asyncpg.Connection) -> list[str]:
         found.append("assignments.decline_reason")
     if await db.fetchval("SELECT count(*) FROM audit_log WHERE detail::text LIKE $1", f"%{MARK}%"):
         found.append("audit_log.detail")
+    if await db.fetchval("SELECT count(*) FROM routing_decisions WHERE reason LIKE $1", f"%{MARK}%"):
+        found.append("routing_decisions.reason")
     if await db.fetchval(
         "SELECT count(*) FROM referral_notes WHERE position($1::bytea IN ciphertext) > 0", MARK.encode()
     ):
@@ -78,6 +80,20 @@ async def test_decline_words_and_break_glass_reason_are_sealed_and_shredded(
             rid,
         )
         assert audited is not None
+        # A manual assignment's reason: sealed too; routing (and the bus) see only the note's id.
+        other = next(
+            p
+            for p in platform.creds["case_managers"]
+            if p["id"] != str(offer["case_manager_id"]) and "south_la" in p["regions"]
+        )
+        r = await client.post(
+            f"/v1/admin/referrals/{rid}/assign",
+            json={"case_manager_id": other["id"], "reason": f"{MARK} trusts her from the shelter"},
+            headers=admin,
+        )
+        assert r.status_code == 201, r.text
+        explained = await client.get(f"/v1/referrals/{rid}/routing", headers=admin)
+        assert f"{MARK} trusts her from the shelter" in explained.text
         assert await _plaintext_anywhere(db) == []
 
         # The words open with the referral's data key ...
@@ -98,6 +114,9 @@ async def test_decline_words_and_break_glass_reason_are_sealed_and_shredded(
             await db.execute("SELECT set_config('app.role', 'system', true)")
             assert await notes.open_note(db, keys, str(row["decline_note_id"])) is None
             assert await notes.open_note(db, keys, audited) is None
+        explained = await client.get(f"/v1/referrals/{rid}/routing", headers=admin)
+        assert explained.status_code == 200 and MARK not in explained.text
+        assert "destroyed with the youth's details" in explained.text
 
 
 def test_decline_reasons_split_into_code_and_words() -> None:

@@ -16,13 +16,27 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from services.intake.core.auth import Caller
 from services.intake.core.keys import Keys
-from shared.db import load_sql
+from shared.db import SYSTEM, load_sql, transaction
 
-__all__ = ["DECLINE_CODES", "open_note", "seal_note", "split_reason"]
+__all__ = [
+    "DECLINE_CODES",
+    "NOTE_REF",
+    "drop_as_system",
+    "open_as_system",
+    "open_note",
+    "seal_as_system",
+    "seal_note",
+    "split_reason",
+]
 
 _PKG = "services.intake.cases"
 _INSERT_NOTE = load_sql(_PKG, "insert_note")
 _NOTE = load_sql(_PKG, "note")
+_REFERRAL_DATA_KEY = load_sql(_PKG, "referral_data_key")
+_DELETE_NOTE = load_sql(_PKG, "delete_note")
+# How a sealed note stands in a text column that used to hold the words (routing_decisions.reason), and
+# in the manual-assignment command on the bus (which must carry no PII).
+NOTE_REF = "sealed-note:"
 
 # The coded part of a decline (readable, free of PII by design); the web form sends "code: words".
 DECLINE_CODES = ("capacity", "needs", "language", "conflict", "other")
@@ -70,3 +84,29 @@ async def open_note(conn: asyncpg.Connection, keys: Keys, note_id: str) -> str |
     data_key = keys.unwrap(row["key_id"], bytes(row["wrapped_key"]), rid.encode())
     plain = AESGCM(data_key).decrypt(bytes(row["nonce"]), bytes(row["ciphertext"]), _associated(rid, note_id))
     return plain.decode()
+
+
+async def seal_as_system(
+    pool: asyncpg.Pool, keys: Keys, caller: Caller, referral_id: str, kind: str, text: str
+) -> str | None:
+    """Seal ``text`` for a referral whose key the caller's role may not read (a supervisor's manual
+    assignment): the route has authorised them; the note names them as its writer. None: no such
+    referral, or its details are already shredded."""
+    async with transaction(pool, SYSTEM) as conn:
+        key = await conn.fetchrow(_REFERRAL_DATA_KEY, referral_id)
+        if key is None:
+            return None
+        return await seal_note(
+            conn, keys, caller, referral_id, key["key_id"], bytes(key["wrapped_key"]), kind, text
+        )
+
+
+async def drop_as_system(pool: asyncpg.Pool, note_id: str) -> None:
+    async with transaction(pool, SYSTEM) as conn:
+        await conn.execute(_DELETE_NOTE, note_id)
+
+
+async def open_as_system(pool: asyncpg.Pool, keys: Keys, note_id: str) -> str | None:
+    """For a reader the route has authorised (the routing explanation)."""
+    async with transaction(pool, SYSTEM) as conn:
+        return await open_note(conn, keys, note_id)
