@@ -360,6 +360,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="refnet", description="Referral network for agencies serving exploited youth."
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    from refnet.accounts import add_account_commands
+
+    add_account_commands(sub)
 
     up = sub.add_parser(
         "up", help="run the whole platform: embedded PostgreSQL + NATS + the three services (refnet[dev])"

@@ -120,7 +120,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             request_context_middleware,
             metrics_middleware,
             web_session_middleware,
-            rate_limit_middleware(settings.rate_limit_per_minute),
+            rate_limit_middleware(settings.rate_limit_per_minute, settings.secret_key),
         ],
         template_config=template_config,
         request_max_body_size=MAX_BODY,

@@ -17,6 +17,7 @@ PAGES: dict[str, tuple[str, ...]] = {
         "/app/inbox/fragment",
         "/app/cases/{case_id}",
         "/app/cases/{closed_case_id}",
+        "/app/password",
     ),
     "supervisor": (
         "/app/",
@@ -44,6 +45,8 @@ PAGES: dict[str, tuple[str, ...]] = {
         "/app/roster/{case_manager_id}",
         "/app/partners",
         "/app/partners/{partner_id}",
+        "/app/staff",
+        "/app/password",
         "/app/map",
     ),
     "evaluator": ("/app/", "/app/map"),

@@ -355,7 +355,7 @@ async def test_a_partner_user_signs_in_and_refers(
     web: Platform, browser: Any, db: asyncpg.Connection
 ) -> None:
     """The same as a named partner user (accounts, issue 14: created by an admin through the contract's
-    `POST /v1/admin/staff`). Until that work is merged the endpoint does not exist: expected to fail."""
+    `POST /v1/admin/staff`), who signs in with a password of their own after the one-time one."""
     partner = web.creds["partners"][6]
     admin = web.staff_token(web.creds["admins"][0])
     email = f"referrer-{secrets.token_hex(4)}@partners.refnet.local"
@@ -370,10 +370,6 @@ async def test_a_partner_user_signs_in_and_refers(
             },
             headers={"Authorization": f"Bearer {admin}"},
         )
-        if made.status_code in (404, 405):
-            pytest.xfail(
-                "partner users arrive with the accounts work (issue 14); this passes once it is merged"
-            )
         assert made.status_code == 201, made.text
         once = made.json()["password"]
         token = (await client.post("/v1/auth/token", json={"email": email, "password": once})).json()[

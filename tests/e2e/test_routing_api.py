@@ -460,7 +460,17 @@ async def test_manual_assignment_is_routings_write(platform: Platform) -> None:
                 "assigned",
                 target,
             )
-            assert (str(decision["actor_id"]), decision["reason"]) == (sup["id"], "Met her at the shelter.")
+            # The words may describe the youth: sealed with the referral's data key (issue 14), by id here.
+            assert str(decision["actor_id"]) == sup["id"]
+            assert decision["reason"].startswith("sealed-note:") and "shelter" not in decision["reason"]
+            note = await db.fetchrow(
+                "SELECT kind, written_by FROM referral_notes WHERE id = $1",
+                uuid.UUID(decision["reason"].removeprefix("sealed-note:")),
+            )
+            assert note is not None and (note["kind"], str(note["written_by"])) == (
+                "manual_assignment_reason",
+                sup["id"],
+            )
             states: dict[str, str] = {
                 r["id"]: r["state"]
                 for r in await db.fetch(

@@ -419,8 +419,14 @@ async def test_a_supervisor_assigns_an_out_of_area_referral_from_the_queue_page(
         reason = await conn.fetchval(
             "SELECT reason FROM routing_decisions WHERE referral_id = $1 AND kind = 'manual'", rid
         )
+        # The words are sealed with the referral's data key (issue 14); the decision names the note.
+        note = await conn.fetchval(
+            "SELECT kind FROM referral_notes WHERE id::text = $1", reason.removeprefix("sealed-note:")
+        )
     finally:
         await conn.close()
     assert (status, audited) == ("assigned", 1)
-    assert reason == "Family moved to Pacoima last week; closest team."
+    assert reason.startswith("sealed-note:") and note == "manual_assignment_reason"
+    await page.goto(f"/app/queue/{rid}")
+    assert "Family moved to Pacoima last week; closest team." in await page.content()
     await ctx.close()

@@ -6,10 +6,12 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import msgspec
 import nats
 import pytest
@@ -18,8 +20,10 @@ from refnet_dev.embedded import EmbeddedNats
 from services.intake.admin import routing
 from services.intake.admin.schemas import ManualAssignIn
 from services.intake.admin.service import replay_delivery
+from services.intake.cases import notes
 from services.intake.core.auth import Caller
 from services.intake.core.dependencies import CallerDb
+from services.intake.core.keys import Keys
 from services.intake.core.problems import Problem
 from shared.commands import (
     ASSIGN_SUBJECT,
@@ -30,9 +34,60 @@ from shared.commands import (
     ReplayCommand,
     ReplayReply,
 )
+from shared.db import create_pool
 
 SUPERVISOR = Caller("staff", str(uuid.uuid4()), "supervisor", region="south_la")
 ADMIN = Caller("staff", str(uuid.uuid4()), "admin")
+MASTER_KEY = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
+
+
+@dataclass
+class Sealing:
+    """What intake seals a manual assignment's reason with: the database and the PII keys."""
+
+    pool: asyncpg.Pool
+    keys: Keys
+
+    def kw(self) -> dict[str, Any]:
+        return {"pool": self.pool, "keys": self.keys}
+
+
+@pytest.fixture
+async def sealing(db_dsn: str) -> AsyncIterator[Sealing]:
+    pool = await create_pool(db_dsn)
+    try:
+        yield Sealing(pool, Keys("", MASTER_KEY, "k1"))
+    finally:
+        await pool.close()
+
+
+async def _referral_with_key(s: Sealing, staff_id: str) -> str:
+    """A referral with a sealed data key (and the staff row a note names as its writer)."""
+    rid, pid = str(uuid.uuid4()), uuid.uuid4()
+    sealed = s.keys.ring.seal(b"{}", rid.encode())
+    async with s.pool.acquire() as conn, conn.transaction():
+        await conn.execute("SELECT set_config('app.role', 'system', true)")
+        await conn.execute("INSERT INTO partners (id, name) VALUES ($1, $2)", pid, f"p-{pid}")
+        await conn.execute(
+            "INSERT INTO staff (id, email, role, region, password_hash) VALUES ($1, $2, 'supervisor', 'south_la', 'x')"
+            " ON CONFLICT DO NOTHING",
+            uuid.UUID(staff_id),
+            f"{staff_id}@staff.test",
+        )
+        await conn.execute(
+            "INSERT INTO referrals (id, partner_id, status, needs, urgency, age_years)"
+            " VALUES ($1, $2, 'unroutable', '{housing}', 'routine', 15)",
+            uuid.UUID(rid),
+            pid,
+        )
+        await conn.execute(
+            "INSERT INTO referral_keys (referral_id, partner_id, key_id, wrapped_key) VALUES ($1, $2, $3, $4)",
+            uuid.UUID(rid),
+            pid,
+            sealed.key_id,
+            sealed.wrapped_key,
+        )
+    return rid
 
 
 @pytest.fixture
@@ -88,19 +143,23 @@ def _assignment(referral_id: str, case_manager_id: str) -> ManualAssignment:
     )
 
 
-async def test_manual_assignment_asks_routing_as_the_caller(nc: Any) -> None:
-    rid, cid = str(uuid.uuid4()), str(uuid.uuid4())
+async def test_manual_assignment_asks_routing_as_the_caller(nc: Any, sealing: Sealing) -> None:
+    rid, cid = await _referral_with_key(sealing, SUPERVISOR.id), str(uuid.uuid4())
     routing_side = await _serve(nc, ASSIGN_SUBJECT)
     done = _assignment(rid, cid)
     routing_side.replies.append(AssignReply(status=201, assignment=done))
     body = ManualAssignIn(case_manager_id=cid, reason="  Knows the family.  ")
-    assert await routing.assign(nc, SUPERVISOR, rid, body, "req-12345678") == done
+    assert await routing.assign(nc, SUPERVISOR, rid, body, "req-12345678", **sealing.kw()) == done
     command = msgspec.json.decode(routing_side.received[0], type=AssignCommand)
+    # The words may describe the youth: sealed with the referral's data key; the bus carries the note's id.
+    assert command.reason.startswith(notes.NOTE_REF) and "family" not in routing_side.received[0].decode()
+    note_id = command.reason.removeprefix(notes.NOTE_REF)
+    assert await notes.open_as_system(sealing.pool, sealing.keys, note_id) == "Knows the family."
     assert _fields(command) == _fields(
         AssignCommand(
             referral_id=rid,
             case_manager_id=cid,
-            reason="Knows the family.",
+            reason=command.reason,
             actor_id=SUPERVISOR.id,
             actor_role="supervisor",
             actor_region="south_la",
@@ -127,14 +186,21 @@ async def test_manual_assignment_asks_routing_as_the_caller(nc: Any) -> None:
     ],
 )
 async def test_routings_refusals_keep_their_status_text_and_field(
-    nc: Any, reply: AssignReply, errors: list[dict[str, str]] | None
+    nc: Any, sealing: Sealing, reply: AssignReply, errors: list[dict[str, str]] | None
 ) -> None:
     routing_side = await _serve(nc, ASSIGN_SUBJECT)
     routing_side.replies.append(reply)
+    rid = await _referral_with_key(sealing, ADMIN.id)
     with pytest.raises(Problem) as refused:
         await routing.assign(
-            nc, ADMIN, str(uuid.uuid4()), ManualAssignIn(case_manager_id=str(uuid.uuid4()), reason="Why.")
+            nc,
+            ADMIN,
+            rid,
+            ManualAssignIn(case_manager_id=str(uuid.uuid4()), reason="Why."),
+            **sealing.kw(),
         )
+    # A refused assignment keeps no words.
+    assert await sealing.pool.fetchval("SELECT count(*) FROM referral_notes") == 0
     assert (refused.value.status_code, refused.value.detail, refused.value.errors) == (
         reply.status,
         reply.message,
@@ -142,16 +208,24 @@ async def test_routings_refusals_keep_their_status_text_and_field(
     )
 
 
-async def test_ids_that_name_nothing_never_reach_routing(nc: Any) -> None:
+async def test_ids_that_name_nothing_never_reach_routing(nc: Any, sealing: Sealing) -> None:
     routing_side = await _serve(nc, ASSIGN_SUBJECT)
     with pytest.raises(Problem) as refused:
         await routing.assign(
-            nc, ADMIN, "not-an-id", ManualAssignIn(case_manager_id=str(uuid.uuid4()), reason="Why.")
+            nc,
+            ADMIN,
+            "not-an-id",
+            ManualAssignIn(case_manager_id=str(uuid.uuid4()), reason="Why."),
+            **sealing.kw(),
         )
     assert (refused.value.status_code, refused.value.detail) == (404, "No such referral.")
     with pytest.raises(Problem) as refused:
         await routing.assign(
-            nc, ADMIN, str(uuid.uuid4()), ManualAssignIn(case_manager_id="nobody", reason="Why.")
+            nc,
+            ADMIN,
+            str(uuid.uuid4()),
+            ManualAssignIn(case_manager_id="nobody", reason="Why."),
+            **sealing.kw(),
         )
     assert refused.value.status_code == 422
     assert refused.value.errors == [{"field": "case_manager_id", "message": "not a case manager id"}]
@@ -160,7 +234,7 @@ async def test_ids_that_name_nothing_never_reach_routing(nc: Any) -> None:
 
 
 @pytest.mark.parametrize("how", ["no responder", "not connected", "server error"])
-async def test_no_answer_is_503_with_retry_after(nc: Any, how: str) -> None:
+async def test_no_answer_is_503_with_retry_after(nc: Any, sealing: Sealing, how: str) -> None:
     client: Any = nc
     if how == "not connected":
         client = None
@@ -169,7 +243,11 @@ async def test_no_answer_is_503_with_retry_after(nc: Any, how: str) -> None:
         routing_side.replies.append(AssignReply(status=500, message="boom"))
     with pytest.raises(Problem) as refused:
         await routing.assign(
-            client, ADMIN, str(uuid.uuid4()), ManualAssignIn(case_manager_id=str(uuid.uuid4()), reason="Why.")
+            client,
+            ADMIN,
+            str(uuid.uuid4()),
+            ManualAssignIn(case_manager_id=str(uuid.uuid4()), reason="Why."),
+            **sealing.kw(),
         )
     assert refused.value.status_code == 503
     assert refused.value.headers == {"Retry-After": "5"}

@@ -175,8 +175,16 @@ class RoutingAdminController(Controller):
     async def assign(
         self, request: Request[Any, Any, Any], caller: Caller, referral_id: str, data: ManualAssignIn
     ) -> ManualAssignment:
-        nc = request.app.state.bus.nc
-        return await routing.assign(nc, caller, referral_id, data, request_id(request.scope))
+        state = request.app.state
+        return await routing.assign(
+            state.bus.nc,
+            caller,
+            referral_id,
+            data,
+            request_id(request.scope),
+            pool=state.pool,
+            keys=state.pii_keys,
+        )
 
 
 class RoutingExplanationController(Controller):
@@ -188,7 +196,10 @@ class RoutingExplanationController(Controller):
     async def explain(
         self, request: Request[Any, Any, Any], caller: Caller, conn: asyncpg.Connection, referral_id: str
     ) -> RoutingExplanation:
-        return await routing.explain(conn, caller, request.app.state.regions, referral_id)
+        state = request.app.state
+        return await routing.explain(
+            conn, caller, state.regions, referral_id, pool=state.pool, keys=state.pii_keys
+        )
 
 
 ROUTES: list[Any] = [

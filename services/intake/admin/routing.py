@@ -27,7 +27,9 @@ from services.intake.admin.schemas import (
     RoutingExplanation,
 )
 from services.intake.admin.service import unavailable
+from services.intake.cases import notes
 from services.intake.core.auth import Caller, scope_region
+from services.intake.core.keys import Keys
 from services.intake.core.problems import Problem
 from shared import audit
 from shared.commands import AssignCommand, CommandUnavailable, ManualAssignment, request_assignment
@@ -108,10 +110,19 @@ async def queue(
 
 
 async def assign(
-    nc: Any, caller: Caller, referral_id: str, data: ManualAssignIn, request_id: str = ""
+    nc: Any,
+    caller: Caller,
+    referral_id: str,
+    data: ManualAssignIn,
+    request_id: str = "",
+    *,
+    pool: asyncpg.Pool,
+    keys: Keys,
 ) -> ManualAssignment:
-    """Ask routing to offer the referral to the named case manager (may exceed capacity; the reason is
-    recorded and audited by routing). Routing's refusals come back with the same status and text."""
+    """Ask routing to offer the referral to the named case manager (may exceed capacity; the decision is
+    recorded and audited by routing). The reason may describe the youth: it is sealed with the referral's
+    data key here, and routing (and the bus) see only the note's id. Routing's refusals come back with
+    the same status and text."""
     rid = _uuid(referral_id, "referral")
     try:
         cid = uuid.UUID(data.case_manager_id)
@@ -121,10 +132,14 @@ async def assign(
             "No such case manager.",
             errors=[{"field": "case_manager_id", "message": "not a case manager id"}],
         ) from None
+    note_id = await notes.seal_as_system(
+        pool, keys, caller, str(rid), "manual_assignment_reason", data.reason.strip()
+    )
     command = AssignCommand(
         referral_id=str(rid),
         case_manager_id=str(cid),
-        reason=data.reason.strip(),
+        # No such referral, or its details already destroyed: routing refuses; nothing is kept.
+        reason=notes.NOTE_REF + note_id if note_id else "(not kept)",
         actor_id=caller.id,
         actor_role=caller.role,
         actor_region=caller.region,
@@ -135,9 +150,13 @@ async def assign(
             raise CommandUnavailable("not connected")
         reply = await request_assignment(nc, command)
     except CommandUnavailable:
+        if note_id:
+            await notes.drop_as_system(pool, note_id)
         raise unavailable("routing") from None
     if reply.status == 201 and reply.assignment is not None:
         return reply.assignment
+    if note_id:
+        await notes.drop_as_system(pool, note_id)  # refused: the words are not kept
     if 400 <= reply.status < 500:  # 404, 409, 422; 403 when routing finds the actor may not (any more)
         errors = [{"field": reply.field, "message": reply.message}] if reply.field else None
         raise Problem(reply.status, reply.message, errors=errors)
@@ -148,7 +167,13 @@ async def assign(
 
 
 async def explain(
-    conn: asyncpg.Connection, caller: Caller, catalogue: Catalogue, referral_id: str
+    conn: asyncpg.Connection,
+    caller: Caller,
+    catalogue: Catalogue,
+    referral_id: str,
+    *,
+    pool: asyncpg.Pool,
+    keys: Keys,
 ) -> RoutingExplanation:
     """Why the referral went where it went, in plain words (each view audited)."""
     rid = _uuid(referral_id, "referral")
@@ -161,7 +186,11 @@ async def explain(
     names = await _names(conn, decisions, offers)
     await audit.record(conn, caller.identity, "routing.explanation_viewed", "referral", str(rid))
     region_name = next((r.name for r in catalogue.regions if r.code == ref["region"]), ref["region"])
-    views = [_decision_view(d, names, region_name or "the region", ref["language"]) for d in decisions]
+    reasons = [await _reason(pool, keys, d["reason"]) if d["kind"] == "manual" else "" for d in decisions]
+    views = [
+        _decision_view(d, names, region_name or "the region", ref["language"], reason)
+        for d, reason in zip(decisions, reasons, strict=True)
+    ]
     offer_views = [
         OfferView(
             assignment_id=str(o["id"]),
@@ -219,7 +248,18 @@ def _person(staff_id: str, names: dict[str, str]) -> Person:
     return Person(staff_id, display_name(staff_id, names))
 
 
-def _decision_view(d: asyncpg.Record, names: dict[str, str], region: str, language: str) -> DecisionView:
+async def _reason(pool: asyncpg.Pool, keys: Keys, stored: str | None) -> str:
+    """A manual assignment's reason in words: opened from its sealed note (the route has authorised the
+    reader), or said to be destroyed with the youth's details."""
+    if not stored or not stored.startswith(notes.NOTE_REF):
+        return stored or ""  # written before reasons were sealed
+    words = await notes.open_as_system(pool, keys, stored.removeprefix(notes.NOTE_REF))
+    return words if words is not None else "(destroyed with the youth's details)"
+
+
+def _decision_view(
+    d: asyncpg.Record, names: dict[str, str], region: str, language: str, reason: str = ""
+) -> DecisionView:
     chosen = _person(str(d["chosen_id"]), names) if d["chosen_id"] else None
     candidates: list[CandidateView] = []
     explained: Explained
@@ -229,7 +269,7 @@ def _decision_view(d: asyncpg.Record, names: dict[str, str], region: str, langua
             manual = msgspec.convert(d["detail"], ManualRecord)
             decided_by = _person(str(d["actor_id"]), names) if d["actor_id"] else None
             actor = decided_by.name if decided_by else "a supervisor"
-            explained = explain_manual(manual, d["reason"] or "", actor, names, language)
+            explained = explain_manual(manual, reason, actor, names, language)
         else:
             record = msgspec.convert(d["detail"], DecisionRecord)
             explained = explain_automatic(record, names, region)

@@ -7,8 +7,10 @@ from typing import NoReturn
 
 import asyncpg
 
+from services.intake.cases import notes
 from services.intake.cases.schemas import AssignmentPage, AssignmentView
 from services.intake.core.auth import Caller
+from services.intake.core.keys import Keys
 from services.intake.core.problems import Problem
 from services.intake.referrals.schemas import ReferralView
 from services.intake.referrals.service import referral_view
@@ -26,6 +28,7 @@ _ACCEPT_REFERRAL = load_sql(_PKG, "accept_referral")
 _RELEASE_OFFER_CAPACITY = load_sql(_PKG, "release_offer_capacity")
 _ASSIGNMENT = load_sql(_PKG, "assignment")
 _OFFER_STATE = load_sql(_PKG, "offer_state")
+_OFFER_DATA_KEY = load_sql(_PKG, "offer_data_key")
 
 
 def _uuid(value: str) -> uuid.UUID:
@@ -64,7 +67,7 @@ async def my_assignments(conn: asyncpg.Connection, caller: Caller, state: str | 
 async def accept(conn: asyncpg.Connection, caller: Caller, assignment_id: str) -> ReferralView:
     """The case manager takes the offer: the referral becomes accepted and the partner is told."""
     aid = _uuid(assignment_id)
-    row = await conn.fetchrow(_ANSWER_OFFER, aid, caller.id, "accepted", None)
+    row = await conn.fetchrow(_ANSWER_OFFER, aid, caller.id, "accepted", None, None)
     if row is None:
         await _explain_missing(conn, aid, caller)
     ref = await conn.fetchrow(_ACCEPT_REFERRAL, row["referral_id"])
@@ -84,11 +87,27 @@ async def accept(conn: asyncpg.Connection, caller: Caller, assignment_id: str) -
 
 
 async def decline(
-    conn: asyncpg.Connection, caller: Caller, assignment_id: str, reason: str
+    conn: asyncpg.Connection, caller: Caller, assignment_id: str, reason: str, keys: Keys
 ) -> AssignmentView:
-    """The case manager declines, with a reason (kept in the database; routing offers it elsewhere)."""
+    """The case manager declines, with a reason (routing offers it elsewhere): its code is kept readable,
+    their own words are sealed with the referral's data key (shredded with the youth's details)."""
     aid = _uuid(assignment_id)
-    row = await conn.fetchrow(_ANSWER_OFFER, aid, caller.id, "declined", reason)
+    code, words = notes.split_reason(reason)
+    note_id = None
+    key = await conn.fetchrow(_OFFER_DATA_KEY, aid, caller.id)
+    if words and key is not None:
+        note_id = await notes.seal_note(
+            conn,
+            keys,
+            caller,
+            str(key["referral_id"]),
+            key["key_id"],
+            bytes(key["wrapped_key"]),
+            "decline_reason",
+            words,
+        )
+    # No data key (the details were already shredded): the words are dropped, the code kept.
+    row = await conn.fetchrow(_ANSWER_OFFER, aid, caller.id, "declined", code, note_id)
     if row is None:
         await _explain_missing(conn, aid, caller)
     await conn.execute(_RELEASE_OFFER_CAPACITY, caller.id)

@@ -60,9 +60,15 @@ class AssignmentController(Controller):
 
     @post("/{assignment_id:str}/decline", status_code=200, summary="Decline an offer, with a reason")
     async def decline(
-        self, caller: Caller, conn: asyncpg.Connection, assignment_id: str, data: DeclineIn
+        self,
+        request: Request[Any, Any, Any],
+        caller: Caller,
+        conn: asyncpg.Connection,
+        assignment_id: str,
+        data: DeclineIn,
     ) -> AssignmentView:
-        return await assignments.decline(conn, caller, assignment_id, data.reason)
+        keys = request.app.state.pii_keys
+        return await assignments.decline(conn, caller, assignment_id, data.reason, keys)
 
 
 class CaseController(Controller):

@@ -8,6 +8,7 @@ from typing import Any
 import asyncpg
 import msgspec
 
+from services.intake.cases import notes
 from services.intake.cases.schemas import PiiView
 from services.intake.core.auth import Caller
 from services.intake.core.keys import Keys
@@ -40,10 +41,11 @@ async def read_details(conn: asyncpg.Connection, caller: Caller, keys: Keys, ref
 async def break_glass(
     conn: asyncpg.Connection, caller: Caller, keys: Keys, referral_id: str, reason: str
 ) -> PiiView:
-    """An admin's emergency access, with a stated reason (kept in the audit log)."""
+    """An admin's emergency access, with a stated reason: sealed with the referral's data key (it may name
+    the youth) and named by id in the audit row."""
     rid = _uuid(referral_id)
     await conn.execute(_ENABLE_BREAK_GLASS)
-    return await _open(conn, caller, keys, rid, "pii.break_glass", {"reason": reason})
+    return await _open(conn, caller, keys, rid, "pii.break_glass", {}, reason=reason)
 
 
 async def _open(
@@ -53,6 +55,8 @@ async def _open(
     rid: uuid.UUID,
     action: str,
     detail: dict[str, Any],
+    *,
+    reason: str = "",
 ) -> PiiView:
     # Row-level security decides what this identity can see; an empty result means not yours.
     ref = await conn.fetchrow(_PII_STATE, rid)
@@ -70,6 +74,13 @@ async def _open(
     sealed = Sealed(row["key_id"], bytes(row["wrapped_key"]), bytes(row["nonce"]), bytes(row["ciphertext"]))
     plain = keys.open(sealed, str(rid).encode())
     consent = await conn.fetchrow(_CONSENT, rid)
+    if reason:
+        detail = {
+            **detail,
+            "reason_note_id": await notes.seal_note(
+                conn, keys, caller, str(rid), sealed.key_id, sealed.wrapped_key, "break_glass_reason", reason
+            ),
+        }
     await audit.record(conn, caller.identity, action, "referral", str(rid), detail)
     data = msgspec.json.decode(plain)
     return PiiView(

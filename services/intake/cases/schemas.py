@@ -76,7 +76,7 @@ class WithdrawIn(Input):
 
 
 class BreakGlassIn(Input):
-    # Kept in the audit log: say why (a ticket or incident number), not who the youth is.
+    # Sealed with the referral's data key (migration 0061); the audit row names it by id.
     reason: Annotated[str, Meta(min_length=10, max_length=500)]
 
 

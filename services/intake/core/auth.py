@@ -15,13 +15,17 @@ from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
 
 from services.intake.core.problems import Problem
+from services.intake.core.ratelimit import remember_credential
 from shared.credentials import API_KEY_PREFIX, hash_api_key
 from shared.db import SYSTEM, Identity, load_sql, transaction
 
 __all__ = [
+    "PASSWORD_CHANGE_PATHS",
     "Caller",
+    "account_caller",
     "any_caller",
     "issue_token",
+    "refresh_token",
     "require_partner",
     "require_role",
     "require_staff",
@@ -32,7 +36,10 @@ __all__ = [
 
 _ISSUER = "refnet"
 _AUTHENTICATE_API_KEY = load_sql("services.intake.core", "authenticate_api_key")
+_AUTHENTICATE_STAFF = load_sql("services.intake.core", "authenticate_staff")
 _STAFF_BY_EMAIL = load_sql("services.intake.core", "staff_by_email")
+# What a token whose password must change may still call (the change itself, and leaving).
+PASSWORD_CHANGE_PATHS = frozenset({"/v1/auth/password", "/app/password", "/app/logout"})
 
 
 class Caller(msgspec.Struct, frozen=True):
@@ -47,7 +54,7 @@ class Caller(msgspec.Struct, frozen=True):
         return Identity(role=self.role, actor_id=self.id, partner_id=self.partner_id, region=self.region)
 
 
-def issue_token(secret: str, staff_id: str, role: str, region: str | None, ttl: int) -> str:
+def issue_token(secret: str, staff_id: str, role: str, region: str | None, ttl: int, version: int = 0) -> str:
     now = int(time.time())
     claims = {
         "iss": _ISSUER,
@@ -56,8 +63,21 @@ def issue_token(secret: str, staff_id: str, role: str, region: str | None, ttl: 
         "region": region or "",
         "iat": now,
         "exp": now + ttl,
+        # The account's token version: a reset, deactivation or password change bumps it (migration 0060).
+        "ver": version,
     }
     return jwt.encode(claims, secret, algorithm="HS256")
+
+
+def refresh_token(secret: str, token: str, ttl: int) -> str | None:
+    """The same token with a new lifetime (a sliding web session), or None if it is not a valid one of ours.
+    Keeps the account's token version, so a session renewed after a reset still stops working."""
+    try:
+        claims = jwt.decode(token, secret, algorithms=["HS256"], issuer=_ISSUER)
+    except jwt.PyJWTError:
+        return None
+    now = int(time.time())
+    return jwt.encode({**claims, "iat": now, "exp": now + ttl}, secret, algorithm="HS256")
 
 
 def token_role(secret: str, token: str) -> str:
@@ -122,7 +142,17 @@ async def _oidc_caller(connection: ASGIConnection[Any, Any, Any, Any], token: st
         row = await conn.fetchrow(_STAFF_BY_EMAIL, email)
     if row is None:
         raise Problem(403, "This account is not on the refnet staff roster.")
-    return Caller("staff", str(row["id"]), row["role"], region=row["region"] or "")
+    if not row["active"]:
+        raise unauthorized  # deactivated (or its partner is): as if the token were not valid
+    return account_caller(str(row["id"]), row["role"], row["region"], row["partner_id"])
+
+
+def account_caller(staff_id: str, role: str, region: str | None, partner_id: Any) -> Caller:
+    """The caller a person's account makes: a partner user acts as their partner (row-level security,
+    guards and scoping as for its API key) while the audit log names the person (actor id)."""
+    if role == "partner_user":
+        return Caller("partner", staff_id, "partner", partner_id=str(partner_id))
+    return Caller("staff", staff_id, role, region=region or "")
 
 
 def _bearer(connection: ASGIConnection[Any, Any, Any, Any]) -> str:
@@ -150,8 +180,10 @@ async def resolve_caller(connection: ASGIConnection[Any, Any, Any, Any]) -> Call
         if row is None:
             raise Problem(401, "The API key is not valid.", headers={"WWW-Authenticate": "Bearer"})
         caller = Caller("partner", str(row["partner_id"]), "partner", partner_id=str(row["partner_id"]))
+        remember_credential(token, f"partner:{row['partner_id']}")
     elif _algorithm(token) != "HS256" and state.settings.oidc_jwks_url:
         caller = await _oidc_caller(connection, token)
+        remember_credential(token, f"staff:{caller.id}")
     else:
         claims = _decode_token(state.settings.secret_key, token)
         try:
@@ -160,9 +192,32 @@ async def resolve_caller(connection: ASGIConnection[Any, Any, Any, Any]) -> Call
             raise Problem(
                 401, "The access token is invalid.", headers={"WWW-Authenticate": "Bearer"}
             ) from None
-        caller = Caller("staff", staff_id, str(claims.get("role", "")), region=str(claims.get("region", "")))
+        caller = await _account(connection, staff_id, claims)
     connection.scope.setdefault("state", {})["refnet_caller"] = caller
     return caller
+
+
+async def _account(
+    connection: ASGIConnection[Any, Any, Any, Any], staff_id: str, claims: dict[str, Any]
+) -> Caller:
+    """Re-read the account on every request, so deactivation, a deactivated partner or a reset takes
+    effect at once (the token's role and region are never trusted: the roster says what they may do)."""
+    version = claims.get("ver", 0)
+    row = None
+    if isinstance(version, int) and not isinstance(version, bool) and -(2**31) <= version < 2**31:
+        pool: asyncpg.Pool = connection.app.state.pool
+        row = await pool.fetchrow(_AUTHENTICATE_STAFF, staff_id, version)
+    if row is None:
+        raise Problem(
+            401, "The access token is invalid or has expired.", headers={"WWW-Authenticate": "Bearer"}
+        )
+    if row["password_change_required"] and connection.scope.get("path", "") not in PASSWORD_CHANGE_PATHS:
+        raise Problem(
+            403,
+            "Choose a new password first: POST /v1/auth/password with current_password and new_password.",
+            slug="password-change-required",
+        )
+    return account_caller(staff_id, row["role"], row["region"], row["partner_id"])
 
 
 def _guard(

@@ -21,3 +21,11 @@ class Keys:
         except UnknownKeyError:
             self.ring = load_keyring(*self._source)
             return self.ring.open(sealed, associated)
+
+    def unwrap(self, key_id: str, wrapped: bytes, associated: bytes) -> bytes:
+        """A referral's data key (to seal or open its notes), re-reading the keyring like ``open``."""
+        try:
+            return self.ring.unwrap(key_id, wrapped, associated)
+        except UnknownKeyError:
+            self.ring = load_keyring(*self._source)
+            return self.ring.unwrap(key_id, wrapped, associated)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import asyncpg
-from litestar import Controller, Request, Response, delete, get, post
+from litestar import Controller, Request, Response, delete, get, patch, post
 from litestar.params import Parameter
 
 from services.intake.core.auth import Caller, require_partner, require_staff
@@ -17,6 +17,9 @@ from services.intake.partners.schemas import (
     KeyCreateIn,
     KeyRevokeIn,
     KeyRotateIn,
+    PartnerCreated,
+    PartnerIn,
+    PartnerPatch,
     PartnerView,
     SecretRotated,
     TestQueued,
@@ -37,6 +40,20 @@ class AdminKeysController(Controller):
     @get("/partners", summary="Partners and their active key counts")
     async def partners(self, conn: asyncpg.Connection) -> list[PartnerView]:
         return await service.list_partners(conn)
+
+    @post("/partners", status_code=201, summary="Create a partner and its first API key (shown once)")
+    async def create_partner(
+        self, caller: Caller, conn: asyncpg.Connection, data: PartnerIn
+    ) -> PartnerCreated:
+        return await service.create_partner(conn, caller.identity, data.name)
+
+    @patch(
+        "/partners/{partner_id:str}", summary="Deactivate (its keys and users get 401 at once) or reactivate"
+    )
+    async def update_partner(
+        self, caller: Caller, conn: asyncpg.Connection, partner_id: str, data: PartnerPatch
+    ) -> PartnerView:
+        return await service.set_partner_active(conn, caller.identity, partner_id, data.active)
 
     @get("/partners/{partner_id:str}/keys", summary="A partner's API keys (never the keys themselves)")
     async def keys(self, conn: asyncpg.Connection, partner_id: str) -> list[apikeys.ApiKeyInfo]:

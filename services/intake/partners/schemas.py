@@ -17,6 +17,9 @@ __all__ = [
     "KeyCreateIn",
     "KeyRevokeIn",
     "KeyRotateIn",
+    "PartnerCreated",
+    "PartnerIn",
+    "PartnerPatch",
     "PartnerView",
     "SecretRotated",
     "TestQueued",
@@ -46,6 +49,22 @@ class PartnerView(msgspec.Struct):
     name: str
     kind: str
     active_keys: int
+    # False once deactivated: its keys and partner users get 401.
+    active: bool = True
+
+
+class PartnerIn(Input):
+    name: Annotated[str, Meta(min_length=1, max_length=200, pattern=r"^[^\x00]*[^\s\x00][^\x00]*$")]
+
+
+class PartnerPatch(Input):
+    active: bool
+
+
+class PartnerCreated(msgspec.Struct):
+    id: str
+    name: str
+    api_key: str
 
 
 # --------------------------------------------------------------------------- webhooks

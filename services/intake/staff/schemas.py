@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from datetime import date
-from typing import Annotated
+from typing import Annotated, Literal
 
 import msgspec
 from msgspec import Meta
 
 from services.intake.core.schemas import Input
-from services.intake.staff import roster
+from services.intake.staff import accounts, roster
 from shared.codes import NeedCode
 
 __all__ = [
@@ -17,6 +17,12 @@ __all__ = [
     "CaseManagerIn",
     "CaseManagerPage",
     "CaseManagerPatch",
+    "PasswordChangeIn",
+    "PasswordOut",
+    "StaffCreated",
+    "StaffIn",
+    "StaffPage",
+    "StaffPatch",
     "TokenRequest",
     "TokenResponse",
 ]
@@ -31,6 +37,50 @@ class TokenResponse(msgspec.Struct):
     access_token: str
     expires_in: int
     token_type: str = "bearer"  # noqa: S105 - the OAuth token type, not a secret
+    # A one-time password: this token may only change it (POST /v1/auth/password).
+    password_change_required: bool = False
+
+
+class PasswordChangeIn(Input):
+    current_password: Annotated[str, Meta(min_length=1, max_length=1024)]
+    new_password: Annotated[str, Meta(min_length=1, max_length=1024)]
+
+
+StaffRoleName = Literal["admin", "supervisor", "case_manager", "evaluator", "intake_staff", "partner_user"]
+
+
+class StaffIn(Input):
+    email: roster.Email
+    role: StaffRoleName
+    # Optional (the command line's --name is): then the account shows its email.
+    name: Annotated[str, Meta(max_length=200, pattern=r"^[^\x00]*$")] = ""
+    regions: Annotated[list[Annotated[str, Meta(max_length=64)]], Meta(max_length=20)] = msgspec.field(
+        default_factory=list
+    )
+    partner_id: Annotated[str, Meta(max_length=64)] | None = None
+
+
+class StaffPatch(Input):
+    active: bool
+
+
+class StaffCreated(msgspec.Struct, kw_only=True):
+    id: str
+    email: str
+    role: str
+    active: bool
+    password: str
+    name: str = ""
+    regions: list[str] = msgspec.field(default_factory=list)
+    partner_id: str | None = None
+
+
+class StaffPage(msgspec.Struct):
+    items: list[accounts.Account]
+
+
+class PasswordOut(msgspec.Struct):
+    password: str
 
 
 class CaseManagerIn(Input):

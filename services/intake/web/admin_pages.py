@@ -68,7 +68,10 @@ async def queue_item(
         raise Problem(404, "not found") from None
     explanation: Any = None
     try:
-        explanation = plain(await routing.explain(conn, caller, request.app.state.regions, rid))
+        state = request.app.state
+        explanation = plain(
+            await routing.explain(conn, caller, state.regions, rid, pool=state.pool, keys=state.pii_keys)
+        )
     except Problem:
         explanation = None
     case_managers: list[dict[str, Any]] = []
@@ -102,7 +105,10 @@ async def queue_assign(request: Request[Any, Any, Any], caller: Caller, referral
     try:
         data = forms.body(ManualAssignIn, doc)
         # Routing makes the assignment (and audits it); see services/intake/admin/routing.py.
-        await routing.assign(request.app.state.bus.nc, caller, rid, data, request_id(request.scope))
+        state = request.app.state
+        await routing.assign(
+            state.bus.nc, caller, rid, data, request_id(request.scope), pool=state.pool, keys=state.pii_keys
+        )
     except Problem as exc:
         if exc.status_code in REFUSED:
             return redirect(f"/app/queue/{rid}", msg="queue.assign_failed")

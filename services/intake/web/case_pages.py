@@ -90,7 +90,10 @@ async def decline_offer(
     fields = await checked_form(request, caller)
     aid = uuid_or_404(assignment_id)
     data = forms.body(DeclineIn, {"reason": forms.decline_reason(fields)})
-    if await attempt(db, lambda conn: assignments.decline(conn, caller, aid, data.reason), refused=(409,)):
+    keys = request.app.state.pii_keys
+    if await attempt(
+        db, lambda conn: assignments.decline(conn, caller, aid, data.reason, keys), refused=(409,)
+    ):
         return redirect("/app/inbox", msg="offer.closed")
     return redirect("/app/inbox", msg="offer.declined")
 

@@ -21,8 +21,17 @@ from services.intake.core.dependencies import CallerDb, provide_caller, provide_
 from services.intake.core.problems import Problem
 from services.intake.notifications.stream import event_stream, parse_cursor
 from services.intake.staff import service as staff
+from services.intake.staff.controller import client_address, sign_in_throttle
 from services.intake.staff.schemas import TokenRequest
-from services.intake.web import admin_pages, case_extras, case_pages, evaluation_pages, forms, partner_pages
+from services.intake.web import (
+    account_pages,
+    admin_pages,
+    case_extras,
+    case_pages,
+    evaluation_pages,
+    forms,
+    partner_pages,
+)
 from services.intake.web.i18n import LANGS
 from services.intake.web.render import (
     HOME,
@@ -109,11 +118,19 @@ async def login_submit(request: Request[Any, Any, Any]) -> Response[Any]:
     try:
         # The API's own sign-in: argon2, back-off after failures, audit of success and failure.
         issued = await staff.sign_in(
-            state.pool, settings.secret_key, settings.token_ttl_seconds, data.email, data.password
+            state.pool,
+            settings.secret_key,
+            settings.token_ttl_seconds,
+            data.email,
+            data.password,
+            client=client_address(request),
+            throttle=sign_in_throttle(request),
         )
     except Problem as exc:
         return again("login.locked" if exc.status_code == 429 else "login.failed", exc.status_code)
     target = next_path or HOME.get(token_role(settings.secret_key, issued.access_token), "/app/login")
+    if issued.password_change_required:
+        target = "/app/password?required=1"  # a one-time password: nothing else works until it is changed
     resp = redirect(target)
     # A new CSRF nonce at every sign-in: a token planted before login is worthless after it.
     resp.cookies.extend(session_cookies(request, issued.access_token, issued.expires_in, new_nonce()))
@@ -177,6 +194,8 @@ def web_router() -> Router:
             *partner_pages.ROUTES,
             *case_extras.ROUTES,
             *evaluation_pages.ROUTES,
+            # Accounts, partners' lifecycle and the password page (issue 14).
+            *account_pages.ROUTES,
         ],
         # Pages are for staff: the caller every page gets is signed in as staff (else 403).
         dependencies={"caller": Provide(provide_staff)},

@@ -23,7 +23,7 @@ from litestar.response import Redirect, Template
 from litestar.static_files import create_static_files_router
 from litestar.template.config import TemplateConfig
 
-from services.intake.core.auth import Caller, issue_token
+from services.intake.core.auth import Caller, refresh_token
 from services.intake.core.problems import Problem
 from services.intake.web.i18n import LANG_NAMES, LANGS, code, negotiate, region_label, t
 from services.intake.web.service import display_name
@@ -82,6 +82,7 @@ NAV = {
         ("/app/queue", "nav.queue"),
         ("/app/roster", "nav.roster"),
         ("/app/partners", "nav.partners"),
+        ("/app/staff", "nav.staff"),
         ("/app/map", "nav.map"),
         ("/app/evaluation", "nav.evaluation"),
     ),
@@ -240,8 +241,9 @@ def page(
         settings = request.app.state.settings
         ttl = settings.token_ttl_seconds
         if token_expiring(settings.secret_key, token, ttl):
-            fresh = issue_token(settings.secret_key, caller.id, caller.role, caller.region or None, ttl)
-            cookies.extend(session_cookies(request, fresh, ttl, None))
+            fresh = refresh_token(settings.secret_key, token, ttl)
+            if fresh is not None:
+                cookies.extend(session_cookies(request, fresh, ttl, None))
     return Template(
         template_name=template,
         context=dict(ctx),
@@ -284,6 +286,8 @@ async def checked_form(request: Request[Any, Any, Any], caller: Caller) -> dict[
 
 def error_page(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     status = exc.status_code if isinstance(exc, HTTPException | Problem) else 500
+    if isinstance(exc, Problem) and exc.slug == "password-change-required":
+        return redirect("/app/password", required="1")
     if status == 401:
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         had_session = bool(session_token(request))

@@ -18,8 +18,11 @@ WITH r AS (
     INSERT INTO idempotency_keys (partner_id, key, request_hash, status_code, response_body, referral_id)
     SELECT $2, $21, $22, 201, $23, id FROM r WHERE $21::text IS NOT NULL
 ), a AS (
-    -- Every PII write is audited, in the same transaction.
+    -- Every PII write is audited, in the same transaction, naming who acted (a partner user or the
+    -- agency's intake staff member; for an API key, the partner).
     INSERT INTO audit_log (actor_role, actor_id, partner_id, action, target_type, target_id)
-    SELECT 'partner', partner_id::text, partner_id::text, 'pii.write', 'referral', id::text FROM r
+    SELECT coalesce(nullif(current_setting('app.role', true), ''), 'partner'),
+           coalesce(nullif(current_setting('app.actor_id', true), ''), partner_id::text),
+           partner_id::text, 'pii.write', 'referral', id::text FROM r
 )
 SELECT id FROM r

@@ -1,5 +1,6 @@
--- The account signing in (by email, case-insensitively) and how long it is still locked, in seconds.
-SELECT id, role, region, password_hash, failed_logins, locked_until,
-       greatest(0, extract(epoch FROM locked_until - now()))::int AS locked_for
-FROM staff
-WHERE lower(email) = lower($1)
+-- The account signing in (by email, case-insensitively): whether it may act now (not deactivated, nor
+-- its partner), whether its password is a one-time one, and its token version.
+SELECT s.id, s.role, s.region, s.partner_id, s.password_hash, s.password_change_required, s.token_version,
+       s.deactivated_at IS NULL AND p.deactivated_at IS NULL AS active
+FROM staff s LEFT JOIN partners p ON p.id = s.partner_id
+WHERE lower(s.email) = lower($1)
