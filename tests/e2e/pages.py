@@ -49,7 +49,7 @@ PAGES: dict[str, tuple[str, ...]] = {
         "/app/password",
         "/app/map",
     ),
-    "evaluator": ("/app/", "/app/map"),
+    "evaluator": ("/app/", "/app/map", "/app/evaluation"),
 }
 
 # GET routes under /app that are not pages, and why the walk leaves them out.
@@ -58,4 +58,15 @@ NOT_PAGES: dict[str, str] = {
     "/app/events": "the Server-Sent Events stream: it never ends",
     "/app/lang/{}": "sets the language cookie and redirects (the walk uses it for Spanish)",
     "/app/static/{}": "stylesheet and script",
+    "/app/evaluation/report.html": "a download (the report to keep; test_web_evaluation opens it)",
+    "/app/evaluation/export.csv": "a download (test_web_evaluation checks its contents and suppression)",
+    "/app/evaluation/export.json": "a download (test_web_evaluation checks its contents and suppression)",
+    "/app/evaluation/tables.csv": "a download (test_web_evaluation checks its contents and suppression)",
+    # The partner's own pages belong to partner users and intake staff, who are not in the walk's
+    # agency roles: test_partner_web opens each of them in a browser, in English and Spanish, with axe-core.
+    "/app/partner/keys": "a partner user's page: walked by tests/e2e/test_partner_web.py",
+    "/app/partner/referrals": "a partner user's page: walked by tests/e2e/test_partner_web.py",
+    "/app/partner/referrals/fragment": "part of /app/partner/referrals (its live refresh)",
+    "/app/partner/webhooks": "a partner user's page: walked by tests/e2e/test_partner_web.py",
+    "/app/referrals/new": "the referral form (partner users, intake staff): walked by tests/e2e/test_partner_web.py",
 }
