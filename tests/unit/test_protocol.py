@@ -10,7 +10,13 @@ from services.intake.protocol.clock import completion_errors, new_steps, started
 from services.intake.protocol.definition import ProtocolError, load_protocol, parse_protocol
 
 T0 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
-SHIPPED_CODES = ["hotline_report", "written_report", "advocate_response", "medical_exam_offered", "mdt_meeting"]
+SHIPPED_CODES = [
+    "hotline_report",
+    "written_report",
+    "advocate_response",
+    "medical_exam_offered",
+    "mdt_meeting",
+]
 
 
 def test_shipped_protocol_gives_a_15_year_old_the_five_csec_steps_with_their_clocks() -> None:
@@ -109,15 +115,18 @@ def test_completion_errors_list_every_offending_field() -> None:
         outcome="maybe",
     )
     assert [f for f, _ in errors] == ["completed_at", "reference", "outcome"]
-    assert completion_errors(
-        reference_required=True,
-        outcomes=(),
-        received_at=T0,
-        now=T0 + timedelta(hours=1),
-        completed_at=T0 + timedelta(minutes=30),
-        reference="LA-123",
-        outcome=None,
-    ) == []
+    assert (
+        completion_errors(
+            reference_required=True,
+            outcomes=(),
+            received_at=T0,
+            now=T0 + timedelta(hours=1),
+            completed_at=T0 + timedelta(minutes=30),
+            reference="LA-123",
+            outcome=None,
+        )
+        == []
+    )
     before = completion_errors(
         reference_required=False,
         outcomes=(),

@@ -21,3 +21,11 @@ class Keys:
         except UnknownKeyError:
             self.ring = load_keyring(*self._source)
             return self.ring.open(sealed, associated)
+
+    def data_key(self, key_id: str, wrapped: bytes, associated: bytes) -> bytes:
+        """A referral's data key, unwrapped (to seal more of that referral's PII with it)."""
+        try:
+            return self.ring.unwrap(key_id, wrapped, associated)
+        except UnknownKeyError:
+            self.ring = load_keyring(*self._source)
+            return self.ring.unwrap(key_id, wrapped, associated)

@@ -10,7 +10,16 @@ import msgspec
 
 from services.intake.protocol.definition import RECEIPT, Step
 
-__all__ = ["NewStep", "StepStatus", "completion_errors", "due_after", "may_complete", "new_steps", "started_by", "status_of"]
+__all__ = [
+    "NewStep",
+    "StepStatus",
+    "completion_errors",
+    "due_after",
+    "may_complete",
+    "new_steps",
+    "started_by",
+    "status_of",
+]
 
 StepStatus = Literal["open", "overdue", "done", "done_late"]
 

@@ -82,7 +82,9 @@ def _check(doc: ProtocolFile) -> list[str]:
                 problems.append(f"protocol {p.name}: step {s.code} appears more than once")
             if s.clock_from != RECEIPT:
                 if s.clock_from not in codes:
-                    problems.append(f"step {s.code}: clock_from {s.clock_from!r} is neither receipt nor a step")
+                    problems.append(
+                        f"step {s.code}: clock_from {s.clock_from!r} is neither receipt nor a step"
+                    )
                 elif s.clock_from == s.code:
                     problems.append(f"step {s.code}: its clock cannot start from itself")
     return sorted(set(problems))

@@ -16,6 +16,7 @@ from msgspec import Meta
 from services.intake.core.auth import Caller
 from services.intake.core.dependencies import CallerDb
 from services.intake.core.problems import Problem
+from services.intake.protocol.service import create_steps
 from services.intake.referrals.matches import record_matches
 from services.intake.referrals.matching import blind_tokens
 from services.intake.referrals.schemas import ReferralIn, ReferralPage, ReferralView
@@ -172,6 +173,10 @@ async def submit(
             # A separate statement (batches as one per referral): the youth's blind indexes and any
             # probable match with an earlier referral, before routing can read this one.
             await record_matches(conn, referral_id, tokens)
+            # The child-protection steps a minor's referral triggers (issue 18), in the same transaction.
+            await create_steps(
+                conn, referral_id, caller.partner_id, age_on(data.youth.date_of_birth, today), now
+            )
     except asyncpg.UniqueViolationError:
         # A concurrent request with the same Idempotency-Key won the race.
         if idempotency_key is not None:
