@@ -20,7 +20,15 @@ from services.intake.protocol.schemas import CompleteIn, ProtocolView, StepView
 from shared import audit
 from shared.db import load_sql
 
-__all__ = ["STAFF_ROLES", "active_protocol", "complete", "create_steps", "read", "use_protocol"]
+__all__ = [
+    "STAFF_ROLES",
+    "active_protocol",
+    "complete",
+    "create_steps",
+    "next_due",
+    "read",
+    "use_protocol",
+]
 
 _PKG = "services.intake.protocol"
 _INSERT = load_sql(_PKG, "insert_steps")
@@ -30,6 +38,7 @@ _COMPLETE = load_sql(_PKG, "complete_step")
 _START = load_sql(_PKG, "start_clocks")
 _NOTE_KEY = load_sql(_PKG, "note_key")
 _REFERRAL = load_sql(_PKG, "referral_visible")
+_NEXT = load_sql(_PKG, "next_steps")
 
 # Who may read a referral's steps; anyone else (partners included) is answered as if it did not exist.
 STAFF_ROLES = ("case_manager", "supervisor", "admin")
@@ -234,3 +243,19 @@ async def complete(
         has_reference=reference is not None,
         has_note=note is not None,
     )
+
+
+async def next_due(conn: asyncpg.Connection, referral_ids: list[Any]) -> dict[str, dict[str, Any]]:
+    """Each referral's next open step with a deadline ({referral id: {"code", "due_at", "status"}})."""
+    if not referral_ids:
+        return {}
+    rows = await conn.fetch(_NEXT, [uuid.UUID(str(r)) for r in referral_ids])
+    now = datetime.now(UTC)
+    return {
+        str(r["referral_id"]): {
+            "code": r["code"],
+            "due_at": r["due_at"],
+            "status": status_of(r["due_at"], None, now),
+        }
+        for r in rows
+    }

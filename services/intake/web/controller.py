@@ -22,7 +22,15 @@ from services.intake.core.problems import Problem
 from services.intake.notifications.stream import event_stream, parse_cursor
 from services.intake.staff import service as staff
 from services.intake.staff.schemas import TokenRequest
-from services.intake.web import admin_pages, case_extras, case_pages, evaluation_pages, forms, partner_pages
+from services.intake.web import (
+    admin_pages,
+    case_extras,
+    case_pages,
+    evaluation_pages,
+    forms,
+    partner_pages,
+    protocol_pages,
+)
 from services.intake.web.i18n import LANGS
 from services.intake.web.render import (
     HOME,
@@ -176,6 +184,7 @@ def web_router() -> Router:
             # Partners' and the agency's intake pages bring their own caller (issue 17).
             *partner_pages.ROUTES,
             *case_extras.ROUTES,
+            *protocol_pages.ROUTES,
             *evaluation_pages.ROUTES,
         ],
         # Pages are for staff: the caller every page gets is signed in as staff (else 403).
