@@ -61,17 +61,10 @@ def _zip(region: str) -> str:
     return sorted(next(r for r in default_catalogue().regions if r.code == region).zips)[0]
 
 
-async def _login(
-    page: Any,
-    person: dict[str, Any],
-    *,
-    email: str = "Email",
-    password: str = "Password",
-    button: str = "Sign in",
-) -> None:
-    await page.get_by_label(email).fill(person["email"])
-    await page.get_by_label(password).fill(person["password"])
-    await page.get_by_role("button", name=button).click()
+async def _login(page: Any, person: dict[str, Any]) -> None:
+    await page.get_by_label("Email").fill(person["email"])
+    await page.get_by_label("Password").fill(person["password"])
+    await page.get_by_role("button", name="Sign in").click()
     await page.wait_for_load_state()
 
 
@@ -135,7 +128,9 @@ async def test_a_case_manager_completes_protocol_steps_in_the_web_app(web: Platf
     # ago, as time would have it).
     db = await asyncpg.connect(web.admin_dsn)
     try:
-        await db.execute("UPDATE referrals SET received_at = received_at - interval '1 hour' WHERE id = $1", rid)
+        await db.execute(
+            "UPDATE referrals SET received_at = received_at - interval '1 hour' WHERE id = $1", rid
+        )
     finally:
         await db.close()
     step = page.locator("#step-medical_exam_offered")
