@@ -274,3 +274,43 @@ async def test_an_overdue_advocate_response_escalates_once_across_a_kill_of_noti
 async def _has(told: Any, expected: set[str]) -> bool:
     got: set[str] = await told()
     return expected <= got
+
+
+CONTACT = {
+    "safe_channel": "sms",
+    "safe_times": "Weekdays 3-5 pm, never evenings",
+    "voicemail_ok": False,
+    "notes": "Aunt Quorra answers the landline: do not say who is calling",
+}
+
+
+async def test_contact_preferences_are_validated_sealed_and_read_by_the_case_manager(
+    env: dict[str, Any],
+) -> None:
+    client: httpx.AsyncClient = env["client"]
+    key = _auth(env["platform"].partner_key(SOUTH_PARTNER))
+    # Every offending field of the contact object at once.
+    bad = referral_body(contact={"safe_channel": "pigeon", "safe_times": "x" * 201, "voicemail_ok": "no"})
+    r = await client.post("/v1/referrals", json=bad, headers=key)
+    assert r.status_code == 422, r.text
+    fields = {e["field"] for e in r.json()["errors"]}
+    assert {"contact.safe_channel", "contact.safe_times", "contact.voicemail_ok"} <= fields, fields
+    r = await client.post("/v1/referrals", json=referral_body(contact={"fax": "1"}), headers=key)
+    assert r.status_code == 422
+
+    r = await client.post("/v1/referrals", json=referral_body(contact=CONTACT), headers=key)
+    assert r.status_code == 201, r.text
+    rid = str(r.json()["id"])
+    db: asyncpg.Connection = env["db"]
+    row = await db.fetchrow("SELECT contact_channel, contact_voicemail_ok FROM referrals WHERE id = $1", rid)
+    assert row is not None and (row["contact_channel"], row["contact_voicemail_ok"]) == ("sms", False)
+    # The safe times and notes (PII) are nowhere in plaintext: only inside the sealed details.
+    for table, column in (("referrals", "id"), ("referral_pii", "referral_id"), ("audit_log", "target_id")):
+        dumped = await db.fetchval(
+            f"SELECT coalesce(string_agg(t::text, ''), '') FROM {table} t WHERE {column}::text = $1", rid
+        )
+        assert "Quorra" not in dumped and "3-5 pm" not in dumped, table
+    _, _, cm_token = await _offered(env, rid)
+    r = await client.get(f"/v1/referrals/{rid}/details", headers=_auth(cm_token))
+    assert r.status_code == 200, r.text
+    assert r.json()["contact"] == CONTACT

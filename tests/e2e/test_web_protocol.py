@@ -85,7 +85,15 @@ async def test_a_case_manager_completes_protocol_steps_in_the_web_app(web: Platf
     page = await ctx.new_page()
     await page.goto("/app/login")
     await _login(page, jin)
-    rid = await _refer(web)
+    rid = await _refer(
+        web,
+        contact={
+            "safe_channel": "sms",
+            "safe_times": "After 4 pm",
+            "voicemail_ok": False,
+            "notes": "Text only",
+        },
+    )
     card = page.locator(f'li.offer[data-referral="{rid}"]')
     await card.wait_for(timeout=20_000)
     # The offer already shows the child's next protocol deadline, counting down.
@@ -98,6 +106,9 @@ async def test_a_case_manager_completes_protocol_steps_in_the_web_app(web: Platf
         arg=[await countdown.element_handle(), first],
         timeout=5_000,
     )
+    # The safe contact preferences are on the offer (the channel and voicemail: no PII).
+    assert "text message" in await card.locator(".safe-contact").inner_text()
+    assert "Never leave a voicemail" in await card.locator(".safe-contact").inner_text()
     await check_a11y(page, "inbox with a minor's offer")
     await card.get_by_role("button", name="Accept").click()
     await page.wait_for_load_state()
@@ -106,6 +117,13 @@ async def test_a_case_manager_completes_protocol_steps_in_the_web_app(web: Platf
     await row.get_by_role("link").click()
     await page.wait_for_load_state()
 
+    # The safe contact preferences come before any contact detail of the youth.
+    assert await page.evaluate(
+        "document.querySelector('#safe-contact').compareDocumentPosition(document.querySelector('#youth-details'))"
+        " & Node.DOCUMENT_POSITION_FOLLOWING"
+    )
+    safe = await page.locator("#safe-contact").inner_text()
+    assert "After 4 pm" in safe and "Text only" in safe and "Never leave a voicemail" in safe
     steps = page.locator("#protocol li.protocol-step")
     assert [await steps.nth(i).get_attribute("data-step") for i in range(await steps.count())] == CODES
     assert await page.locator("#step-advocate_response .countdown").count() == 1

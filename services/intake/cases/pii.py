@@ -78,4 +78,5 @@ async def _open(
         location=data.get("location") or {},
         notes=data.get("notes"),
         consent=dict(consent) if consent else {},
+        contact=data.get("contact"),
     )

@@ -45,6 +45,7 @@ _CREATE = load_sql(_PKG, "create_referral")
 _VISIBLE = load_sql(_PKG, "visible_referrals")
 _IDEMPOTENT_RESPONSE = load_sql(_PKG, "idempotent_response")
 _MARK_DO_NOT_CONTACT = load_sql(_PKG, "mark_do_not_contact")
+_SET_CONTACT = load_sql(_PKG, "set_contact")
 
 
 class Submitted(msgspec.Struct, frozen=True):
@@ -112,7 +113,11 @@ async def submit(
     referral_id = str(uuid.uuid4())
     region = regions.resolve(data.location.zip, data.location.lat, data.location.lon)
     intake_attrs = msgspec.to_builtins(data.intake) if data.intake is not None else {}
-    pii = msgspec.json.encode({"youth": data.youth, "location": data.location, "notes": data.notes})
+    sealed_fields: dict[str, object] = {"youth": data.youth, "location": data.location, "notes": data.notes}
+    if data.contact is not msgspec.UNSET:
+        # The safe times and contact notes are PII: sealed with the youth's details.
+        sealed_fields["contact"] = data.contact
+    pii = msgspec.json.encode(sealed_fields)
     sealed = keyring.seal(pii, referral_id.encode())
     # Lets routing prefer a case manager who served this youth before, without reading PII.
     key = youth_key(youth_secret, data.youth.first_name, data.youth.last_name, data.youth.date_of_birth)
@@ -170,6 +175,8 @@ async def submit(
             mark_outbox_written()  # the statement above wrote referral.received into the outbox
             if data.youth.do_not_contact is True:
                 await conn.execute(_MARK_DO_NOT_CONTACT, referral_id)
+            if data.contact is not msgspec.UNSET:
+                await conn.execute(_SET_CONTACT, referral_id, data.contact.safe_channel, data.contact.voicemail_ok)
             # A separate statement (batches as one per referral): the youth's blind indexes and any
             # probable match with an earlier referral, before routing can read this one.
             await record_matches(conn, referral_id, tokens)
