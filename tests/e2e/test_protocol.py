@@ -264,11 +264,30 @@ async def test_an_overdue_advocate_response_escalates_once_across_a_kill_of_noti
     mine = [n for n in r.json()["items"] if n["kind"] == "protocol_overdue" and n["referral_id"] == rid]
     assert len(mine) == 1 and mine[0]["data"]["step"] == "advocate_response"
 
+    # The admin dashboard's figures count it as overdue in its region.
+    admin = _auth(env["tokens"][platform.creds["admins"][0]["email"]])
+    before = await _compliance(client, admin)
+    assert before[("south_la", "advocate_response")]["overdue"] >= 1
+
     # Completing it now is recorded as late.
     r = await client.post(f"/v1/referrals/{rid}/protocol/advocate_response", json={}, headers=_auth(cm_token))
     assert r.status_code == 200 and r.json()["status"] == "done_late", r.text
     r = await client.get(f"/v1/referrals/{rid}/protocol", headers=_auth(cm_token))
     assert {s["code"]: s["status"] for s in r.json()["steps"]}["advocate_response"] == "done_late"
+    after = await _compliance(client, admin)
+    got, was = after[("south_la", "advocate_response")], before[("south_la", "advocate_response")]
+    assert (got["overdue"], got["late"]) == (was["overdue"] - 1, was["late"] + 1)
+    # No further alert for the late completion, nor from any later sweep.
+    await asyncio.sleep(2)
+    assert len(await _overdue_notes(env, rid)) == len(expected)
+
+
+async def _compliance(
+    client: httpx.AsyncClient, admin: dict[str, str]
+) -> dict[tuple[str, str], dict[str, int]]:
+    r = await client.get("/v1/admin/metrics?window=24h&fresh=true", headers=admin)
+    assert r.status_code == 200, r.text
+    return {(c["region"], c["step"]): c for c in r.json()["protocol_compliance"]}
 
 
 async def _has(told: Any, expected: set[str]) -> bool:

@@ -186,6 +186,18 @@ async def test_a_case_manager_completes_protocol_steps_in_the_web_app(web: Platf
     await snap(page, "p18-03-case-protocol-es")
     await ctx.close()
 
+    # The admin dashboard shows compliance per region and step.
+    ctx = await browser.new_context(base_url=web.base_url, bypass_csp=True)
+    page = await ctx.new_page()
+    await page.goto("/app/login")
+    await _login(page, web.creds["admins"][0])
+    await page.goto("/app/dashboard?window=24h")
+    row = page.locator('#protocol-figures tr[data-region="san_fernando_valley"][data-step="hotline_report"]')
+    assert int(await row.locator('[data-col="on_time"]').inner_text()) >= 1
+    await snap(page, "p18-04-dashboard-protocol")
+    await check_a11y(page, "dashboard with protocol compliance")
+    await ctx.close()
+
 
 def _la() -> Any:
     from shared.casework import LOCAL_TZ
