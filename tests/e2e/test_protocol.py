@@ -333,3 +333,23 @@ async def test_contact_preferences_are_validated_sealed_and_read_by_the_case_man
     r = await client.get(f"/v1/referrals/{rid}/details", headers=_auth(cm_token))
     assert r.status_code == 200, r.text
     assert r.json()["contact"] == CONTACT
+
+
+async def test_the_evaluation_report_carries_protocol_figures_suppressed(env: dict[str, Any]) -> None:
+    evaluator = _auth(env["tokens"][env["platform"].creds["evaluators"][0]["email"]])
+    rid = await _refer(env, 14)
+    _, _, cm_token = await _offered(env, rid)
+    r = await env["client"].post(
+        f"/v1/referrals/{rid}/protocol/advocate_response", json={}, headers=_auth(cm_token)
+    )
+    assert r.status_code == 200, r.text
+    done = await env["db"].fetchval(
+        "SELECT count(*) FROM protocol_steps WHERE code = 'advocate_response' AND completed_at IS NOT NULL"
+    )
+    assert 1 <= done <= 10  # this module completed one: a small count the report must not show
+    r = await env["client"].get("/v1/evaluation/report", headers=evaluator, timeout=120)
+    assert r.status_code == 200, r.text
+    protocol = r.json()["protocol"]
+    assert protocol["advocate_response"]["n"] == "suppressed"
+    assert protocol["advocate_response"]["median_days"] is None
+    assert set(protocol["exam_uptake"]) >= {"n", "events", "rate", "ci_low", "ci_high"}

@@ -218,7 +218,12 @@ async def compute(
         channels = await delivery_counts(conn)
         compliance = [
             ProtocolCompliance(
-                region=r["region"], step=r["code"], on_time=r["on_time"], late=r["late"], open=r["open"], overdue=r["overdue"]
+                region=r["region"],
+                step=r["code"],
+                on_time=r["on_time"],
+                late=r["late"],
+                open=r["open"],
+                overdue=r["overdue"],
             )
             for r in await conn.fetch(_PROTOCOL, start, now)
         ]

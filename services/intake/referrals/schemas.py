@@ -23,7 +23,13 @@ from shared.codes import (
 __all__ = [
     "Consent",
     "ContactPreferences",
-    "IntakeAttributes", "Location", "ReferralIn", "ReferralPage", "ReferralView", "Youth"]
+    "IntakeAttributes",
+    "Location",
+    "ReferralIn",
+    "ReferralPage",
+    "ReferralView",
+    "Youth",
+]
 
 
 class Youth(Input):

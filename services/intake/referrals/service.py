@@ -176,7 +176,9 @@ async def submit(
             if data.youth.do_not_contact is True:
                 await conn.execute(_MARK_DO_NOT_CONTACT, referral_id)
             if data.contact is not msgspec.UNSET:
-                await conn.execute(_SET_CONTACT, referral_id, data.contact.safe_channel, data.contact.voicemail_ok)
+                await conn.execute(
+                    _SET_CONTACT, referral_id, data.contact.safe_channel, data.contact.voicemail_ok
+                )
             # A separate statement (batches as one per referral): the youth's blind indexes and any
             # probable match with an earlier referral, before routing can read this one.
             await record_matches(conn, referral_id, tokens)
