@@ -97,6 +97,9 @@ def _aad(rid: uuid.UUID, code: str) -> bytes:
 
 
 async def _visible(conn: asyncpg.Connection, caller: Caller, rid: uuid.UUID) -> asyncpg.Record:
+    if caller.role == "evaluator":
+        raise Problem(403, "Evaluators read de-identified exports, not referral records.")
+    # Partners (and the agency's intake staff, who act as one) are answered as if it did not exist.
     if caller.kind != "staff" or caller.role not in STAFF_ROLES:
         raise Problem(404, "No such referral.")
     ref = await conn.fetchrow(_REFERRAL, rid)
