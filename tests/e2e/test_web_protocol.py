@@ -99,7 +99,7 @@ async def test_a_case_manager_completes_protocol_steps_in_the_web_app(web: Platf
     # The offer already shows the child's next protocol deadline, counting down.
     nxt = card.locator(".protocol-next")
     assert await nxt.get_attribute("data-step") == "advocate_response"
-    countdown = nxt.locator(".countdown")
+    countdown = nxt.locator(".protocol-countdown")
     first = await countdown.inner_text()
     await page.wait_for_function(
         "([el, before]) => el.textContent !== before",
@@ -126,7 +126,7 @@ async def test_a_case_manager_completes_protocol_steps_in_the_web_app(web: Platf
     assert "After 4 pm" in safe and "Text only" in safe and "Never leave a voicemail" in safe
     steps = page.locator("#protocol li.protocol-step")
     assert [await steps.nth(i).get_attribute("data-step") for i in range(await steps.count())] == CODES
-    assert await page.locator("#step-advocate_response .countdown").count() == 1
+    assert await page.locator("#step-advocate_response .protocol-countdown").count() == 1
     await snap(page, "p18-01-case-protocol")
     await check_a11y(page, "case page with the protocol")
 
