@@ -268,6 +268,14 @@ async def test_an_overdue_advocate_response_escalates_once_across_a_kill_of_noti
     admin = _auth(env["tokens"][platform.creds["admins"][0]["email"]])
     before = await _compliance(client, admin)
     assert before[("south_la", "advocate_response")]["overdue"] >= 1
+    # ... and so does intake's Prometheus gauge (an operator's alert).
+    url = platform.metrics_url("intake")
+    assert url is not None
+    async with httpx.AsyncClient(timeout=10) as scraper:
+        text = (await scraper.get(url)).text
+    gauge = 'refnet_protocol_steps{region="south_la",state="overdue",step="advocate_response"}'
+    line = next(x for x in text.splitlines() if x.startswith(gauge))
+    assert float(line.split()[-1]) >= 1
 
     # Completing it now is recorded as late.
     r = await client.post(f"/v1/referrals/{rid}/protocol/advocate_response", json={}, headers=_auth(cm_token))
