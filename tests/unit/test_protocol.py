@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
+import msgspec
 import pytest
 
+from services.intake.app import create_app
 from services.intake.protocol.clock import completion_errors, new_steps, started_by, status_of
 from services.intake.protocol.definition import ProtocolError, load_protocol, parse_protocol
+from services.intake.protocol.service import active_protocol, use_protocol
+from shared.config import load_settings
 
 T0 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 SHIPPED_CODES = [
@@ -137,3 +142,38 @@ def test_completion_errors_list_every_offending_field() -> None:
         outcome="accepted",
     )
     assert [f for f, _ in before] == ["completed_at", "outcome"]
+
+
+def test_an_administrator_replaces_the_protocol_file(tmp_path: Path) -> None:
+    custom = tmp_path / "county-2027.toml"
+    custom.write_text(
+        'version = "county-2027.1"\n'
+        '[[protocols]]\nname = "young_adult"\nmin_age = 18\nmax_age = 24\n'
+        '[[protocols.steps]]\ncode = "safety_plan"\nroles = ["case_manager"]\nclock_minutes = 1440\n'
+    )
+    try:
+        doc = use_protocol(str(custom))
+        assert active_protocol() is doc and doc.version == "county-2027.1"
+        adult = doc.for_age(20)
+        assert adult is not None and [s.code for s in adult.steps] == ["safety_plan"]
+        assert doc.for_age(15) is None
+    finally:
+        use_protocol("")
+    assert active_protocol().version == load_protocol().version
+
+
+def test_intake_refuses_to_start_on_an_invalid_protocol_file(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('version = "x"\n[[protocols]]\nname = "p"\nmin_age = 9\nmax_age = 3\n')
+    settings = load_settings(
+        {},
+        secret_key="k" * 40,
+        pii_master_key="MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=",
+        protocol_file=str(bad),
+    )
+    with pytest.raises(ProtocolError, match="min_age"):
+        create_app(settings)
+    missing = msgspec.structs.replace(settings, protocol_file=str(tmp_path / "nope.toml"))
+    with pytest.raises(ProtocolError, match="cannot read"):
+        create_app(missing)
+    use_protocol("")
