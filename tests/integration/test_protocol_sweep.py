@@ -7,7 +7,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import asyncpg
 import pytest
@@ -41,7 +41,7 @@ async def _child_referral(pool: asyncpg.Pool, partner_id: str, status: str, hour
             status,
             received,
         )
-        assert await create_steps(conn, rid, partner_id, 15, received) == 5
+        assert await create_steps(cast(asyncpg.Connection, conn), rid, partner_id, 15, received) == 5
     return rid
 
 
