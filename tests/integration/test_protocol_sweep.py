@@ -7,12 +7,16 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, cast
 
 import asyncpg
 import pytest
 
-from services.intake.protocol.service import create_steps
+from services.intake.core.auth import Caller
+from services.intake.core.keys import Keys
+from services.intake.protocol.schemas import CompleteIn
+from services.intake.protocol.service import complete, create_steps, use_protocol
 from services.intake.protocol.sweep import escalate_overdue
 from services.notify.worker import make_handler as notify_handler
 from shared.config import load_settings
@@ -110,3 +114,48 @@ async def test_a_step_done_in_time_before_notify_runs_tells_nobody(
         ProtocolOverdue(referral_id=rid, step="advocate_response", due_at=due)
     )
     assert await pool.fetchval("SELECT count(*) FROM notifications WHERE referral_id = $1", rid) == 0
+
+
+async def test_a_clock_from_another_step_starts_when_it_is_completed(
+    pool: asyncpg.Pool, seeded_db: tuple[str, dict[str, Any]], tmp_path: Path
+) -> None:
+    custom = tmp_path / "protocol.toml"
+    custom.write_text(
+        'version = "t-dependent"\n[[protocols]]\nname = "p"\nmin_age = 0\nmax_age = 17\n'
+        '[[protocols.steps]]\ncode = "first"\nroles = ["supervisor"]\n'
+        '[[protocols.steps]]\ncode = "second"\nroles = ["supervisor"]\nclock_from = "first"\nclock_minutes = 60\n'
+    )
+    supervisor = next(s for s in seeded_db[1]["supervisors"] if s["region"] == "south_la")
+    caller = Caller(kind="staff", id=supervisor["id"], role="supervisor", region="south_la")
+    keys = Keys("", "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=", "k1")
+    use_protocol(str(custom))
+    try:
+        rid = str(uuid.uuid4())
+        partner = seeded_db[1]["partners"][0]["id"]
+        received = datetime.now(UTC) - timedelta(hours=3)
+        async with pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                "INSERT INTO referrals (id, partner_id, status, region, needs, language, urgency, age_years,"
+                " received_at, updated_at) VALUES ($1, $2, 'unroutable', 'south_la', '{housing}', 'en', 'routine',"
+                " 12, $3, $3)",
+                rid,
+                partner,
+                received,
+            )
+            await create_steps(cast(asyncpg.Connection, conn), rid, partner, 12, received)
+        done = received + timedelta(hours=1)
+        async with pool.acquire() as conn, conn.transaction():
+            step = await complete(
+                cast(asyncpg.Connection, conn), caller, keys, rid, "first", CompleteIn(completed_at=done)
+            )
+        assert step.status == "done"
+        rows = dict(await pool.fetch("SELECT code, due_at FROM protocol_steps WHERE referral_id = $1", rid))
+        assert rows == {"first": None, "second": done + timedelta(hours=1)}
+        # Its deadline has passed (an hour ago): the sweep escalates it.
+        assert await escalate_overdue(pool) >= 1
+        assert await pool.fetchval(
+            "SELECT escalated_at IS NOT NULL FROM protocol_steps WHERE referral_id = $1 AND code = 'second'",
+            rid,
+        )
+    finally:
+        use_protocol("")
