@@ -149,7 +149,8 @@ async def test_a_clock_from_another_step_starts_when_it_is_completed(
                 cast(asyncpg.Connection, conn), caller, keys, rid, "first", CompleteIn(completed_at=done)
             )
         assert step.status == "done"
-        rows = dict(await pool.fetch("SELECT code, due_at FROM protocol_steps WHERE referral_id = $1", rid))
+        fetched = await pool.fetch("SELECT code, due_at FROM protocol_steps WHERE referral_id = $1", rid)
+        rows = {r["code"]: r["due_at"] for r in fetched}
         assert rows == {"first": None, "second": done + timedelta(hours=1)}
         # Its deadline has passed (an hour ago): the sweep escalates it.
         assert await escalate_overdue(pool) >= 1
