@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -177,3 +178,19 @@ def test_intake_refuses_to_start_on_an_invalid_protocol_file(tmp_path: Path) -> 
     with pytest.raises(ProtocolError, match="cannot read"):
         create_app(missing)
     use_protocol("")
+
+
+def test_refnet_protocol_check_validates_a_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from refnet.cli import main
+
+    assert main(["protocol", "check"]) == 0
+    shipped = json.loads(capsys.readouterr().out)
+    assert shipped["version"] == load_protocol().version
+    assert [s["code"] for s in shipped["protocols"][0]["steps"]] == SHIPPED_CODES
+    bad = tmp_path / "bad.toml"
+    bad.write_text(
+        'version = "x"\n[[protocols]]\nname = "p"\nmin_age = 0\nmax_age = 17\n'
+        '[[protocols.steps]]\ncode = "a"\nroles = ["case_manager"]\nclock_from = "b"\nclock_minutes = 5\n'
+    )
+    assert main(["protocol", "check", str(bad)]) == 1
+    assert "clock_from 'b'" in capsys.readouterr().err
