@@ -46,9 +46,12 @@ CREATE POLICY partner_insert ON protocol_steps FOR INSERT
 CREATE POLICY case_manager_assigned ON protocol_steps
     USING ((SELECT refnet_role()) = 'case_manager' AND refnet_cm_has_referral(referral_id))
     WITH CHECK ((SELECT refnet_role()) = 'case_manager' AND refnet_cm_has_referral(referral_id));
+-- An out-of-area referral (no region) is every supervisor's, as in 0030.
 CREATE POLICY supervisor_region ON protocol_steps
-    USING ((SELECT refnet_role()) = 'supervisor' AND refnet_referral_region(referral_id) = (SELECT refnet_region()))
-    WITH CHECK ((SELECT refnet_role()) = 'supervisor' AND refnet_referral_region(referral_id) = (SELECT refnet_region()));
+    USING ((SELECT refnet_role()) = 'supervisor'
+           AND coalesce(refnet_referral_region(referral_id), (SELECT refnet_region())) = (SELECT refnet_region()))
+    WITH CHECK ((SELECT refnet_role()) = 'supervisor'
+                AND coalesce(refnet_referral_region(referral_id), (SELECT refnet_region())) = (SELECT refnet_region()));
 CREATE POLICY admin_all ON protocol_steps
     USING ((SELECT refnet_role()) = 'admin') WITH CHECK ((SELECT refnet_role()) = 'admin');
 -- Compliance and timing are de-identified evaluation data (the sealed columns are unreadable to them).
@@ -62,7 +65,7 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = public, pg_temp AS $$
     SELECT k.key_id, k.wrapped_key FROM referral_keys k
     WHERE k.referral_id = rid
       AND ((refnet_role() = 'case_manager' AND refnet_cm_has_referral(rid))
-           OR (refnet_role() = 'supervisor' AND refnet_referral_region(rid) = refnet_region())
+           OR (refnet_role() = 'supervisor' AND coalesce(refnet_referral_region(rid), refnet_region()) = refnet_region())
            OR refnet_role() = 'admin')
 $$;
 REVOKE ALL ON FUNCTION refnet_protocol_key(uuid) FROM PUBLIC;

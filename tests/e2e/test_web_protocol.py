@@ -236,3 +236,36 @@ async def test_an_adults_case_has_no_protocol_panel(web: Platform, browser: Any)
     await page.goto(f"/app/cases/{rid}")
     assert await page.locator("#protocol").count() == 0
     await ctx.close()
+
+
+async def test_a_supervisor_completes_a_step_of_an_unroutable_child_from_its_queue_page(
+    web: Platform, browser: Any
+) -> None:
+    # Out of area: nobody is offered it, so the supervisors (all of them) must see to the child's steps.
+    body = referral_body(location={"zip": "10001"})
+    body["youth"]["date_of_birth"] = (datetime.now(UTC) - timedelta(days=13 * 365 + 40)).date().isoformat()
+    async with httpx.AsyncClient(base_url=web.base_url, timeout=10) as client:
+        r = await client.post(
+            "/v1/referrals", json=body, headers={"Authorization": f"Bearer {web.partner_key(6)}"}
+        )
+    assert r.status_code == 201, r.text
+    rid = str(r.json()["id"])
+    supervisor = web.creds["supervisors"][1]
+    ctx = await browser.new_context(base_url=web.base_url, bypass_csp=True)
+    page = await ctx.new_page()
+    await page.goto("/app/login")
+    await _login(page, supervisor)
+    await page.goto(f"/app/queue/{rid}")
+    steps = page.locator("#protocol li.protocol-step")
+    await steps.first.wait_for(timeout=10_000)
+    assert await steps.count() == 5
+    await check_a11y(page, "queue page with a child's protocol")
+    step = page.locator("#step-advocate_response")
+    await step.locator("summary").click()
+    await step.get_by_label("Note (kept encrypted)").fill("Advocate from the drop-in centre met them.")
+    await step.get_by_role("button", name="Mark done").click()
+    await page.wait_for_load_state()
+    assert page.url.endswith(f"/app/queue/{rid}?msg=pr.saved"), page.url
+    assert await page.locator("#step-advocate_response").get_attribute("data-status") == "done"
+    await snap(page, "p18-05-queue-protocol")
+    await ctx.close()

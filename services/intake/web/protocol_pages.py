@@ -66,7 +66,8 @@ async def complete_step(
 ) -> Redirect:
     fields = await checked_form(request, caller)
     rid = uuid_or_404(referral_id)
-    back = f"/app/cases/{rid}"
+    # Back where the form was: the case page (case managers) or the referral's queue page (supervisors).
+    back = f"/app/cases/{rid}" if caller.role == "case_manager" else f"/app/queue/{rid}"
     try:
         data = msgspec.convert(_complete_body(fields), CompleteIn, strict=False)
     except msgspec.ValidationError:
