@@ -264,3 +264,13 @@ def test_protocol_figures_are_suppressed_like_everything_else() -> None:
     assert report.protocol.advocate_response.median_days is None
     assert report.protocol.exam_uptake.events == SUPPRESSED and report.protocol.exam_uptake.rate is None
     assert_no_small_count(report)
+
+
+def test_the_report_page_has_the_protocol_section_in_both_languages() -> None:
+    from services.intake.evaluation import html
+
+    report = build_report(_with_protocol(cohort(), 41, ["accepted"] * 30 + ["declined"] * 24), NOW)
+    english = str(html.render_body(report, "en"))
+    assert "Child-protection protocol (youth under 18)" in english and ">50.0<" in english
+    spanish = str(html.render_body(report, "es"))
+    assert "Protocolo de protección infantil" in spanish and "Child-protection" not in spanish
