@@ -361,3 +361,25 @@ async def test_the_evaluation_report_carries_protocol_figures_suppressed(env: di
     assert protocol["advocate_response"]["n"] == "suppressed"
     assert protocol["advocate_response"]["median_days"] is None
     assert set(protocol["exam_uptake"]) >= {"n", "events", "rate", "ci_low", "ci_high"}
+
+
+async def test_after_the_youths_details_are_destroyed_no_note_can_be_kept(env: dict[str, Any]) -> None:
+    client: httpx.AsyncClient = env["client"]
+    rid = await _refer(env, 16)
+    _, _, cm_token = await _offered(env, rid)
+    r = await client.post(
+        f"/v1/referrals/{rid}/protocol/hotline_report",
+        json={"reference": "LA-1", "note": "before withdrawal"},
+        headers=_auth(cm_token),
+    )
+    assert r.status_code == 200, r.text
+    partner = _auth(env["platform"].partner_key(SOUTH_PARTNER))
+    r = await client.post(f"/v1/referrals/{rid}/consent/withdraw", json={}, headers=partner)
+    assert r.status_code == 200, r.text
+    south = _auth(env["tokens"][_supervisor(env, "south_la")["email"]])
+    # The steps stay (de-identified facts); a note or reference could no longer be sealed: refused.
+    r = await client.get(f"/v1/referrals/{rid}/protocol", headers=south)
+    assert r.status_code == 200 and len(r.json()["steps"]) == 5
+    r = await client.post(f"/v1/referrals/{rid}/protocol/mdt_meeting", json={"note": "x"}, headers=south)
+    assert r.status_code == 410, r.text
+    assert await env["db"].fetchval("SELECT count(*) FROM referral_keys WHERE referral_id = $1", rid) == 0
