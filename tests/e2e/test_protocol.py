@@ -103,8 +103,8 @@ async def test_a_15_year_old_gets_the_five_steps_and_a_20_year_old_none(env: dic
     assert due("advocate_response") == received + timedelta(minutes=90)
     assert due("medical_exam_offered") == received + timedelta(hours=72)
 
-    # The region's supervisor and an admin read them; a partner, an evaluator and the other region's
-    # supervisor are answered as if the referral did not exist.
+    # The region's supervisor and an admin read them; a partner and the other region's supervisor are
+    # answered as if the referral did not exist; an evaluator's role may not (403).
     south, valley = _supervisor(env, "south_la"), _supervisor(env, "san_fernando_valley")
     for token in (env["tokens"][south["email"]], env["tokens"][env["platform"].creds["admins"][0]["email"]]):
         r = await client.get(f"/v1/referrals/{minor}/protocol", headers=_auth(token))
@@ -112,12 +112,13 @@ async def test_a_15_year_old_gets_the_five_steps_and_a_20_year_old_none(env: dic
     for headers in (
         _auth(env["platform"].partner_key(SOUTH_PARTNER)),
         _auth(env["tokens"][valley["email"]]),
-        _auth(env["tokens"][env["platform"].creds["evaluators"][0]["email"]]),
     ):
         r = await client.get(f"/v1/referrals/{minor}/protocol", headers=headers)
         assert r.status_code == 404, r.text
         r = await client.post(f"/v1/referrals/{minor}/protocol/mdt_meeting", json={}, headers=headers)
         assert r.status_code == 404, r.text
+    evaluator = _auth(env["tokens"][env["platform"].creds["evaluators"][0]["email"]])
+    assert (await client.get(f"/v1/referrals/{minor}/protocol", headers=evaluator)).status_code == 403
 
     adult = await _refer(env, 20)
     _, _, adult_cm = await _offered(env, adult)
