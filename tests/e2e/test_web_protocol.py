@@ -154,9 +154,8 @@ async def test_a_case_manager_completes_protocol_steps_in_the_web_app(web: Platf
     step = page.locator("#step-medical_exam_offered")
     await step.locator("summary").click()
     await step.get_by_label("Outcome").select_option("accepted")
-    await step.get_by_label("When it was done", exact=False).fill(
-        (datetime.now(UTC) - timedelta(minutes=30)).astimezone(_la()).strftime("%Y-%m-%dT%H:%M")
-    )
+    exam_at = (datetime.now(UTC) - timedelta(minutes=30)).astimezone(_la()).replace(second=0, microsecond=0)
+    await step.get_by_label("When it was done", exact=False).fill(exam_at.strftime("%Y-%m-%dT%H:%M"))
     await step.get_by_role("button", name="Mark done").click()
     await page.wait_for_load_state()
     step = page.locator("#step-medical_exam_offered")
@@ -167,7 +166,7 @@ async def test_a_case_manager_completes_protocol_steps_in_the_web_app(web: Platf
     db = await asyncpg.connect(web.admin_dsn)
     try:
         rows = await db.fetch(
-            "SELECT code, completed_by, outcome, has_reference FROM protocol_steps"
+            "SELECT code, completed_by, completed_at, outcome, has_reference FROM protocol_steps"
             " WHERE referral_id = $1 AND completed_at IS NOT NULL ORDER BY position",
             rid,
         )
@@ -177,6 +176,8 @@ async def test_a_case_manager_completes_protocol_steps_in_the_web_app(web: Platf
         ("hotline_report", jin["id"], None, True),
         ("medical_exam_offered", jin["id"], "accepted", False),
     ]
+    # The time given in the form (the agency's time zone) is the time recorded.
+    assert rows[1]["completed_at"] == exam_at
 
     # In Spanish too.
     await page.goto(f"/app/lang/es?next=/app/cases/{rid}")
