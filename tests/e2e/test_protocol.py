@@ -384,3 +384,16 @@ async def test_after_the_youths_details_are_destroyed_no_note_can_be_kept(env: d
     r = await client.post(f"/v1/referrals/{rid}/protocol/mdt_meeting", json={"note": "x"}, headers=south)
     assert r.status_code == 410, r.text
     assert await env["db"].fetchval("SELECT count(*) FROM referral_keys WHERE referral_id = $1", rid) == 0
+
+
+async def test_a_null_contact_is_no_preference(env: dict[str, Any]) -> None:
+    r = await env["client"].post(
+        "/v1/referrals",
+        json=referral_body(contact=None),
+        headers=_auth(env["platform"].partner_key(SOUTH_PARTNER)),
+    )
+    assert r.status_code == 201, r.text
+    row = await env["db"].fetchrow(
+        "SELECT contact_channel, contact_voicemail_ok FROM referrals WHERE id = $1", r.json()["id"]
+    )
+    assert row is not None and (row["contact_channel"], row["contact_voicemail_ok"]) == (None, None)

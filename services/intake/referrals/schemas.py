@@ -128,7 +128,7 @@ class ReferralIn(Input):
     intake: IntakeAttributes | None = None
     notes: Annotated[str, Meta(max_length=10_000)] | None = None
     # UNSET when absent, so bodies without it encode, hash (Idempotency-Key) and seal as before.
-    contact: ContactPreferences | msgspec.UnsetType = msgspec.UNSET
+    contact: ContactPreferences | msgspec.UnsetType | None = msgspec.UNSET
 
 
 class ReferralView(msgspec.Struct, omit_defaults=True, kw_only=True):

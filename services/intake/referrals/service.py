@@ -19,7 +19,7 @@ from services.intake.core.problems import Problem
 from services.intake.protocol.service import create_steps
 from services.intake.referrals.matches import record_matches
 from services.intake.referrals.matching import blind_tokens
-from services.intake.referrals.schemas import ReferralIn, ReferralPage, ReferralView
+from services.intake.referrals.schemas import ContactPreferences, ReferralIn, ReferralPage, ReferralView
 from services.intake.referrals.validation import age_on, check_origin, check_referral
 from shared.casework import local_date
 from shared.codes import REFERRAL_STATUSES, SHARE_STATUS_SCOPE
@@ -114,7 +114,7 @@ async def submit(
     region = regions.resolve(data.location.zip, data.location.lat, data.location.lon)
     intake_attrs = msgspec.to_builtins(data.intake) if data.intake is not None else {}
     sealed_fields: dict[str, object] = {"youth": data.youth, "location": data.location, "notes": data.notes}
-    if data.contact is not msgspec.UNSET:
+    if isinstance(data.contact, ContactPreferences):
         # The safe times and contact notes are PII: sealed with the youth's details.
         sealed_fields["contact"] = data.contact
     pii = msgspec.json.encode(sealed_fields)
@@ -175,7 +175,7 @@ async def submit(
             mark_outbox_written()  # the statement above wrote referral.received into the outbox
             if data.youth.do_not_contact is True:
                 await conn.execute(_MARK_DO_NOT_CONTACT, referral_id)
-            if data.contact is not msgspec.UNSET:
+            if isinstance(data.contact, ContactPreferences):
                 await conn.execute(
                     _SET_CONTACT, referral_id, data.contact.safe_channel, data.contact.voicemail_ok
                 )
