@@ -190,6 +190,34 @@ def _cmd_keys(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_protocol(args: argparse.Namespace) -> int:
+    import json
+
+    from services.intake.protocol.definition import ProtocolError, load_protocol
+
+    try:
+        doc = load_protocol(args.file or "")
+    except ProtocolError as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    summary = {
+        "version": doc.version,
+        "protocols": [
+            {
+                "name": p.name,
+                "ages": [p.min_age, p.max_age],
+                "steps": [
+                    {"code": s.code, "clock_from": s.clock_from, "clock_minutes": s.clock_minutes}
+                    for s in p.steps
+                ],
+            }
+            for p in doc.protocols
+        ],
+    }
+    print(json.dumps(summary))
+    return 0
+
+
 def _cmd_audit(args: argparse.Namespace) -> int:
     from refnet.operator import admin_dsn, audit_verify
     from shared.config import load_settings
@@ -388,6 +416,14 @@ def build_parser() -> argparse.ArgumentParser:
     rotate.add_argument("--data-dir", help="refnet up data dir (default ./.refnet)")
     rotate.add_argument("--retire", action="store_true", help="drop old master keys no longer used")
     keys.set_defaults(func=_cmd_keys)
+
+    prot = sub.add_parser("protocol", help="the child-protection protocol file")
+    prot_sub = prot.add_subparsers(dest="protocol_command", required=True, metavar="ACTION")
+    pcheck = prot_sub.add_parser(
+        "check", help="validate a protocol file (none: the shipped one); print its steps"
+    )
+    pcheck.add_argument("file", nargs="?", help="the file REFNET_PROTOCOL_FILE would name")
+    prot.set_defaults(func=_cmd_protocol)
 
     aud = sub.add_parser("audit", help="the tamper-evident audit log")
     aud_sub = aud.add_subparsers(dest="audit_command", required=True, metavar="ACTION")

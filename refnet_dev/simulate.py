@@ -935,6 +935,7 @@ async def _backdate(conn: asyncpg.Connection, cases: list[_Case], now: datetime)
                     reminded,
                     today,
                 )
+        await _backdate_protocol(conn, case, accepted, now)
         for iid, at in case.interventions:
             await conn.execute(
                 "UPDATE interventions SET delivered_on = $2, recorded_at = $3 WHERE id = $1",
@@ -949,6 +950,56 @@ async def _backdate(conn: asyncpg.Connection, cases: list[_Case], now: datetime)
                 local_date(at),
                 at + timedelta(hours=1),
             )
+
+
+# The child-protection protocol's story (issue 18) for a simulated minor whose case was accepted: when
+# each step was done, in minutes after receipt (low, high); a few land after their deadline.
+_PROTOCOL_STORY: dict[str, tuple[float, float]] = {
+    "hotline_report": (5, 90),
+    "advocate_response": (20, 130),  # 90-minute clock: some late
+    "written_report": (4 * 60, 40 * 60),  # 36-hour clock: some late
+    "medical_exam_offered": (6 * 60, 80 * 60),  # 72-hour clock: some late
+    "mdt_meeting": (3 * 24 * 60, 21 * 24 * 60),
+}
+_EXAM_OUTCOMES = ("accepted", "accepted", "accepted", "declined", "not_applicable")
+
+
+async def _backdate_protocol(
+    conn: asyncpg.Connection, case: _Case, accepted: datetime | None, now: datetime
+) -> None:
+    """Move a simulated minor's protocol clocks to its backdated receipt and play the steps: done by its
+    case manager (some late) once the case was accepted. Deadlines passed long ago count as escalated at
+    the time, so a freshly simulated pilot does not alert every supervisor at once."""
+    p = case.plan
+    rid = uuid.UUID(case.referral_id)
+    await conn.execute(
+        "UPDATE protocol_steps SET due_at = $2::timestamptz + make_interval(mins => clock_minutes)"
+        " WHERE referral_id = $1 AND clock_from = 'receipt' AND clock_minutes IS NOT NULL",
+        rid,
+        p.received,
+    )
+    if accepted is not None and case.cm is not None:
+        rnd = random.Random(case.referral_id)
+        for code, (low, high) in _PROTOCOL_STORY.items():
+            done = p.received + timedelta(minutes=rnd.uniform(low, high))
+            if done >= now:
+                continue
+            await conn.execute(
+                "UPDATE protocol_steps SET completed_at = $3, completed_by = $4, completed_role = 'case_manager',"
+                " outcome = CASE WHEN cardinality(outcomes) > 0 THEN $5 END"
+                " WHERE referral_id = $1 AND code = $2 AND completed_at IS NULL",
+                rid,
+                code,
+                done,
+                uuid.UUID(case.cm["id"]),
+                rnd.choice(_EXAM_OUTCOMES),
+            )
+    await conn.execute(
+        "UPDATE protocol_steps SET escalated_at = due_at WHERE referral_id = $1 AND due_at < $2"
+        " AND (completed_at IS NULL OR completed_at > due_at)",
+        rid,
+        now - timedelta(hours=1),
+    )
 
 
 async def simulate(

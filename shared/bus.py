@@ -75,6 +75,7 @@ CONSUMERS: dict[str, ConsumerSpec] = {
             "refnet.case.followup_due",
             "refnet.webhook.test_requested",
             "refnet.case.consent_expiring",
+            "refnet.protocol.overdue",
         ),
     ),
 }

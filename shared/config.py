@@ -48,6 +48,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # Offer timeouts override the rules file's [offers] when set (routine 4 h, urgent 1 h shipped).
     offer_ttl_seconds: Annotated[int, msgspec.Meta(ge=1)] | None = None
     urgent_offer_ttl_seconds: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    # Child-protection protocol file (steps, roles, clocks, escalation); empty = the shipped one.
+    protocol_file: str = ""
     # HMAC key of the pseudonymous youth key (routing continuity). Empty: derived from secret_key, so
     # set it explicitly to keep continuity when the token signing key is rotated.
     youth_key_secret: str = ""

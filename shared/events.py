@@ -17,6 +17,7 @@ __all__ = [
     "ConsentExpiring",
     "Event",
     "FollowupDue",
+    "ProtocolOverdue",
     "ReferralAssigned",
     "ReferralReceived",
     "ReferralStatusChanged",
@@ -163,6 +164,16 @@ class ConsentExpiring(Event, tag="case.consent_expiring"):
     days_left: int
 
 
+class ProtocolOverdue(Event, tag="protocol.overdue"):
+    """A child-protection protocol step passed its due time uncompleted (written once per step by
+    intake's sweep). notify re-reads the step and whom to tell (the case manager who has the referral,
+    the region's supervisors) from the database: the event's word is not trusted."""
+
+    referral_id: str
+    step: str
+    due_at: datetime
+
+
 AnyEvent: TypeAlias = (
     ReferralReceived
     | ReferralAssigned
@@ -177,6 +188,7 @@ AnyEvent: TypeAlias = (
     | FollowupDue
     | WebhookTestRequested
     | ConsentExpiring
+    | ProtocolOverdue
 )
 
 _encoder = msgspec.json.Encoder()

@@ -30,6 +30,8 @@ from services.intake.maintenance import run_maintenance
 from services.intake.notifications.controller import NotificationController
 from services.intake.notifications.hub import NotificationHub
 from services.intake.partners.controller import ROUTES as PARTNER_ROUTES
+from services.intake.protocol.controller import ProtocolController
+from services.intake.protocol.service import use_protocol
 from services.intake.referrals.controller import ReferralController, YouthMatchController
 from services.intake.staff.controller import ROUTES as STAFF_ROUTES
 from services.intake.web.controller import root_redirect, web_router
@@ -88,6 +90,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         raise ValueError("REFNET_SECRET_KEY is required (refnet up generates one)")
     keys = Keys(settings.pii_keyring_file, settings.pii_master_key, settings.pii_master_key_id)
     regions = Catalogue.load(settings.region_catalogue or None)
+    use_protocol(settings.protocol_file)
 
     app = Litestar(
         route_handlers=[
@@ -99,6 +102,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             *PARTNER_ROUTES,
             *ADMIN_ROUTES,
             EvaluationController,
+            ProtocolController,
             healthz,
             readyz,
             web_router(),

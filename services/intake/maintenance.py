@@ -12,6 +12,7 @@ import structlog
 from services.intake.cases.consent import expire_consents, shred_expired_retention
 from services.intake.cases.followups import remind_followups
 from services.intake.cases.renewal import remind_consents
+from services.intake.protocol.sweep import escalate_overdue
 from shared import audit
 from shared.config import Settings
 
@@ -29,6 +30,8 @@ async def run_maintenance(pool: asyncpg.Pool, settings: Settings, stop: asyncio.
                 pass
             if time.monotonic() - last_sweep >= settings.consent_sweep_seconds:
                 last_sweep = time.monotonic()
+                # First: a child-protection step past its clock must not wait on the other duties.
+                await escalate_overdue(pool)
                 expired = await expire_consents(pool)
                 retained = await shred_expired_retention(pool, settings.pii_retention_days)
                 if expired or retained:

@@ -27,6 +27,7 @@ from shared.events import (
     AssignmentReminder,
     ConsentExpiring,
     FollowupDue,
+    ProtocolOverdue,
     ReferralAssigned,
     ReferralStatusChanged,
     ReferralUnroutable,
@@ -263,8 +264,42 @@ async def fan_out(conn: asyncpg.Connection, event: AnyEvent, settings: Settings)
             {"referral_id": event.referral_id, "due_on": due_on},
             referral_id=event.referral_id,
         )
+    elif isinstance(event, ProtocolOverdue):
+        await _protocol_overdue(conn, event, out)
     await out.write()
     return out
+
+
+async def _protocol_overdue(conn: asyncpg.Connection, event: ProtocolOverdue, out: _Fanout) -> None:
+    """A child-protection step passed its clock: the case manager who has the referral and the region's
+    supervisors hear of it (in-app; email where they enabled it), re-read from the database. The step's
+    code and due time only: nothing about the youth. Once per event (the claim), and the sweep writes one
+    event per step."""
+    step = await conn.fetchrow(load_sql(_SQL, "protocol_step"), event.referral_id, event.step)
+    if step is None:
+        raise Poison("protocol.overdue for a step that does not exist")
+    if step["completed_at"] is not None and step["completed_at"] <= step["due_at"]:
+        return  # done in time after all (a late completion still escalates: it was overdue)
+    recipients: list[str] = []
+    if "case_manager" in step["escalate_to"]:
+        cm = await conn.fetchval(load_sql(_SQL, "case_manager_holding"), event.referral_id)
+        if cm is not None:
+            recipients.append(str(cm))
+    if "supervisor" in step["escalate_to"] or not recipients:
+        # Nobody holds the case yet: the region's supervisors must know even if the file names only the
+        # case manager.
+        rows = await conn.fetch(load_sql(_SQL, "region_supervisors"), step["region"])
+        recipients.extend(str(r["id"]) for r in rows if str(r["id"]) not in recipients)
+    due_at = step["due_at"].isoformat()
+    out.notify(
+        recipients, "protocol_overdue", {"step": event.step, "due_at": due_at}, referral_id=event.referral_id
+    )
+    await out.email_staff(
+        recipients,
+        "protocol_overdue",
+        {"referral_id": event.referral_id, "step": event.step, "due_at": due_at},
+        referral_id=event.referral_id,
+    )
 
 
 async def _task_updated(conn: asyncpg.Connection, event: ReferralStatusChanged, out: _Fanout) -> None:
@@ -362,7 +397,8 @@ def make_handler(pool: asyncpg.Pool, settings: Settings) -> Handler:
             | ReferralStatusChanged
             | ReferralWithdrawn
             | FollowupDue
-            | ConsentExpiring,
+            | ConsentExpiring
+            | ProtocolOverdue,
         ):
             return  # not ours (filtered subjects make this rare); ack and move on
 

@@ -990,6 +990,27 @@ async def verify_do_not_contact(w: World, t: Target, role: str, r: httpx.Respons
     assert flag is True
 
 
+async def verify_protocol_steps(w: World, t: Target, role: str, r: httpx.Response) -> None:
+    codes = [s["code"] for s in r.json()["steps"]]
+    assert codes == [
+        "hotline_report",
+        "written_report",
+        "advocate_response",
+        "medical_exam_offered",
+        "mdt_meeting",
+    ]
+
+
+async def verify_step_done(w: World, t: Target, role: str, r: httpx.Response) -> None:
+    assert t.referral is not None
+    assert r.json()["code"] == "mdt_meeting" and r.json()["status"] == "done"
+    done = await w.db.fetchval(
+        "SELECT completed_role FROM protocol_steps WHERE referral_id = $1 AND code = 'mdt_meeting'",
+        uuid.UUID(t.referral.id),
+    )
+    assert done == {"cm_offered": "case_manager", "supervisor_own": "supervisor"}[role]
+
+
 async def verify_intervention(w: World, t: Target, role: str, r: httpx.Response) -> None:
     assert t.referral is not None
     assert r.json()["referral_id"] == t.referral.id
@@ -1494,6 +1515,30 @@ MATRIX: list[Row] = [
         deny_all(**CASE_READERS, admin=200),
         referral_at("/history", shared_kind="engaged"),
         verify_list,
+    ),
+    # ---- child-protection protocol (issue 18): partners are answered as if the referral did not exist
+    Row(
+        "GET",
+        "/v1/referrals/{referral_id}/protocol",
+        deny_all(**CASE_READERS, admin=200, partner_a=404, partner_b=404),
+        referral_at("/protocol"),
+        verify_protocol_steps,
+    ),
+    Row(
+        "POST",
+        "/v1/referrals/{referral_id}/protocol/{code}",
+        # The shipped protocol file lets case managers and supervisors complete steps, not admins.
+        deny_all(
+            cm_offered=200,
+            cm_other=404,
+            supervisor_own=200,
+            supervisor_other=404,
+            partner_a=404,
+            partner_b=404,
+        ),
+        referral_at("/protocol/mdt_meeting", {}),
+        verify_step_done,
+        mutates=True,
     ),
     # ---- evaluation: de-identified data for evaluators (and admins)
     Row(

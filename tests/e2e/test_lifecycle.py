@@ -434,6 +434,17 @@ async def test_zz_simulate_then_report(env: dict[str, Any], tmp_path: Any) -> No
     assert not await db.fetchval(
         "SELECT count(*) FROM referral_transitions t JOIN referrals r ON r.id = t.referral_id WHERE t.at < r.received_at"
     )
+    # The simulated minors' protocol clocks moved with their receipt, their steps were played (issue 18),
+    # and deadlines long past count as escalated then: no flood of alerts once the pilot is loaded.
+    assert await db.fetchval("SELECT count(*) FROM protocol_steps WHERE completed_at IS NOT NULL") > 0
+    assert not await db.fetchval(
+        "SELECT count(*) FROM protocol_steps s JOIN referrals r ON r.id = s.referral_id"
+        " WHERE s.clock_from = 'receipt' AND s.due_at <> r.received_at + make_interval(mins => s.clock_minutes)"
+    )
+    assert not await db.fetchval(
+        "SELECT count(*) FROM protocol_steps WHERE due_at < now() - interval '1 day' AND escalated_at IS NULL"
+        " AND (completed_at IS NULL OR completed_at > due_at)"
+    )
     with pytest.raises(RuntimeError, match="already"):
         await simulate(platform.base_url, platform.creds, platform.dsn, south=1, valley=0, log=lambda _: None)
 

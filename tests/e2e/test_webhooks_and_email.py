@@ -342,3 +342,49 @@ async def test_gone_endpoint_is_disabled_the_contact_told_and_it_can_be_re_enabl
     (_, again) = await _arrivals(receiver, "/gone", 2)
     assert verify_standard_webhook(hook["secret"], again.headers, again.body)
     assert (await client.post(f"/v1/webhooks/{hook['id']}/enable", headers=_auth(key))).status_code == 409
+
+
+async def test_an_overdue_protocol_step_is_emailed_once_to_whoever_asked(
+    plat: Platform, client: httpx.AsyncClient, smtp: SmtpSink
+) -> None:
+    """Issue 18: the case manager and the region's supervisor (email enabled) get one email each for an
+    overdue child-protection step: the step and its deadline, a link, nothing about the youth."""
+    conn = await asyncpg.connect(plat.dsn)
+    try:
+        await conn.execute(
+            "UPDATE staff SET email_notifications = true WHERE role IN ('case_manager', 'supervisor')"
+        )
+        r = await client.post("/v1/referrals", json=referral_body(), headers=_auth(plat.partner_key(6)))
+        assert r.status_code == 201, r.text
+        rid = r.json()["id"]
+
+        async def offered_to() -> Any:
+            return await conn.fetchval(
+                "SELECT case_manager_id FROM assignments WHERE referral_id = $1 AND state = 'offered'", rid
+            )
+
+        cm_id = str(await wait_for(offered_to, timeout=20))
+        cm = next(c for c in plat.creds["case_managers"] if c["id"] == cm_id)
+        supervisor = next(s for s in plat.creds["supervisors"] if s["region"] == "south_la")
+        await conn.execute(
+            "UPDATE protocol_steps SET due_at = due_at - interval '2 hours'"
+            " WHERE referral_id = $1 AND code = 'advocate_response'",
+            rid,
+        )
+
+        def overdue_mails(address: str) -> list[Any]:
+            return [m for m in smtp.to(address) if "child-protection step is overdue" in str(m["Subject"])]
+
+        async def both() -> bool:
+            return bool(overdue_mails(cm["email"]) and overdue_mails(supervisor["email"]))
+
+        await wait_for(both, timeout=30)
+        await asyncio.sleep(3)  # more sweeps: still one each
+        for person in (cm, supervisor):
+            (mail,) = overdue_mails(person["email"])
+            text = mail.get_content()
+            assert "Step: advocate_response." in text and f"https://refnet.example/app/cases/{rid}" in text
+            for word in (*PII, "mental_health", "housing", "south_la"):
+                assert word not in mail.as_string(), f"{word!r} leaked into an email"
+    finally:
+        await conn.close()

@@ -144,3 +144,28 @@ async def test_smtp_send_arrives_and_failures_are_classified(smtp: SmtpSink) -> 
     result = await email_channel.send(msg, closed)
     assert not result.ok
     assert not result.permanent
+
+
+def test_the_protocol_overdue_email_names_the_step_and_deadline_only() -> None:
+    rid = "6f1c2a9e-0000-4000-8000-000000000001"
+    msg = email_channel.render(
+        "protocol_overdue",
+        {"referral_id": rid, "step": "advocate_response", "due_at": "2026-11-20T22:30:00+00:00"},
+        to="cm@example.org",
+        sender="refnet <n@x.test>",
+        base_url="https://refnet.example/",
+        message_id="<m@x>",
+    )
+    text = msg.get_content()
+    assert "Step: advocate_response." in text and "2:30 PM PST" in text
+    assert f"https://refnet.example/app/cases/{rid}" in text
+    # A step code that is not a plain code is left out, not echoed.
+    odd = email_channel.render(
+        "protocol_overdue",
+        {"referral_id": rid, "step": "<b>Jane</b>", "due_at": "x"},
+        to="cm@example.org",
+        sender="refnet <n@x.test>",
+        base_url="https://refnet.example/",
+        message_id="<m@x>",
+    )
+    assert "Jane" not in odd.get_content()

@@ -229,3 +229,48 @@ def test_tiny_cohort_shows_no_statistics() -> None:
     assert report.referrals == SUPPRESSED
     assert all(c.median_days is None for c in report.time_to_first_contact)
     assert report.recidivism_baseline.rate is None
+
+
+def _with_protocol(records: list[CohortRecord], advocated: int, exams: list[str]) -> list[CohortRecord]:
+    """The first ``advocated`` records got an advocate response (minutes = 30 + index), the next ones
+    the exam outcomes given."""
+    out = []
+    for i, r in enumerate(records):
+        extra: dict[str, Any] = {}
+        if i < advocated:
+            extra["advocate_minutes"] = 30.0 + i
+        if i < len(exams):
+            extra["exam_outcome"] = exams[i]
+        out.append(msgspec.structs.replace(r, **extra))
+    return out
+
+
+def test_protocol_figures_report_advocate_time_and_exam_uptake() -> None:
+    records = _with_protocol(cohort(), 41, ["accepted"] * 30 + ["declined"] * 12 + ["not_applicable"] * 12)
+    report = build_report(records, NOW)
+    assert report.protocol is not None
+    advocate = report.protocol.advocate_response
+    assert advocate.n == 41 and advocate.median_days == 50.0  # minutes: 30..70, median 50
+    uptake = report.protocol.exam_uptake
+    assert (uptake.n, uptake.events) == (54, 30)
+    assert uptake.rate == pytest.approx(30 / 54)
+    assert_no_small_count(report)
+
+
+def test_protocol_figures_are_suppressed_like_everything_else() -> None:
+    report = build_report(_with_protocol(cohort(), 4, ["accepted"] * 3 + ["declined"] * 20), NOW)
+    assert report.protocol is not None
+    assert report.protocol.advocate_response.n == SUPPRESSED
+    assert report.protocol.advocate_response.median_days is None
+    assert report.protocol.exam_uptake.events == SUPPRESSED and report.protocol.exam_uptake.rate is None
+    assert_no_small_count(report)
+
+
+def test_the_report_page_has_the_protocol_section_in_both_languages() -> None:
+    from services.intake.evaluation import html
+
+    report = build_report(_with_protocol(cohort(), 41, ["accepted"] * 30 + ["declined"] * 24), NOW)
+    english = str(html.render_body(report, "en"))
+    assert "Child-protection protocol (youth under 18)" in english and ">50.0<" in english
+    spanish = str(html.render_body(report, "es"))
+    assert "Protocolo de protección infantil" in spanish and "Child-protection" not in spanish

@@ -167,6 +167,7 @@ def test_tags_are_unique_and_under_known_families() -> None:
             "consent",
             "case",
             "webhook",
+            "protocol",
         }
 
 

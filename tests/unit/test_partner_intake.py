@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+import msgspec
 import pytest
 
 from services.intake.fhir.mapping import BundleInvalid, fhir_expression, parse_bundle, task_resource
@@ -197,3 +198,30 @@ def test_every_status_has_a_task_status() -> None:
     }
     task = task_resource(row, "T-1")
     assert task["status"] == "on-hold" and task["statusReason"]["coding"][0]["code"] == "out_of_area"
+
+
+def test_the_forms_safe_contact_preferences_become_the_contact_object() -> None:
+    fields = {
+        "contact.safe_channel": "sms",
+        "contact.safe_times": "after 4 pm",
+        "contact.voicemail_ok": "no",
+        "contact.notes": "text only",
+    }
+    result = parse_referral_form(_form(**fields), ["case_management"], ["housing"], agency=False, now=NOW)
+    assert result.errors == {} and result.body is not None
+    assert msgspec.to_builtins(result.body.contact) == {
+        "safe_channel": "sms",
+        "safe_times": "after 4 pm",
+        "voicemail_ok": False,
+        "notes": "text only",
+    }
+    none = parse_referral_form(_form(), ["case_management"], ["housing"], agency=False, now=NOW)
+    assert none.body is not None and none.body.contact is msgspec.UNSET
+    bad = parse_referral_form(
+        _form(**{"contact.safe_channel": "pigeon", "contact.safe_times": "x" * 201}),
+        ["case_management"],
+        ["housing"],
+        agency=False,
+        now=NOW,
+    )
+    assert {"contact.safe_channel", "contact.safe_times"} <= set(bad.errors)

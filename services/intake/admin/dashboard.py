@@ -30,6 +30,7 @@ from services.intake.admin.schemas import (
     Offers,
     Outbox,
     PartnerVolume,
+    ProtocolCompliance,
     Utilisation,
     Window,
 )
@@ -77,6 +78,7 @@ _DELIVERY_COUNTS = load_sql(_PKG, "delivery_counts")
 _BY_NEED = load_sql(_PKG, "by_need")
 _TIMELINE = load_sql(_PKG, "timeline")
 _FIRST_REFERRAL = load_sql(_PKG, "first_referral")
+_PROTOCOL = load_sql(_PKG, "protocol_compliance")
 _BY_STATUS, _BY_REGION, _BY_PARTNER = 0b011, 0b101, 0b110
 # notify's counters (they only grow) and queue gauges, per channel; zero until notify counts one.
 _DELIVERY_METRICS = ("attempts", "delivered", "retried", "dead_lettered", "suppressed", "pending", "dead")
@@ -214,6 +216,17 @@ async def compute(
             for r in await conn.fetch(_CASE_MANAGER_LOADS)
         ]
         channels = await delivery_counts(conn)
+        compliance = [
+            ProtocolCompliance(
+                region=r["region"],
+                step=r["code"],
+                on_time=r["on_time"],
+                late=r["late"],
+                open=r["open"],
+                overdue=r["overdue"],
+            )
+            for r in await conn.fetch(_PROTOCOL, start, now)
+        ]
     # Aggregates without GROUP BY always return exactly one row.
     assert tta_row is not None
     assert ttacc_row is not None
@@ -255,6 +268,7 @@ async def compute(
         outbox=Outbox(
             pending=box["n"], oldest_age_seconds=None if box["age"] is None else round(box["age"], 3)
         ),
+        protocol_compliance=compliance,
     )
 
 

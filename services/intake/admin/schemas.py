@@ -144,6 +144,18 @@ class DeliveryFigures(msgspec.Struct):
     dead: int
 
 
+class ProtocolCompliance(msgspec.Struct, kw_only=True):
+    """One child-protection protocol step in one region over the window (issue 18): steps done on time,
+    done late, open (not yet due, or without a deadline) and overdue."""
+
+    region: str
+    step: str
+    on_time: int
+    late: int
+    open: int
+    overdue: int
+
+
 class DashboardFigures(msgspec.Struct, kw_only=True):
     """Figures over the ``window`` (referrals received since ``window_start``, null for all time):
     the referral counts, per need, the durations and the ``timeline`` (one point per
@@ -169,6 +181,8 @@ class DashboardFigures(msgspec.Struct, kw_only=True):
     deliveries: DeliveryFigures
     consumer_lag: list[ConsumerLag]
     outbox: Outbox
+    # Per region and step, over the window (referrals received in it).
+    protocol_compliance: list[ProtocolCompliance] = []
 
 
 # --------------------------------------------------------------------------- deliveries, dead letters, audit

@@ -89,4 +89,5 @@ async def _open(
         location=data.get("location") or {},
         notes=data.get("notes"),
         consent=dict(consent) if consent else {},
+        contact=data.get("contact"),
     )

@@ -86,6 +86,8 @@ class PiiView(msgspec.Struct, kw_only=True):
     location: dict[str, object]
     notes: str | None
     consent: dict[str, object]
+    # The youth's safe contact preferences (issue 18), when the referral gave them.
+    contact: dict[str, object] | None = None
 
 
 # --------------------------------------------------------------------------- case work

@@ -104,6 +104,13 @@ class IntakeMetrics:
             ["channel", "state"],
             registry=r,
         )
+        self.protocol_steps = Gauge(
+            "refnet_protocol_steps",
+            "Child-protection protocol steps of all referrals by region, step and state (on_time, late,"
+            " open, overdue): alert on overdue.",
+            ["region", "step", "state"],
+            registry=r,
+        )
         self.scrape_errors = Counter(
             "refnet_metrics_refresh_errors", "Failures reading the database for gauges.", registry=r
         )
@@ -134,6 +141,9 @@ class IntakeMetrics:
         for channel, figures in f.deliveries.channels.items():
             for state_name in ("pending", "dead"):
                 self.delivery_queue.labels(channel, state_name).set(figures.get(state_name, 0))
+        for c in f.protocol_compliance:
+            for state_name in ("on_time", "late", "open", "overdue"):
+                self.protocol_steps.labels(c.region, c.step, state_name).set(getattr(c, state_name))
 
 
 def metrics_middleware(app: ASGIApp) -> ASGIApp:

@@ -36,6 +36,13 @@ async def load_cohort(conn: asyncpg.Connection) -> list[CohortRecord]:
     for r in await conn.fetch(load_sql(_PKG, "cohort_outcomes"), ids):
         outcomes[str(r["referral_id"])][r["point"]][r["measure"]] = r["value"]
         observed[str(r["referral_id"])][r["point"]][r["measure"]] = r["observed_on"]
+    advocate: dict[str, float] = {}
+    exam: dict[str, str] = {}
+    for r in await conn.fetch(load_sql(_PKG, "cohort_protocol"), ids):
+        if r["code"] == "advocate_response":
+            advocate[str(r["referral_id"])] = max(0.0, float(r["minutes"]))
+        elif r["outcome"] is not None:
+            exam[str(r["referral_id"])] = r["outcome"]
     records = []
     for r in referrals:
         rid = str(r["id"])
@@ -58,6 +65,8 @@ async def load_cohort(conn: asyncpg.Connection) -> list[CohortRecord]:
                 intervention_dates=firsts.get(rid, {}),
                 outcomes={p: dict(m) for p, m in outcomes.get(rid, {}).items()},
                 outcome_dates={p: dict(m) for p, m in observed.get(rid, {}).items()},
+                advocate_minutes=advocate.get(rid),
+                exam_outcome=exam.get(rid),
             )
         )
     return records

@@ -140,6 +140,10 @@ class CohortRecord(msgspec.Struct, frozen=True, kw_only=True):
     outcomes: dict[str, dict[str, str]] = msgspec.field(default_factory=dict)
     # follow-up point -> measure -> the day it was observed
     outcome_dates: dict[str, dict[str, date]] = msgspec.field(default_factory=dict)
+    # Child-protection protocol (issue 18): minutes from receipt to the in-person advocate response, and
+    # the medical exam's recorded outcome (accepted, declined, not_applicable), when completed.
+    advocate_minutes: float | None = None
+    exam_outcome: str | None = None
 
 
 class ExportRow(msgspec.Struct, kw_only=True):
@@ -388,6 +392,15 @@ class Adjusted(msgspec.Struct, kw_only=True):
     problems: list[str]
 
 
+class ProtocolFigures(msgspec.Struct, kw_only=True):
+    """Child-protection protocol (issue 18), suppressed with everything else: minutes from receipt to
+    the in-person advocate response, and the share of medical exams offered that were accepted (among
+    those with an outcome recorded)."""
+
+    advocate_response: ContactTime
+    exam_uptake: RateRow
+
+
 class Report(msgspec.Struct, kw_only=True):
     generated_at: datetime
     period_start: str | None
@@ -420,6 +433,7 @@ class Report(msgspec.Struct, kw_only=True):
     survival: Survival
     adjusted: Adjusted
     notes: list[str]
+    protocol: ProtocolFigures | None = None
 
 
 def _region(r: CohortRecord) -> str:
@@ -754,9 +768,38 @@ def build_release(
     ledger.add(("adjusted", "non_events"), sorted(set(fit.youth) - set(fit.events)), published=False)
     ledger.constrain(("adjusted", "youth"), [("adjusted", "events"), ("adjusted", "non_events")])
 
+    # Child-protection protocol: advocate responses timed, exams offered with an outcome and accepted.
+    advocated = [i for i, r in enumerate(recs) if r.advocate_minutes is not None]
+    examined = [i for i, r in enumerate(recs) if r.exam_outcome is not None]
+    accepted = [i for i in examined if recs[i].exam_outcome == "accepted"]
+    ledger.add(("protocol", "advocate_response"), advocated)
+    ledger.add(("protocol", "exam", "n"), examined)
+    ledger.add(("protocol", "exam", "accepted"), accepted)
+    ledger.add(
+        ("protocol", "exam", "other"), [i for i in examined if i not in set(accepted)], published=False
+    )
+    ledger.constrain(
+        ("protocol", "exam", "n"), [("protocol", "exam", "accepted"), ("protocol", "exam", "other")]
+    )
+
     ledger.suppress()
 
     # ------------------------------------------------------------------ materialise what is shown
+    advocate = ContactTime(
+        label="Receipt to in-person advocate response", n=ledger.shown(("protocol", "advocate_response"))
+    )
+    if ledger.visible(("protocol", "advocate_response")) and len(advocated) > THRESHOLD:
+        q1, q2, q3 = _quartiles(sorted(recs[i].advocate_minutes or 0.0 for i in advocated))
+        # Minutes, in the fields the other time tables use for days.
+        advocate.median_days, advocate.p25_days, advocate.p75_days = round(q2, 1), round(q1, 1), round(q3, 1)
+    protocol_figures = ProtocolFigures(
+        advocate_response=advocate,
+        exam_uptake=_rate(
+            "Medical exam offered: accepted",
+            ledger.shown(("protocol", "exam", "accepted")),
+            ledger.shown(("protocol", "exam", "n")),
+        ),
+    )
     contact: list[ContactTime] = []
     for label, group in contact_groups:
         reached = ContactTime(label=label, n=ledger.shown(("time_to_first_contact", label)))
@@ -923,7 +966,11 @@ def build_release(
             " therapy, substance use); legal (legal, court advocacy, vacatur or record relief,"
             " immigration, T-visa or immigration relief); education and work (education, employment,"
             " school enrolment, job training); mentoring (mentoring, peer support).",
+            "Child-protection protocol: the advocate response's median and quartiles are in minutes from"
+            " receipt (not days); exam uptake is the share accepted among medical exams offered whose"
+            " outcome was recorded.",
         ],
+        protocol=protocol_figures,
     )
     return report, ledger
 

@@ -260,6 +260,12 @@ _TEXT: dict[str, dict[str, str]] = {
         "kinds": "How many kinds of help",
         "by_count": "Recidivism by how many kinds of help were received",
         "contact_quartiles": "Days to first contact: quartiles",
+        "protocol": "Child-protection protocol (youth under 18)",
+        "advocate_quartiles": "Minutes from receipt to the in-person advocate response: quartiles",
+        "advocate": "Advocate response",
+        "exam_uptake": "Medical exams offered and accepted",
+        "exams_offered": "Exams offered (outcome recorded)",
+        "exams_accepted": "Accepted",
         "curve_too_small": "Too few youth to draw this curve beyond day 0 without revealing small numbers; its table follows.",
         "curve_note": "The curve stops where the numbers at risk or the events would be too small to publish.",
         # findings
@@ -345,6 +351,12 @@ _TEXT: dict[str, dict[str, str]] = {
         "kinds": "Cuántos tipos de ayuda",
         "by_count": "Reincidencia según cuántos tipos de ayuda se recibieron",
         "contact_quartiles": "Días hasta el primer contacto: cuartiles",
+        "protocol": "Protocolo de protección infantil (menores de 18 años)",
+        "advocate_quartiles": "Minutos desde la recepción hasta la respuesta presencial de un defensor: cuartiles",
+        "advocate": "Respuesta del defensor",
+        "exam_uptake": "Exámenes médicos ofrecidos y aceptados",
+        "exams_offered": "Exámenes ofrecidos (con resultado registrado)",
+        "exams_accepted": "Aceptados",
         "curve_too_small": "Demasiados pocos jóvenes para dibujar esta curva más allá del día 0 sin revelar cifras pequeñas; su tabla sigue.",
         "curve_note": "La curva se detiene donde las cifras en riesgo o los eventos serían demasiado pequeños para publicarse.",
         "f_baseline": "De los {n} jóvenes vistos en un seguimiento tras la admisión, {pct} volvieron a ser arrestados o explotados en algún momento (IC 95% {lo} a {hi}).",
@@ -413,6 +425,13 @@ _PROSE_ES: dict[str, str] = {
         "Los intervalos son al 95%: de Wilson para proporciones, de Newcombe para diferencias entre grupos"
         " (con la corrección de Holm por el número de comparaciones), bandas de Kaplan-Meier para la"
         " supervivencia e intervalos de Wald robustos para las razones de riesgos."
+    ),
+    "Child-protection protocol: the advocate response's median and quartiles are in minutes from"
+    " receipt (not days); exam uptake is the share accepted among medical exams offered whose"
+    " outcome was recorded.": (
+        "Protocolo de protección infantil: la mediana y los cuartiles de la respuesta del defensor están"
+        " en minutos desde la recepción (no en días); la aceptación del examen es la proporción aceptada"
+        " entre los exámenes médicos ofrecidos con resultado registrado."
     ),
     "Intervention families: housing (housing, housing placement); therapy (mental health,"
     " therapy, substance use); legal (legal, court advocacy, vacatur or record relief,"

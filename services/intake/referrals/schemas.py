@@ -20,7 +20,16 @@ from shared.codes import (
     Urgency,
 )
 
-__all__ = ["Consent", "IntakeAttributes", "Location", "ReferralIn", "ReferralPage", "ReferralView", "Youth"]
+__all__ = [
+    "Consent",
+    "ContactPreferences",
+    "IntakeAttributes",
+    "Location",
+    "ReferralIn",
+    "ReferralPage",
+    "ReferralView",
+    "Youth",
+]
 
 
 class Youth(Input):
@@ -93,6 +102,15 @@ class IntakeAttributes(Input):
     foster_care_history: bool | None = None
 
 
+class ContactPreferences(Input):
+    """How the youth may safely be contacted (issue 18). ``safe_times`` and ``notes`` are PII (sealed)."""
+
+    safe_channel: Literal["phone", "sms", "email", "in_person", "through_referrer"] | None = None
+    safe_times: Annotated[str, Meta(max_length=200)] | None = None
+    voicemail_ok: bool | None = None
+    notes: Annotated[str, Meta(max_length=2000)] | None = None
+
+
 class ReferralIn(Input):
     youth: Youth
     location: Location
@@ -109,6 +127,8 @@ class ReferralIn(Input):
     urgency: Urgency = "routine"
     intake: IntakeAttributes | None = None
     notes: Annotated[str, Meta(max_length=10_000)] | None = None
+    # UNSET when absent, so bodies without it encode, hash (Idempotency-Key) and seal as before.
+    contact: ContactPreferences | msgspec.UnsetType | None = msgspec.UNSET
 
 
 class ReferralView(msgspec.Struct, omit_defaults=True, kw_only=True):

@@ -16,9 +16,10 @@ from msgspec import Meta
 from services.intake.core.auth import Caller
 from services.intake.core.dependencies import CallerDb
 from services.intake.core.problems import Problem
+from services.intake.protocol.service import create_steps
 from services.intake.referrals.matches import record_matches
 from services.intake.referrals.matching import blind_tokens
-from services.intake.referrals.schemas import ReferralIn, ReferralPage, ReferralView
+from services.intake.referrals.schemas import ContactPreferences, ReferralIn, ReferralPage, ReferralView
 from services.intake.referrals.validation import age_on, check_origin, check_referral
 from shared.casework import local_date
 from shared.codes import REFERRAL_STATUSES, SHARE_STATUS_SCOPE
@@ -44,6 +45,7 @@ _CREATE = load_sql(_PKG, "create_referral")
 _VISIBLE = load_sql(_PKG, "visible_referrals")
 _IDEMPOTENT_RESPONSE = load_sql(_PKG, "idempotent_response")
 _MARK_DO_NOT_CONTACT = load_sql(_PKG, "mark_do_not_contact")
+_SET_CONTACT = load_sql(_PKG, "set_contact")
 
 
 class Submitted(msgspec.Struct, frozen=True):
@@ -111,7 +113,11 @@ async def submit(
     referral_id = str(uuid.uuid4())
     region = regions.resolve(data.location.zip, data.location.lat, data.location.lon)
     intake_attrs = msgspec.to_builtins(data.intake) if data.intake is not None else {}
-    pii = msgspec.json.encode({"youth": data.youth, "location": data.location, "notes": data.notes})
+    sealed_fields: dict[str, object] = {"youth": data.youth, "location": data.location, "notes": data.notes}
+    if isinstance(data.contact, ContactPreferences):
+        # The safe times and contact notes are PII: sealed with the youth's details.
+        sealed_fields["contact"] = data.contact
+    pii = msgspec.json.encode(sealed_fields)
     sealed = keyring.seal(pii, referral_id.encode())
     # Lets routing prefer a case manager who served this youth before, without reading PII.
     key = youth_key(youth_secret, data.youth.first_name, data.youth.last_name, data.youth.date_of_birth)
@@ -169,9 +175,17 @@ async def submit(
             mark_outbox_written()  # the statement above wrote referral.received into the outbox
             if data.youth.do_not_contact is True:
                 await conn.execute(_MARK_DO_NOT_CONTACT, referral_id)
+            if isinstance(data.contact, ContactPreferences):
+                await conn.execute(
+                    _SET_CONTACT, referral_id, data.contact.safe_channel, data.contact.voicemail_ok
+                )
             # A separate statement (batches as one per referral): the youth's blind indexes and any
             # probable match with an earlier referral, before routing can read this one.
             await record_matches(conn, referral_id, tokens)
+            # The child-protection steps a minor's referral triggers (issue 18), in the same transaction.
+            await create_steps(
+                conn, referral_id, caller.partner_id, age_on(data.youth.date_of_birth, today), now
+            )
     except asyncpg.UniqueViolationError:
         # A concurrent request with the same Idempotency-Key won the race.
         if idempotency_key is not None:

@@ -20,7 +20,7 @@ from services.intake.partners.schemas import KeyRotateIn
 from services.intake.referrals.service import read_referral
 from services.intake.staff import service as staff
 from services.intake.staff.schemas import CaseManagerIn, CaseManagerPatch
-from services.intake.web import case_extras, charts, forms
+from services.intake.web import case_extras, charts, forms, protocol_pages
 from services.intake.web import service as web
 from services.intake.web.dashboard import WINDOW_CHOICES, dashboard_charts
 from services.intake.web.forms import refused_body
@@ -91,6 +91,8 @@ async def queue_item(
         # Issue 17: referrals probably of the same youth (link or dismiss).
         matches=await case_extras.matches_panel(conn, caller, rid),
         match_referral=rid,
+        # Issue 18: a child's protocol steps, completed here by the region's supervisors too.
+        protocol=await protocol_pages.protocol_panel(conn, caller, request.app.state.pii_keys, rid),
     )
     return page(request, "queue_item.html", ctx)
 

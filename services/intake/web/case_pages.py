@@ -17,7 +17,7 @@ from services.intake.core.dependencies import CallerDb
 from services.intake.core.problems import Problem
 from services.intake.notifications import service as notifications
 from services.intake.referrals.service import read_referral
-from services.intake.web import case_extras, forms
+from services.intake.web import case_extras, forms, protocol_pages
 from services.intake.web import service as web
 from services.intake.web.forms import refused_body
 from services.intake.web.render import (
@@ -38,6 +38,7 @@ __all__ = ["ROUTES"]
 async def _inbox_data(conn: asyncpg.Connection, caller: Caller) -> dict[str, Any]:
     offers, cases_ = await web.inbox(conn, caller.id)
     open_cases, closed_cases = web.split_cases(cases_, datetime.now(LOCAL_TZ).date())
+    await protocol_pages.annotate_next(conn, [*offers, *open_cases])
     return {
         "offers": offers,
         "cases": open_cases,
@@ -145,6 +146,8 @@ async def case_page(
         consent=await case_extras.consent_panel(conn, caller, rid),
         matches=await case_extras.matches_panel(conn, caller, rid),
         match_referral=rid,
+        # Issue 18: the child-protection protocol's steps (none for 18-24).
+        protocol=await protocol_pages.protocol_panel(conn, caller, request.app.state.pii_keys, rid),
     )
     return page(request, "case.html", ctx)
 

@@ -31,6 +31,7 @@ from services.intake.web import (
     evaluation_pages,
     forms,
     partner_pages,
+    protocol_pages,
 )
 from services.intake.web.i18n import LANGS
 from services.intake.web.render import (
@@ -193,6 +194,7 @@ def web_router() -> Router:
             # Partners' and the agency's intake pages bring their own caller (issue 17).
             *partner_pages.ROUTES,
             *case_extras.ROUTES,
+            *protocol_pages.ROUTES,
             *evaluation_pages.ROUTES,
             # Accounts, partners' lifecycle and the password page (issue 14).
             *account_pages.ROUTES,

@@ -818,15 +818,17 @@ def negotiate(cookie: str | None, accept_language: str | None) -> str:
 def _merge_feature_catalogues() -> None:
     """Messages and code names kept in their own modules (i18n_intake.py: partner pages, the referral
     form, possible matches, consent); an existing key is never overridden."""
-    from services.intake.web import i18n_accounts, i18n_intake
+    from services.intake.web import i18n_accounts, i18n_intake, i18n_protocol
 
     for lang in LANGS:
         for key, text in i18n_accounts.MESSAGES[lang].items():
             CATALOGUE[lang].setdefault(key, text)
-        for key, text in i18n_intake.MESSAGES[lang].items():
-            CATALOGUE[lang].setdefault(key, text)
-        for kind, table in i18n_intake.CODES[lang].items():
-            _CODES[lang].setdefault(kind, {}).update(table)
+    for module in (i18n_intake, i18n_protocol):
+        for lang in LANGS:
+            for key, text in module.MESSAGES[lang].items():
+                CATALOGUE[lang].setdefault(key, text)
+            for kind, table in module.CODES[lang].items():
+                _CODES[lang].setdefault(kind, {}).update(table)
 
 
 _merge_feature_catalogues()

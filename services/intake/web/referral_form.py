@@ -121,6 +121,14 @@ def _build(form: Mapping[str, str], scopes: list[str], needs: list[str]) -> dict
         doc["intake"] = intake
     if form.get("notes", "").strip():
         doc["notes"] = form["notes"].strip()
+    # The youth's safe contact preferences (issue 18), only when any is given.
+    contact: dict[str, Any] = {k: text(f"contact.{k}") for k in ("safe_channel", "safe_times", "notes")}
+    contact = {k: v for k, v in contact.items() if v}
+    voicemail = text("contact.voicemail_ok")
+    if voicemail in ("yes", "no"):
+        contact["voicemail_ok"] = voicemail == "yes"
+    if contact:
+        doc["contact"] = contact
     return doc
 
 

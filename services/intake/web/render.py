@@ -139,8 +139,10 @@ def format_duration(seconds: float | None, lang: str = "en") -> str:
     return t(lang, "hours", n=f"{seconds / 3600:.1f}".rstrip("0").rstrip("."))
 
 
-def _left(deadline: datetime, expired: str) -> str:
+def _left(deadline: datetime | str, expired: str) -> str:
     """Time left until ``deadline`` as "3h 59m 12s" (the script keeps it ticking)."""
+    if isinstance(deadline, str):
+        deadline = datetime.fromisoformat(deadline)
     seconds = int((deadline - datetime.now(UTC)).total_seconds())
     if seconds <= 0:
         return expired

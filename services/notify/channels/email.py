@@ -49,6 +49,11 @@ _TEMPLATES: dict[str, tuple[str, str, str]] = {
         " details will be destroyed when it expires.",
         "/app/cases/",
     ),
+    "protocol_overdue": (
+        "A child-protection step is overdue in refnet",
+        "A child-protection protocol step for a case you hold or supervise has passed its due time.",
+        "/app/cases/",
+    ),
     "webhook_disabled": (
         "Your refnet webhook endpoint was disabled",
         "refnet stopped sending to one of your webhook endpoints after it kept failing.",
@@ -111,6 +116,16 @@ def render(
         expires = _deadline(payload.get("expires_at"))
         if expires:
             lines.append(f"It expires {expires}.")
+        referral_id = _uuid(payload.get("referral_id"))
+        path = f"{path}{referral_id}" if referral_id else "/app/inbox"
+    if kind == "protocol_overdue":
+        # The step's code is a protocol term (e.g. advocate_response), never about the youth.
+        step = str(payload.get("step", ""))
+        if step.replace("_", "").isalnum():
+            lines.append(f"Step: {step}.")
+        due = _deadline(payload.get("due_at"))
+        if due:
+            lines.append(f"It was due {due}.")
         referral_id = _uuid(payload.get("referral_id"))
         path = f"{path}{referral_id}" if referral_id else "/app/inbox"
     if kind == "webhook_disabled":

@@ -28,7 +28,7 @@
       var left = Math.floor((Date.parse(el.getAttribute("data-deadline")) - now) / 1000);
       if (isNaN(left)) continue;
       if (left <= 0) {
-        el.textContent = data.msgExpired || "expired";
+        el.textContent = el.getAttribute("data-expired") || data.msgExpired || "expired";
         el.classList.add("expired");
       } else {
         el.textContent = fmt(left);
@@ -89,7 +89,7 @@
       var message = { offer: data.msgNew, offer_cancelled: data.msgGone, referral_withdrawn: data.msgWithdrawn }[e.type];
       refresh(data.liveFragment, data.liveTarget, function () { if (message) announce(message); });
     };
-    ["offer", "offer_reminder", "offer_expired", "offer_cancelled", "referral_withdrawn", "followup_due",
+    ["offer", "offer_reminder", "offer_expired", "offer_cancelled", "referral_withdrawn", "followup_due", "protocol_overdue",
      "unroutable", "status_changed", "message"].forEach(function (kind) { source.addEventListener(kind, onEvent); });
     source.addEventListener("error", function () {
       setLive(false);
