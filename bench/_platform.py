@@ -14,6 +14,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+import asyncpg
+
 from bench._replay import LOG_SETTINGS
 from refnet_dev.platform import SERVICES, Platform, PlatformError
 
@@ -43,7 +45,8 @@ def bench_platform(workdir: Path, env: Mapping[str, str] | None = None) -> Platf
     return Platform(
         workdir,
         pg_fast=False,
-        pg_settings=LOG_SETTINGS,
+        # pg_stat_statements: statements and transactions per referral at each rate (bench._stats).
+        pg_settings={**LOG_SETTINGS, "shared_preload_libraries": "pg_stat_statements"},
         env={
             # The benchmark measures the pipeline, not the per-key rate limit.
             "REFNET_RATE_LIMIT_PER_MINUTE": "0",
@@ -58,6 +61,11 @@ def bench_platform(workdir: Path, env: Mapping[str, str] | None = None) -> Platf
 async def prepare_bench_database(plat: Platform) -> None:
     """Migrate and seed the demo network with room for every referral the benchmark offers."""
     await plat.prepare_database(capacity=CAPACITY)
+    conn = await asyncpg.connect(plat.admin_dsn)
+    try:
+        await conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+    finally:
+        await conn.close()
 
 
 def _raise_interrupt(signum: int, _frame: FrameType | None) -> None:
