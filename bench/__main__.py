@@ -354,6 +354,11 @@ def _run(args: argparse.Namespace, plat: Platform) -> dict[str, Any]:
         script_text, defines, capture = _capture(plat)
         steps: list[dict[str, Any]] = []
         for rate in args.rate_list:
+            if quick and steps and not _quick_verdict(steps[-1]):
+                # Under a minute: past the first rate that failed, higher ones only add a backlog
+                # to drain (the search still probes between the last good and the failed rate).
+                _progress(f"skipping {rate:g} referrals/s (--quick, a lower rate already failed)")
+                continue
             _progress(f"offering {rate:g} referrals/s: {warmup:g} s warm-up + {duration:g} s measured")
             steps.append(_step(plat, rate, warmup, duration, drain_limit=drain_limit))
         if not args.no_search:
