@@ -25,6 +25,7 @@ from shared.codes import REFERRAL_STATUSES, SHARE_STATUS_SCOPE
 from shared.crypto import KeyRing
 from shared.db import load_sql, mark_outbox_written
 from shared.events import ReferralReceived, encode_event, subject_for
+from shared.groupcommit import GroupCommit
 from shared.regions import Catalogue
 from shared.youthkey import youth_key
 
@@ -44,6 +45,21 @@ _CREATE = load_sql(_PKG, "create_referral")
 _VISIBLE = load_sql(_PKG, "visible_referrals")
 _IDEMPOTENT_RESPONSE = load_sql(_PKG, "idempotent_response")
 _MARK_DO_NOT_CONTACT = load_sql(_PKG, "mark_do_not_contact")
+
+
+# One group committer per pool (per intake process): submissions at the same moment share a commit.
+_GROUPS: dict[int, tuple[asyncpg.Pool, GroupCommit]] = {}
+# Batch bounds: submissions per transaction, and such transactions open at once per process.
+SUBMIT_BATCH_MAX = 64
+SUBMIT_BATCHES_IN_FLIGHT = 2
+
+
+def _group(pool: asyncpg.Pool) -> GroupCommit:
+    entry = _GROUPS.get(id(pool))
+    if entry is None or entry[0] is not pool:
+        group = GroupCommit(pool, max_batch=SUBMIT_BATCH_MAX, max_inflight=SUBMIT_BATCHES_IN_FLIGHT)
+        _GROUPS[id(pool)] = entry = (pool, group)
+    return entry[1]
 
 
 class Submitted(msgspec.Struct, frozen=True):
@@ -138,7 +154,10 @@ async def submit(
         do_not_contact=data.youth.do_not_contact is True,
     )
     try:
-        async with db.transaction() as conn:
+        # Group commit (shared.groupcommit): concurrent submissions share one transaction and one
+        # commit, each as its own caller; a failing one is retried alone, so it never fails another.
+        # Per-referral writes go inside `store`, on `conn`: it may run again if a neighbour fails.
+        async def store(conn: asyncpg.Connection) -> None:
             await conn.execute(
                 _CREATE,
                 referral_id,
@@ -172,6 +191,8 @@ async def submit(
             # A separate statement (batches as one per referral): the youth's blind indexes and any
             # probable match with an earlier referral, before routing can read this one.
             await record_matches(conn, referral_id, tokens)
+
+        await _group(db.pool).run(store, db.identity)
     except asyncpg.UniqueViolationError:
         # A concurrent request with the same Idempotency-Key won the race.
         if idempotency_key is not None:
