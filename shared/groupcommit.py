@@ -15,9 +15,12 @@ from shared.db import (
     Identity,
     enter_batch_item,
     identity_sql,
+    load_sql,
+    mark_local_setup,
     mark_outbox_written,
     outbox_written_in,
     transaction,
+    without_comments,
 )
 
 __all__ = ["GroupCommit", "Work"]
@@ -60,10 +63,26 @@ class GroupCommit:
     """
 
     def __init__(
-        self, pool: asyncpg.Pool, *, setup: str = "", max_batch: int = 64, max_inflight: int = 2
+        self,
+        pool: asyncpg.Pool,
+        *,
+        setup: str = "",
+        serialize: str = "",
+        max_batch: int = 64,
+        max_inflight: int = 2,
     ) -> None:
         self._pool = pool
         self._setup = setup
+        # `serialize` names a transaction-scoped advisory lock taken on BEGIN (the same round trip):
+        # transactions of every process's group with that name then run one at a time, so works that
+        # lock rows in an order only known while they run (routing's capacity guard) cannot deadlock
+        # against another batch; the next batch's BEGIN already waits while one commits.
+        lock = (
+            without_comments(load_sql("shared", "group_lock")).format(name=_quote(serialize))
+            if serialize
+            else ""
+        )
+        self._begin = "; ".join(part for part in (setup, lock) if part)
         self._max_batch = max_batch
         self._max_inflight = max_inflight
         self._queue: list[_Item] = []
@@ -95,7 +114,9 @@ class GroupCommit:
         """One work in its own transaction, in its caller's context."""
 
         async def body() -> Any:
-            async with transaction(self._pool, item.identity, setup=self._setup) as conn:
+            async with transaction(self._pool, item.identity, setup=self._begin) as conn:
+                if self._setup:
+                    mark_local_setup(self._setup)
                 return await item.work(conn)
 
         task = asyncio.create_task(body(), context=item.context.copy())
@@ -116,7 +137,7 @@ class GroupCommit:
     async def _together(self, batch: list[_Item]) -> None:
         results: list[Any] = []
         try:
-            async with transaction(self._pool, SYSTEM, setup=self._setup) as conn:
+            async with transaction(self._pool, SYSTEM, setup=self._begin) as conn:
                 current = SYSTEM
                 for index, item in enumerate(batch):
                     if item.identity != current:
@@ -148,6 +169,10 @@ class GroupCommit:
             _settle(item.future, result=result)
         self.batches += 1
         self.works += len(batch)
+
+
+def _quote(name: str) -> str:
+    return "'" + name.replace("'", "''") + "'"
 
 
 def _settle(future: asyncio.Future[Any], *, result: Any = None, exc: BaseException | None = None) -> None:

@@ -302,10 +302,11 @@ async def _task_updated(conn: asyncpg.Connection, event: ReferralStatusChanged, 
 async def _has_subscriber(pool: asyncpg.Pool, partner_id: str) -> bool:
     """Whether the partner has an active webhook endpoint subscribed to status changes or FHIR Task
     changes (migration 0010: autocommit statements, not a transaction)."""
-    for kind in ("referral.status_changed", TASK_UPDATED):
-        if await pool.fetchval(load_sql(_SQL, "has_subscriber"), partner_id, kind):
-            return True
-    return False
+    return bool(
+        await pool.fetchval(
+            load_sql(_SQL, "has_subscriber"), partner_id, "referral.status_changed", TASK_UPDATED
+        )
+    )
 
 
 async def queue_webhook_test(conn: asyncpg.Connection, event: WebhookTestRequested) -> bool:

@@ -404,7 +404,7 @@ async def _offer(
     respond_by = now + timedelta(seconds=rules.offers.ttl_for(ref["urgency"]))
     assignment_id = uuid.uuid4()
     await conn.execute(
-        load_sql(_SQL, "insert_offer"),
+        load_sql(_SQL, "offer_and_mark_assigned"),
         assignment_id,
         ref["id"],
         case_manager_id,
@@ -412,7 +412,6 @@ async def _offer(
         respond_by,
         attempt,
     )
-    await conn.execute(load_sql(_SQL, "mark_assigned"), ref["id"], now)
     events: list[Event] = [
         ReferralAssigned(
             referral_id=str(ref["id"]),

@@ -59,7 +59,15 @@ def make_handler(pool: asyncpg.Pool, settings: Settings) -> Handler:
     # Events handled at the same moment share one transaction and one commit (shared.groupcommit):
     # each is still claimed, decided and recorded exactly as alone, and acked after that commit. The
     # walk's planner settings ride on BEGIN, once per batch.
-    group = GroupCommit(pool, setup=WALK_PLAN, max_batch=BATCH_MAX, max_inflight=BATCHES_IN_FLIGHT)
+    # Batches run one at a time across all routing processes (an advisory lock on BEGIN): two batches
+    # taking case managers' places in different orders would deadlock, and each deadlock costs a second.
+    group = GroupCommit(
+        pool,
+        setup=WALK_PLAN,
+        serialize="refnet.routing.decide",
+        max_batch=BATCH_MAX,
+        max_inflight=BATCHES_IN_FLIGHT,
+    )
 
     async def handle(event: AnyEvent) -> None:
         if not isinstance(event, ReferralReceived | AssignmentDeclined | ReferralWithdrawn):

@@ -23,7 +23,7 @@ from services.intake.referrals.validation import age_on, check_origin, check_ref
 from shared.casework import local_date
 from shared.codes import REFERRAL_STATUSES, SHARE_STATUS_SCOPE
 from shared.crypto import KeyRing
-from shared.db import load_sql, mark_outbox_written
+from shared.db import load_sql, mark_outbox_written, retrying
 from shared.events import ReferralReceived, encode_event, subject_for
 from shared.groupcommit import GroupCommit
 from shared.regions import Catalogue
@@ -192,7 +192,9 @@ async def submit(
             # probable match with an earlier referral, before routing can read this one.
             await record_matches(conn, referral_id, tokens)
 
-        await _group(db.pool).run(store, db.identity)
+        # Batches in flight at once can cross on the same Idempotency-Key (each waits for the other's
+        # uncommitted key): a deadlock rolls back without effect, so it is retried like any conflict.
+        await retrying(lambda: _group(db.pool).run(store, db.identity))
     except asyncpg.UniqueViolationError:
         # A concurrent request with the same Idempotency-Key won the race.
         if idempotency_key is not None:
