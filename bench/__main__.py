@@ -75,6 +75,11 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         "--no-search", action="store_true", help="skip the search for the highest sustained rate"
     )
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs, data, pgbench script)")
+    parser.add_argument(
+        "--workers",
+        metavar="SERVICE=N,...",
+        help="processes per service, e.g. routing=2,notify=2,intake=2 (intake shares its port: SO_REUSEPORT)",
+    )
     args = parser.parse_args(argv)
     if args.duration is not None and args.duration <= 0:
         parser.error("--duration must be positive")
@@ -86,6 +91,14 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--rates takes comma-separated numbers")
     if any(r <= 0 for r in args.rate_list):
         parser.error("--rates must be positive")
+    args.worker_counts = dict.fromkeys(SERVICES, 1)
+    for part in (args.workers or "").split(","):
+        if not part:
+            continue
+        name, _, count = part.partition("=")
+        if name not in SERVICES or not count.isdigit() or int(count) < 1:
+            parser.error(f"--workers takes SERVICE=N with SERVICE one of {', '.join(SERVICES)}")
+        args.worker_counts[name] = int(count)
     return args
 
 
@@ -153,7 +166,11 @@ async def _offer(plat: Platform, rate: float, warmup: float, duration: float) ->
 
 def _cpu_snapshot(plat: Platform) -> dict[str, float]:
     assert plat.pg is not None
-    snap = {name: cpu_seconds(pid) for name, pid in plat.pids().items()}
+    snap: dict[str, float] = {}
+    for key, pid in plat.pids().items():
+        # "routing-2" counts as routing: CPU per component, however many processes it runs as.
+        service = key.split("-")[0]
+        snap[service] = snap.get(service, 0.0) + cpu_seconds(pid)
     snap["postgres"] = postgres_cpu_seconds(plat.pg.pid) if plat.pg.pid else 0.0
     snap["nats"] = cpu_seconds(plat.nats.pid) if plat.nats.pid else 0.0
     return snap
@@ -467,6 +484,7 @@ def _run(args: argparse.Namespace, plat: Platform) -> dict[str, Any]:
             "postgres_pss": round(sampler.postgres_peak_kb / mb, 1),
             "nats_rss": round(sampler.peak_kb.get("nats", 0) / mb, 1),
         },
+        "workers": args.worker_counts,
         "duration_s": duration,
         "warmup_s": warmup,
         "machine": {
@@ -505,7 +523,14 @@ def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
     # Only warnings, and on stderr: stdout is for the results table.
     configure_logging("console", "WARNING", service="bench")
-    return run_on_platform("bench", args, lambda plat: _run(args, plat), markdown_report, progress=_progress)
+    return run_on_platform(
+        "bench",
+        args,
+        lambda plat: _run(args, plat),
+        markdown_report,
+        workers=args.worker_counts,
+        progress=_progress,
+    )
 
 
 if __name__ == "__main__":

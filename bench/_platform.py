@@ -39,12 +39,15 @@ class BenchError(Exception):
     """The benchmark cannot go on; the message is the one-line reason shown to the user."""
 
 
-def bench_platform(workdir: Path, env: Mapping[str, str] | None = None) -> Platform:
+def bench_platform(
+    workdir: Path, env: Mapping[str, str] | None = None, workers: Mapping[str, int] | None = None
+) -> Platform:
     """Embedded PostgreSQL (durable: fsync and full_page_writes on, so the numbers mean something in
     production; statement logging for the pgbench replay) and NATS, the three services as processes."""
     return Platform(
         workdir,
         pg_fast=False,
+        workers=workers,
         # pg_stat_statements: statements and transactions per referral at each rate (bench._stats).
         pg_settings={**LOG_SETTINGS, "shared_preload_libraries": "pg_stat_statements"},
         env={
@@ -53,6 +56,8 @@ def bench_platform(workdir: Path, env: Mapping[str, str] | None = None) -> Platf
             # Logging every request would measure the log pipeline, not the system.
             "REFNET_LOG_LEVEL": "WARNING",
             "PYTHONPATH": str(ROOT),
+            # Several intake processes share the one port the load is sent to.
+            **({"REFNET_REUSE_PORT": "true"} if (workers or {}).get("intake", 1) > 1 else {}),
             **(env or {}),
         },
     )
@@ -79,6 +84,7 @@ def run_on_platform(
     table: Callable[[dict[str, Any]], str],
     *,
     env: Mapping[str, str] | None = None,
+    workers: Mapping[str, int] | None = None,
     progress: Callable[[str], None],
 ) -> int:
     """A benchmark's main: ``measure`` a fresh bench platform in a temp dir (removed unless
@@ -87,7 +93,7 @@ def run_on_platform(
     # SIGTERM takes the Ctrl-C path so every process is stopped and the temp dir removed.
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     workdir = Path(tempfile.mkdtemp(prefix=f"refnet-{name.replace('.', '-')}-"))
-    plat = bench_platform(workdir, env)
+    plat = bench_platform(workdir, env, workers)
     code = 1
     try:
         result = measure(plat)
