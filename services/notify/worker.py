@@ -344,8 +344,10 @@ async def queue_webhook_test(conn: asyncpg.Connection, event: WebhookTestRequest
 
 
 # Group commit bounds: events fanned out in one transaction, and such transactions open at once.
-BATCH_MAX = 32
+BATCH_MAX = 64
 BATCHES_IN_FLIGHT = 2
+# Messages in hand at once: enough that the next batch fills while one commits and its acks go out.
+CONSUMER_CONCURRENCY = 4 * BATCH_MAX
 
 
 def make_handler(pool: asyncpg.Pool, settings: Settings) -> Handler:
