@@ -311,7 +311,12 @@ async def route_referral(
     write nothing (the queue drain retries often and must not flood decisions and events).
     """
     now = datetime.now(UTC)
-    excluded, offers_so_far = await previous_offers(conn, ref["id"])
+    if "previous_offers" in ref:  # Record: a key test
+        # Read with the lock (claim_and_lock.sql), under the same row lock: no second statement.
+        excluded = frozenset(str(c) for c in ref["previous_offers"])
+        offers_so_far = len(ref["previous_offers"])
+    else:
+        excluded, offers_so_far = await previous_offers(conn, ref["id"])
     facts = facts_for(ref, rules, now)
     inputs = Inputs(
         region=facts.region,
