@@ -61,6 +61,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     stream_replicas: int = 1
     # JetStream redelivers a message not acked within this many seconds (a hung or paused worker).
     consumer_ack_wait_seconds: Annotated[float, msgspec.Meta(gt=0)] = 30.0
+    # Routing events decided per shared transaction (group commit; batches run one at a time across
+    # routing processes). 1: one transaction per event, many at once (the unbatched behaviour).
+    routing_batch_max: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 64
     # A message whose handler still fails on this delivery is dead-lettered (table dead_letters).
     consumer_max_deliver: Annotated[int, msgspec.Meta(ge=1)] = 20
     # Development lets partners register loopback webhook URLs; production refuses them.

@@ -39,8 +39,9 @@ CONSUMER = "routing"
 _SQL = __package__
 # Group commit bounds: events decided in one transaction, and such transactions open at once per
 # process. Bigger batches amortise more but hold the candidates' rows longer against other workers.
-BATCH_MAX = 64
+BATCH_MAX = 64  # the default of REFNET_ROUTING_BATCH_MAX
 BATCHES_IN_FLIGHT = 2
+UNBATCHED_IN_FLIGHT = 32
 # Messages in hand at once: enough that the next batch fills while one commits and its acks go out
 # (with 32, every message waited for the batch before it and throughput was 32 per commit cycle).
 CONSUMER_CONCURRENCY = 4 * BATCH_MAX
@@ -64,12 +65,15 @@ def make_handler(pool: asyncpg.Pool, settings: Settings) -> Handler:
     # walk's planner settings ride on BEGIN, once per batch.
     # Batches run one at a time across all routing processes (an advisory lock on BEGIN): two batches
     # taking case managers' places in different orders would deadlock, and each deadlock costs a second.
+    batched = settings.routing_batch_max > 1
     group = GroupCommit(
         pool,
         setup=WALK_PLAN,
-        serialize="refnet.routing.decide",
-        max_batch=BATCH_MAX,
-        max_inflight=BATCHES_IN_FLIGHT,
+        serialize="refnet.routing.decide" if batched else "",
+        max_batch=settings.routing_batch_max,
+        # Unbatched: each event alone, as many at once as before batching (no deadlock: one
+        # case manager's place per transaction).
+        max_inflight=BATCHES_IN_FLIGHT if batched else UNBATCHED_IN_FLIGHT,
     )
 
     async def handle(event: AnyEvent) -> None:
