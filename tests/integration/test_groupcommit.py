@@ -72,9 +72,7 @@ async def test_one_failing_work_fails_alone_and_its_neighbours_commit(pool: asyn
     failed = [n for n, o in enumerate(outcomes) if isinstance(o, BaseException)]
     assert failed == [n for n in range(50) if n % 10 == 7]
     assert all(isinstance(outcomes[n], asyncpg.UniqueViolationError) for n in failed)
-    assert [o for o in outcomes if not isinstance(o, BaseException)] == [
-        n for n in range(50) if n % 10 != 7
-    ]
+    assert [o for o in outcomes if not isinstance(o, BaseException)] == [n for n in range(50) if n % 10 != 7]
     async with pool.acquire() as conn:
         stored = [r["n"] for r in await conn.fetch("SELECT n FROM gc_probe ORDER BY n")]
     assert stored == [n for n in range(50) if n % 10 != 7]
@@ -105,3 +103,21 @@ async def test_answers_come_only_after_the_commit(pool: asyncpg.Pool, db_dsn: st
         assert seen == [1] * 40
     finally:
         await observer.close()
+
+
+async def test_serialized_groups_never_run_at_once(pool: asyncpg.Pool) -> None:
+    # Two processes' routing groups stand in as two groups on one pool, each with batches in flight.
+    groups = [GroupCommit(pool, serialize="gc-probe", max_batch=4, max_inflight=2) for _ in range(2)]
+    running = peak = 0
+
+    async def work(conn: asyncpg.Connection) -> None:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        await conn.execute("SELECT pg_sleep(0.02)")
+        running -= 1
+
+    await asyncio.gather(*(groups[n % 2].run(work) for n in range(24)))
+    assert sum(g.works for g in groups) == 24
+    # One shared transaction at a time across both groups: never two works at once.
+    assert peak == 1
