@@ -7,7 +7,10 @@ import random
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from shared.codes import NEED_CODES, REFERRAL_SETTINGS
+from shared.codes import AGENCY_ORIGINS, NEED_CODES, REFERRAL_SETTINGS
+
+# A partner may not claim the coordinating agency's own origins (hotline, walk-in, self-referral).
+_PARTNER_SETTINGS = tuple(s for s in REFERRAL_SETTINGS if s not in AGENCY_ORIGINS)
 
 __all__ = ["make_bodies"]
 
@@ -55,7 +58,7 @@ def _body(rng: random.Random, now: datetime) -> dict[str, Any]:
             "scope": ["case_management", "evaluation", "share_status_with_referrer"],
         },
         "intake": {
-            "referral_setting": rng.choice(REFERRAL_SETTINGS),
+            "referral_setting": rng.choice(_PARTNER_SETTINGS),
             "prior_services": rng.choice(("none", "voluntary", "mandated")),
             "age_first_exploited": rng.randint(11, 16),
             "education_level": rng.choice(("primary", "some_high_school", "high_school")),

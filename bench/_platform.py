@@ -14,6 +14,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+import asyncpg
+
 from bench._replay import LOG_SETTINGS
 from refnet_dev.platform import SERVICES, Platform, PlatformError
 
@@ -37,19 +39,25 @@ class BenchError(Exception):
     """The benchmark cannot go on; the message is the one-line reason shown to the user."""
 
 
-def bench_platform(workdir: Path, env: Mapping[str, str] | None = None) -> Platform:
+def bench_platform(
+    workdir: Path, env: Mapping[str, str] | None = None, workers: Mapping[str, int] | None = None
+) -> Platform:
     """Embedded PostgreSQL (durable: fsync and full_page_writes on, so the numbers mean something in
     production; statement logging for the pgbench replay) and NATS, the three services as processes."""
     return Platform(
         workdir,
         pg_fast=False,
-        pg_settings=LOG_SETTINGS,
+        workers=workers,
+        # pg_stat_statements: statements and transactions per referral at each rate (bench._stats).
+        pg_settings={**LOG_SETTINGS, "shared_preload_libraries": "pg_stat_statements"},
         env={
             # The benchmark measures the pipeline, not the per-key rate limit.
             "REFNET_RATE_LIMIT_PER_MINUTE": "0",
             # Logging every request would measure the log pipeline, not the system.
             "REFNET_LOG_LEVEL": "WARNING",
             "PYTHONPATH": str(ROOT),
+            # Several intake processes share the one port the load is sent to.
+            **({"REFNET_REUSE_PORT": "true"} if (workers or {}).get("intake", 1) > 1 else {}),
             **(env or {}),
         },
     )
@@ -58,6 +66,11 @@ def bench_platform(workdir: Path, env: Mapping[str, str] | None = None) -> Platf
 async def prepare_bench_database(plat: Platform) -> None:
     """Migrate and seed the demo network with room for every referral the benchmark offers."""
     await plat.prepare_database(capacity=CAPACITY)
+    conn = await asyncpg.connect(plat.admin_dsn)
+    try:
+        await conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+    finally:
+        await conn.close()
 
 
 def _raise_interrupt(signum: int, _frame: FrameType | None) -> None:
@@ -71,6 +84,7 @@ def run_on_platform(
     table: Callable[[dict[str, Any]], str],
     *,
     env: Mapping[str, str] | None = None,
+    workers: Mapping[str, int] | None = None,
     progress: Callable[[str], None],
 ) -> int:
     """A benchmark's main: ``measure`` a fresh bench platform in a temp dir (removed unless
@@ -79,7 +93,7 @@ def run_on_platform(
     # SIGTERM takes the Ctrl-C path so every process is stopped and the temp dir removed.
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     workdir = Path(tempfile.mkdtemp(prefix=f"refnet-{name.replace('.', '-')}-"))
-    plat = bench_platform(workdir, env)
+    plat = bench_platform(workdir, env, workers)
     code = 1
     try:
         result = measure(plat)

@@ -287,6 +287,13 @@ def build_script(capture: Capture, existing: set[str]) -> Script:
                     if value not in fresh:
                         fresh[value] = f"u{len(fresh)}"
                     return ":" + fresh[value]
+                items = value[1:-1].split(",") if value.startswith("{") and value.endswith("}") else []
+                if items and all(_UUID.match(i) for i in items) and not set(items) & existing:
+                    # An array of new ids (the outbox's one-statement insert): each drawn fresh.
+                    for i in items:
+                        fresh.setdefault(i, f"u{len(fresh)}")
+                    return "ARRAY[" + ", ".join(":" + fresh[i] for i in items) + "]"
+
                 if _DIGEST.match(value) and (value in fresh_keys or is_insert):
                     # A 32-byte digest a referral insert introduces is the youth key: a constant would
                     # make every replayed referral the same youth, and routing's continuity lookup would

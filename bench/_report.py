@@ -44,8 +44,9 @@ def markdown_report(result: dict[str, Any]) -> str:
         "",
         "| offered/s | achieved/s | errors | intake p50/p99 ms | received→assigned p50/p99 ms "
         "| received→notified p50/p99 ms | CPU ms/referral (intake, routing, notify, postgres, nats) "
+        "| CPU ms/referral total | statements / transactions per referral "
         "| max outbox / consumer lag | sustained |",
-        "|---:|---:|---:|---|---|---|---|---|---|",
+        "|---:|---:|---:|---|---|---|---|---:|---|---|---|",
     ]
     for step in result["steps"]:
         cpu = step["cpu_ms_per_referral"]
@@ -59,7 +60,10 @@ def markdown_report(result: dict[str, Any]) -> str:
             f"| {offered} | {_fmt(step['achieved_rps'])} | {step['errors'] + step['unsent']} "
             f"| {_pair(step['intake_p50_ms'], step['intake_p99_ms'])} "
             f"| {_pair(step['assign_p50_ms'], step['assign_p99_ms'])} "
-            f"| {_pair(step['e2e_p50_ms'], step['e2e_p99_ms'])} | {cpu_text} | {lag_text} "
+            f"| {_pair(step['e2e_p50_ms'], step['e2e_p99_ms'])} | {cpu_text} "
+            f"| {_fmt(step.get('cpu_ms_per_referral_total'))} "
+            f"| {_pair(step.get('statements_per_referral'), step.get('transactions_per_referral'))} "
+            f"| {lag_text} "
             f"| {'yes' if step['sustained'] else 'no'} |"
         )
     pgb, js = result["pgbench"], result["jetstream"]
@@ -71,6 +75,15 @@ def markdown_report(result: dict[str, Any]) -> str:
             f"{pgb['capture']['transactions_per_referral']} transactions per referral)",
         ),
         ("ratio to pgbench ceiling", _fmt(result["ratio_to_pgbench"])),
+        (
+            "reference ceiling (minimal two-transaction referral, referrals/s)",
+            _fmt(result.get("reference_pgbench_tps")),
+        ),
+        ("ratio to reference ceiling", _fmt(result.get("ratio_to_reference"))),
+        (
+            "at the reported rate: intake p99, received→notified p50 / p99 (ms)",
+            f"{_fmt(result.get('intake_p99_ms'))}, {_pair(result.get('e2e_p50_ms'), result.get('e2e_p99_ms'))}",
+        ),
         (
             "JetStream raw publish / consume (msgs/s)",
             f"{_fmt(js['publish_per_s'])} / {_fmt(js['consume_per_s'])}",

@@ -7,6 +7,7 @@ import argparse
 import asyncio
 import os
 import signal
+import socket
 import sys
 from collections.abc import Coroutine
 from pathlib import Path
@@ -80,6 +81,15 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         # process "killed by SIGTERM". A stop we asked for is a clean exit: 0 (also before uvicorn's
         # own handler is installed, when there is nothing to drain yet).
         signal.signal(signal.SIGTERM, _exit_cleanly)
+        if settings.reuse_port:
+            # Several intake processes on one port: each binds it with SO_REUSEPORT and the kernel
+            # spreads new connections over them (uvicorn has no option for it; it takes the socket).
+            sock = socket.socket(socket.AF_INET6 if ":" in settings.host else socket.AF_INET)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            sock.bind((settings.host, config.port))
+            uvicorn.Server(config).run(sockets=[sock])
+            return 0
         uvicorn.Server(config).run()
         return 0
     from shared.bus import configure_consumers

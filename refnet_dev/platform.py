@@ -335,7 +335,7 @@ class Platform:
         """Start (or start again) the process ``key``; its output is appended to ``KEY.log``."""
         service = service or (self.procs[key].service if key in self.procs else key.split("-")[0])
         env = self.env
-        if service == "intake" and key != "intake":
+        if service == "intake" and key != "intake" and env.get("REFNET_REUSE_PORT") != "true":
             # A second intake process cannot share the first one's ports.
             env = {
                 **env,

@@ -23,11 +23,14 @@ __all__ = [
     "ForeignSqlError",
     "Identity",
     "create_pool",
+    "enter_batch_item",
+    "identity_sql",
     "load_sql",
     "local_setup_applied",
     "mark_local_setup",
     "mark_outbox_written",
     "on_outbox_commit",
+    "outbox_written_in",
     "retrying",
     "rls_bypassed",
     "service_dsn",
@@ -154,6 +157,30 @@ def on_outbox_commit(hook: Callable[[], None]) -> Callable[[], None]:
     """Call `hook` after every commit that wrote outbox rows in this process; returns the unregister."""
     _outbox_hooks.append(hook)
     return lambda: _outbox_hooks.remove(hook) if hook in _outbox_hooks else None
+
+
+def enter_batch_item(setup: str) -> None:
+    """In a fresh context copy for one work of a shared transaction (shared.groupcommit): the
+    transaction's setup counts as applied, and no outbox row is written yet."""
+    _local_setup.set(frozenset({setup}) if setup else frozenset())
+    _outbox_written.set(False)
+
+
+def outbox_written_in() -> bool:
+    """Whether the current context wrote outbox rows (see `enter_batch_item`)."""
+    return _outbox_written.get()
+
+
+def identity_sql(identity: Identity) -> str:
+    """The statement that switches a running transaction's ``app.*`` settings to `identity`."""
+    begin = _begin_as().format(
+        role=_literal(identity.role),
+        actor=_literal(identity.actor_id),
+        partner=_literal(identity.partner_id),
+        region=_literal(identity.region),
+    )
+    # begin_as.sql is "BEGIN; SELECT set_config(...)": the settings without the BEGIN.
+    return begin.split(";", 1)[1].strip()
 
 
 def local_setup_applied(statement: str) -> bool:

@@ -32,9 +32,11 @@ async def enqueue(conn: asyncpg.Connection, *events: Event) -> None:
     """Write events into the outbox within the caller's open transaction."""
     if not events:
         return
-    await conn.executemany(
+    await conn.execute(
         load_sql("shared", "outbox_insert"),
-        [(e.event_id, subject_for(e), encode_event(e)) for e in events],
+        [e.event_id for e in events],
+        [subject_for(e) for e in events],
+        [encode_event(e) for e in events],
     )
     mark_outbox_written()
 

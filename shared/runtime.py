@@ -145,9 +145,10 @@ async def run_worker(
     period_s: float = 5.0,
     stop: asyncio.Event | None = None,
     commands: CommandServer | None = None,
+    concurrency: int = 32,
 ) -> None:
     """Run one consumer service until SIGTERM/SIGINT: pool, NATS link + relay, the consume loop, and
-    the service's command endpoints (if any) beside it."""
+    the service's command endpoints (if any) beside it. ``concurrency``: messages handled at once."""
     configure_logging(settings.log_format, settings.log_level, service=name)
     stop = stop or asyncio.Event()
     _install_signal_handlers(stop)
@@ -176,7 +177,7 @@ async def run_worker(
             assert link.nc is not None
             if commands is not None:
                 command_service = await commands(link.nc, pool, settings)
-            await run_consumer(link.js, spec, make_handler(pool, settings), stop)
+            await run_consumer(link.js, spec, make_handler(pool, settings), stop, concurrency=concurrency)
     finally:
         if command_service is not None:
             # First: no new commands; one already running finishes before the pool closes.

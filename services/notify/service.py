@@ -12,7 +12,7 @@ import structlog
 from services.notify.commands import serve_commands
 from services.notify.dispatcher import Dispatcher
 from services.notify.reminders import remind_offers
-from services.notify.worker import consumer_spec, make_handler
+from services.notify.worker import CONSUMER_CONCURRENCY, consumer_spec, make_handler
 from shared.config import Settings
 from shared.db import SERVICE_APPLICATION, create_pool
 from shared.logging import configure_logging
@@ -57,6 +57,7 @@ async def serve(settings: Settings) -> None:
             period_s=settings.notify_periodic_seconds,
             stop=stop,
             commands=serve_commands,
+            concurrency=CONSUMER_CONCURRENCY,
         )
     finally:
         stop.set()

@@ -26,9 +26,16 @@ from services.routing.policy import (
 )
 from services.routing.rules import Rules
 from shared import metrics
-from shared.db import load_sql, local_setup_applied, mark_local_setup, without_comments
+from shared.db import load_sql, local_setup_applied, mark_local_setup, mark_outbox_written, without_comments
 from shared.decisions import Census, DecisionRecord, Inputs
-from shared.events import Event, ReferralAssigned, ReferralStatusChanged, ReferralUnroutable
+from shared.events import (
+    Event,
+    ReferralAssigned,
+    ReferralStatusChanged,
+    ReferralUnroutable,
+    encode_event,
+    subject_for,
+)
 from shared.outbox import enqueue
 
 __all__ = ["Gathered", "Routed", "decide", "facts_for", "gather", "previous_offers", "route_referral"]
@@ -311,7 +318,12 @@ async def route_referral(
     write nothing (the queue drain retries often and must not flood decisions and events).
     """
     now = datetime.now(UTC)
-    excluded, offers_so_far = await previous_offers(conn, ref["id"])
+    if "previous_offers" in ref:  # Record: a key test
+        # Read with the lock (claim_and_lock.sql), under the same row lock: no second statement.
+        excluded = frozenset(str(c) for c in ref["previous_offers"])
+        offers_so_far = len(ref["previous_offers"])
+    else:
+        excluded, offers_so_far = await previous_offers(conn, ref["id"])
     facts = facts_for(ref, rules, now)
     inputs = Inputs(
         region=facts.region,
@@ -363,8 +375,7 @@ async def route_referral(
         # A region too large to name everyone: count why they could not take it (a full scan, but
         # only when nobody could, which also means the queue gets a new member).
         record = msgspec.structs.replace(record, census=await _census(conn, facts, excluded))
-    await conn.execute(
-        load_sql(_SQL, "insert_decision"),
+    decision_row = (
         uuid.uuid4(),
         ref["id"],
         now,
@@ -374,8 +385,10 @@ async def route_referral(
         rules.version,
     )
     if chosen is not None:
-        routed = await _offer(conn, ref, chosen, rules, now, offers_so_far + 1, trace_id)
+        # The decision record rides on the offer's statement.
+        routed = await _offer(conn, ref, chosen, rules, now, offers_so_far + 1, trace_id, decision_row)
     else:
+        await conn.execute(load_sql(_SQL, "insert_decision"), *decision_row)
         routed = await _queue(conn, ref, record.outcome, trace_id)
     log.info(
         "routing.decided",
@@ -399,20 +412,12 @@ async def _offer(
     now: datetime,
     attempt: int,
     trace_id: str,
+    decision_row: tuple[object, ...],
 ) -> Routed:
-    """Write the offer (capacity already taken) and move the referral to ``assigned``."""
+    """Write the decision record and the offer (capacity already taken), move the referral to
+    ``assigned`` and outbox its events: one statement."""
     respond_by = now + timedelta(seconds=rules.offers.ttl_for(ref["urgency"]))
     assignment_id = uuid.uuid4()
-    await conn.execute(
-        load_sql(_SQL, "insert_offer"),
-        assignment_id,
-        ref["id"],
-        case_manager_id,
-        now,
-        respond_by,
-        attempt,
-    )
-    await conn.execute(load_sql(_SQL, "mark_assigned"), ref["id"], now)
     events: list[Event] = [
         ReferralAssigned(
             referral_id=str(ref["id"]),
@@ -425,7 +430,17 @@ async def _offer(
         )
     ]
     events.extend(_status_change(ref, "assigned", trace_id))
-    await enqueue(conn, *events)
+    await conn.execute(
+        load_sql(_SQL, "decide_and_offer"),
+        *decision_row,
+        assignment_id,
+        respond_by,
+        attempt,
+        [e.event_id for e in events],
+        [subject_for(e) for e in events],
+        [encode_event(e) for e in events],
+    )
+    mark_outbox_written()
     return Routed("assigned", "assigned", case_manager_id, str(assignment_id))
 
 

@@ -77,3 +77,17 @@ def test_a_claim_that_deletes_in_the_same_statement_is_replayed_as_is() -> None:
     )
     assert "gset" not in script.text and "oids" not in script.text
     assert script.statements == 3
+
+
+def test_an_array_of_new_ids_draws_each_fresh() -> None:
+    other = "33333333-3333-4333-8333-333333333333"
+    log = (
+        "@@|11||LOG:  statement: BEGIN\n"
+        "@@|11||LOG:  execute <unnamed>: INSERT INTO outbox (event_id, subject)"
+        " SELECT e, s FROM unnest($1::uuid[], $2::text[]) AS t (e, s)\n"
+        f"@@|11||DETAIL:  Parameters: $1 = '{{{NEW_ID},{other}}}', $2 = '{{a,b}}'\n"
+        "@@|11||LOG:  statement: COMMIT\n"
+    )
+    script = build_script(parse_log(log), existing=set())
+    assert "unnest(ARRAY[:u0, :u1]::uuid[], :k0::text[])" in script.text
+    assert script.fresh_uuids == 2

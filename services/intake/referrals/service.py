@@ -24,8 +24,9 @@ from services.intake.referrals.validation import age_on, check_origin, check_ref
 from shared.casework import local_date
 from shared.codes import REFERRAL_STATUSES, SHARE_STATUS_SCOPE
 from shared.crypto import KeyRing
-from shared.db import load_sql, mark_outbox_written
+from shared.db import load_sql, mark_outbox_written, retrying
 from shared.events import ReferralReceived, encode_event, subject_for
+from shared.groupcommit import GroupCommit
 from shared.regions import Catalogue
 from shared.youthkey import youth_key
 
@@ -46,6 +47,21 @@ _VISIBLE = load_sql(_PKG, "visible_referrals")
 _IDEMPOTENT_RESPONSE = load_sql(_PKG, "idempotent_response")
 _MARK_DO_NOT_CONTACT = load_sql(_PKG, "mark_do_not_contact")
 _SET_CONTACT = load_sql(_PKG, "set_contact")
+
+
+# One group committer per pool (per intake process): submissions at the same moment share a commit.
+_GROUPS: dict[int, tuple[asyncpg.Pool, GroupCommit]] = {}
+# Batch bounds: submissions per transaction, and such transactions open at once per process.
+SUBMIT_BATCH_MAX = 64
+SUBMIT_BATCHES_IN_FLIGHT = 2
+
+
+def _group(pool: asyncpg.Pool) -> GroupCommit:
+    entry = _GROUPS.get(id(pool))
+    if entry is None or entry[0] is not pool:
+        group = GroupCommit(pool, max_batch=SUBMIT_BATCH_MAX, max_inflight=SUBMIT_BATCHES_IN_FLIGHT)
+        _GROUPS[id(pool)] = entry = (pool, group)
+    return entry[1]
 
 
 class Submitted(msgspec.Struct, frozen=True):
@@ -144,7 +160,10 @@ async def submit(
         do_not_contact=data.youth.do_not_contact is True,
     )
     try:
-        async with db.transaction() as conn:
+        # Group commit (shared.groupcommit): concurrent submissions share one transaction and one
+        # commit, each as its own caller; a failing one is retried alone, so it never fails another.
+        # Per-referral writes go inside `store`, on `conn`: it may run again if a neighbour fails.
+        async def store(conn: asyncpg.Connection) -> None:
             await conn.execute(
                 _CREATE,
                 referral_id,
@@ -186,6 +205,10 @@ async def submit(
             await create_steps(
                 conn, referral_id, caller.partner_id, age_on(data.youth.date_of_birth, today), now
             )
+
+        # Batches in flight at once can cross on the same Idempotency-Key (each waits for the other's
+        # uncommitted key): a deadlock rolls back without effect, so it is retried like any conflict.
+        await retrying(lambda: _group(db.pool).run(store, db.identity))
     except asyncpg.UniqueViolationError:
         # A concurrent request with the same Idempotency-Key won the race.
         if idempotency_key is not None:

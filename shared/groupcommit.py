@@ -1,0 +1,184 @@
+"""Group commit: concurrent units of database work share one transaction and one commit."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import asyncpg
+
+from shared.db import (
+    SYSTEM,
+    Identity,
+    enter_batch_item,
+    identity_sql,
+    load_sql,
+    mark_local_setup,
+    mark_outbox_written,
+    outbox_written_in,
+    transaction,
+    without_comments,
+)
+
+__all__ = ["GroupCommit", "Work"]
+
+T = TypeVar("T")
+Work = Callable[[asyncpg.Connection], Coroutine[Any, Any, T]]
+
+
+@dataclass
+class _Item:
+    identity: Identity
+    work: Work[Any]
+    future: asyncio.Future[Any]
+    # The caller's context (log bindings, trace id): the work runs in a copy of it.
+    context: contextvars.Context = field(default_factory=contextvars.copy_context)
+
+
+class _ItemFailed(Exception):
+    def __init__(self, index: int) -> None:
+        self.index = index
+
+
+class GroupCommit:
+    """Runs each caller's `work(conn)` inside a transaction shared with whatever else is waiting.
+
+    Adaptive, so idle costs nothing: a batch is cut from the queue the moment a leader is free (at most
+    `max_inflight` batches at once), so a lone caller runs at once in a transaction of its own, and
+    under load callers that arrive while batches commit wait for the next one, up to `max_batch`.
+
+    Semantics stay those of one transaction per caller, run one after the other:
+    - each work runs with its caller's identity (the `app.*` settings are switched between works);
+    - the caller gets its answer only after the commit (effects durable: ack or respond after that);
+    - if a work raises, the whole batch is rolled back, the failing work is run again alone in its own
+      transaction (its outcome, success or error, goes to its caller alone) and its neighbours go back
+      to the head of the queue: one bad request never fails its neighbours;
+    - a failure of BEGIN or COMMIT itself (the database went away) goes to every caller of the batch,
+      as it would have to each of their own transactions.
+    A work may therefore run more than once before it commits: it must keep to the database (its
+    Python side effects, such as metrics, can repeat) and must not catch database errors.
+    """
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        *,
+        setup: str = "",
+        serialize: str = "",
+        max_batch: int = 64,
+        max_inflight: int = 2,
+    ) -> None:
+        self._pool = pool
+        self._setup = setup
+        # `serialize` names a transaction-scoped advisory lock taken on BEGIN (the same round trip):
+        # transactions of every process's group with that name then run one at a time, so works that
+        # lock rows in an order only known while they run (routing's capacity guard) cannot deadlock
+        # against another batch; the next batch's BEGIN already waits while one commits.
+        lock = (
+            without_comments(load_sql("shared", "group_lock")).format(name=_quote(serialize))
+            if serialize
+            else ""
+        )
+        self._begin = "; ".join(part for part in (setup, lock) if part)
+        self._max_batch = max_batch
+        self._max_inflight = max_inflight
+        self._queue: list[_Item] = []
+        self._leaders: set[asyncio.Task[None]] = set()
+        self.batches = 0
+        self.works = 0
+
+    async def run(self, work: Work[T], identity: Identity = SYSTEM) -> T:
+        """Run `work` in a (shared) transaction as `identity`; its result once that has committed."""
+        item = _Item(identity, work, asyncio.get_running_loop().create_future())
+        self._queue.append(item)
+        if len(self._leaders) < self._max_inflight:
+            leader = asyncio.create_task(self._lead(), name="group-commit")
+            self._leaders.add(leader)
+            leader.add_done_callback(self._leaders.discard)
+        result: T = await item.future
+        return result
+
+    async def _lead(self) -> None:
+        while self._queue:
+            batch = [i for i in self._queue[: self._max_batch] if not i.future.done()]
+            del self._queue[: self._max_batch]
+            if len(batch) == 1:
+                await self._alone(batch[0])
+            elif batch:
+                await self._together(batch)
+
+    async def _alone(self, item: _Item) -> None:
+        """One work in its own transaction, in its caller's context."""
+
+        async def body() -> Any:
+            async with transaction(self._pool, item.identity, setup=self._begin) as conn:
+                if self._setup:
+                    mark_local_setup(self._setup)
+                return await item.work(conn)
+
+        task = asyncio.create_task(body(), context=item.context.copy())
+        try:
+            result = await task
+        except asyncio.CancelledError:
+            if not task.cancelled():  # the leader itself was cancelled
+                item.future.cancel()
+                raise
+            item.future.cancel()
+        except Exception as exc:
+            _settle(item.future, exc=exc)
+        else:
+            _settle(item.future, result=result)
+        self.batches += 1
+        self.works += 1
+
+    async def _together(self, batch: list[_Item]) -> None:
+        results: list[Any] = []
+        try:
+            async with transaction(self._pool, SYSTEM, setup=self._begin) as conn:
+                current = SYSTEM
+                for index, item in enumerate(batch):
+                    if item.identity != current:
+                        await conn.execute(identity_sql(item.identity))
+                        current = item.identity
+                    ctx = item.context.copy()
+                    ctx.run(enter_batch_item, self._setup)
+                    try:
+                        results.append(await asyncio.create_task(item.work(conn), context=ctx))
+                    except Exception as exc:
+                        raise _ItemFailed(index) from exc
+                    if ctx.run(outbox_written_in):
+                        # The leader's transaction wakes this process's relays after the commit.
+                        mark_outbox_written()
+        except _ItemFailed as failed:
+            # Everything rolled back: the failing work alone, its neighbours first in line again.
+            self._queue[:0] = batch[: failed.index] + batch[failed.index + 1 :]
+            await self._alone(batch[failed.index])
+            return
+        except Exception as exc:
+            for item in batch:
+                _settle(item.future, exc=exc)
+            return
+        except asyncio.CancelledError:
+            for item in batch:
+                item.future.cancel()
+            raise
+        for item, result in zip(batch, results, strict=True):
+            _settle(item.future, result=result)
+        self.batches += 1
+        self.works += len(batch)
+
+
+def _quote(name: str) -> str:
+    return "'" + name.replace("'", "''") + "'"
+
+
+def _settle(future: asyncio.Future[Any], *, result: Any = None, exc: BaseException | None = None) -> None:
+    if future.done():
+        return  # the caller gave up waiting (cancelled); the effect stands, as a lost response would
+    if exc is not None:
+        future.set_exception(exc)
+    else:
+        future.set_result(result)

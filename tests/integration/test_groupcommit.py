@@ -1,0 +1,123 @@
+"""Group commit against PostgreSQL: concurrent works share transactions, each keeps its own identity,
+answer and error, and nothing is answered before its commit."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+
+from shared.db import Identity, create_pool
+from shared.groupcommit import GroupCommit
+
+pytestmark = pytest.mark.asyncio
+
+_TABLE = "CREATE TABLE gc_probe (n integer PRIMARY KEY, partner text NOT NULL, xid bigint NOT NULL)"
+_INSERT = (
+    "INSERT INTO gc_probe (n, partner, xid) "
+    "VALUES ($1, current_setting('app.partner_id'), txid_current()) RETURNING xid"
+)
+
+
+@pytest.fixture
+async def pool(db_dsn: str) -> AsyncIterator[asyncpg.Pool]:
+    pool = await create_pool(db_dsn, max_size=4)
+    async with pool.acquire() as conn:
+        await conn.execute(_TABLE)
+    yield pool
+    await pool.close()
+
+
+def _partner(n: int) -> Identity:
+    return Identity(role="partner", partner_id=f"p{n % 3}")
+
+
+async def test_concurrent_works_share_transactions_and_keep_their_identity(pool: asyncpg.Pool) -> None:
+    group = GroupCommit(pool, max_batch=16, max_inflight=2)
+
+    def insert(n: int):  # type: ignore[no-untyped-def]
+        async def work(conn: asyncpg.Connection) -> int:
+            return int(await conn.fetchval(_INSERT, n))
+
+        return work
+
+    xids = await asyncio.gather(*(group.run(insert(n), _partner(n)) for n in range(100)))
+    assert group.works == 100
+    # Fewer transactions than works: they were batched (a lone caller would get its own).
+    assert len(set(xids)) == group.batches < 100
+    async with pool.acquire() as conn:
+        rows = await conn.fetch("SELECT n, partner, xid FROM gc_probe ORDER BY n")
+    assert [r["n"] for r in rows] == list(range(100))
+    # Each work ran as its own caller even inside a shared transaction.
+    assert all(r["partner"] == f"p{r['n'] % 3}" for r in rows)
+    assert [r["xid"] for r in rows] == xids
+
+
+async def test_one_failing_work_fails_alone_and_its_neighbours_commit(pool: asyncpg.Pool) -> None:
+    group = GroupCommit(pool, max_batch=64, max_inflight=1)
+
+    def work_for(n: int):  # type: ignore[no-untyped-def]
+        async def work(conn: asyncpg.Connection) -> int:
+            await conn.execute(_INSERT, n)
+            if n % 10 == 7:
+                # A work that wrote, then failed: its write must vanish with it.
+                await conn.execute("INSERT INTO gc_probe (n, partner, xid) VALUES ($1, 'x', 0)", n)
+            return n
+
+        return work
+
+    outcomes = await asyncio.gather(*(group.run(work_for(n)) for n in range(50)), return_exceptions=True)
+    failed = [n for n, o in enumerate(outcomes) if isinstance(o, BaseException)]
+    assert failed == [n for n in range(50) if n % 10 == 7]
+    assert all(isinstance(outcomes[n], asyncpg.UniqueViolationError) for n in failed)
+    assert [o for o in outcomes if not isinstance(o, BaseException)] == [n for n in range(50) if n % 10 != 7]
+    async with pool.acquire() as conn:
+        stored = [r["n"] for r in await conn.fetch("SELECT n FROM gc_probe ORDER BY n")]
+    assert stored == [n for n in range(50) if n % 10 != 7]
+
+
+async def test_answers_come_only_after_the_commit(pool: asyncpg.Pool, db_dsn: str) -> None:
+    group = GroupCommit(pool, max_batch=8, max_inflight=1)
+    observer = await asyncpg.connect(db_dsn)
+    looking = asyncio.Lock()  # one connection: one query at a time
+    try:
+
+        def work_for(n: int):  # type: ignore[no-untyped-def]
+            async def work(conn: asyncpg.Connection) -> int:
+                await conn.execute(_INSERT, n)
+                return n
+
+            return work
+
+        async def run_and_look(n: int) -> int:
+            await group.run(work_for(n))
+            # Answered: the row is visible from another connection, so it has committed.
+            async with looking:
+                return int(await observer.fetchval("SELECT count(*) FROM gc_probe WHERE n = $1", n))
+
+        seen = []
+        for n in range(0, 40, 8):
+            seen += await asyncio.gather(*(run_and_look(n + i) for i in range(8)))
+        assert seen == [1] * 40
+    finally:
+        await observer.close()
+
+
+async def test_serialized_groups_never_run_at_once(pool: asyncpg.Pool) -> None:
+    # Two processes' routing groups stand in as two groups on one pool, each with batches in flight.
+    groups = [GroupCommit(pool, serialize="gc-probe", max_batch=4, max_inflight=2) for _ in range(2)]
+    running = peak = 0
+
+    async def work(conn: asyncpg.Connection) -> None:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        await conn.execute("SELECT pg_sleep(0.02)")
+        running -= 1
+
+    await asyncio.gather(*(groups[n % 2].run(work) for n in range(24)))
+    assert sum(g.works for g in groups) == 24
+    # One shared transaction at a time across both groups: never two works at once.
+    assert peak == 1
