@@ -16,7 +16,7 @@ from nats.js import JetStreamContext
 from shared import metrics
 from shared.bus import STREAM, ConsumerSpec, Handler, connect, ensure_stream, run_consumer
 from shared.config import Settings
-from shared.db import SERVICE_APPLICATION, create_pool, rls_bypassed
+from shared.db import SERVICE_APPLICATION, create_pool, load_sql
 from shared.logging import configure_logging
 from shared.outbox import OutboxRelay
 
@@ -102,12 +102,24 @@ class BusLink:
 
 
 async def check_database_role(pool: asyncpg.Pool, settings: Settings) -> None:
-    """Refuse (production) or warn loudly (development) when row-level security would not apply."""
-    if not await rls_bypassed(pool):
+    """Refuse (production) or warn loudly (development) when row-level security would not apply, or
+    when the role can read the server's files or run programs on it (a way around everything else)."""
+    row = await pool.fetchrow(load_sql("shared", "role_privileges"))
+    bypasses = bool(row and row["bypasses_rls"])
+    server_access = list(row["server_access"]) if row else []
+    if not bypasses and not server_access:
         return
     if settings.environment == "production":
-        raise RuntimeError("the database role bypasses row-level security; connect as refnet_app")
-    log.warning("db.rls_not_enforced", hint="connect as the refnet_app role so row-level security applies")
+        if bypasses:
+            raise RuntimeError("the database role bypasses row-level security; connect as refnet_app")
+        raise RuntimeError(
+            f"the database role is a member of {', '.join(server_access)}; connect as refnet_app without it"
+        )
+    log.warning(
+        "db.rls_not_enforced" if bypasses else "db.role_reaches_server",
+        server_access=server_access,
+        hint="connect as the refnet_app role so row-level security applies",
+    )
 
 
 def _install_signal_handlers(stop: asyncio.Event) -> None:
