@@ -191,13 +191,27 @@ def _cmd_keys(args: argparse.Namespace) -> int:
 
 
 def _cmd_audit(args: argparse.Namespace) -> int:
+    import msgspec
+
     from refnet.operator import admin_dsn, audit_verify
+    from shared import audit
     from shared.config import load_settings
 
-    result = asyncio.run(audit_verify(admin_dsn(load_settings(), _data_dir(args))))
+    settings = load_settings()
+    data_dir = _data_dir(args)
+    settings = msgspec.structs.replace(settings, data_dir=str(data_dir))
+    try:
+        key = audit.load_key(settings)
+    except audit.AuditKeyError as exc:
+        print(f"refnet audit verify: {exc}", file=sys.stderr)
+        return 2
+    anchor_file = audit.anchor_path(settings)
+    anchors = audit.read_anchors(anchor_file)
+    result = asyncio.run(audit_verify(admin_dsn(settings, data_dir), key, anchors))
     if result.ok:
         print(
-            f"audit chain intact: {result.checked} sealed row(s) verified, {result.unsealed} awaiting sealing"
+            f"audit chain intact: {result.checked} sealed row(s) verified, {result.unsealed} awaiting sealing;"
+            f" {result.anchors_checked} of {len(anchors)} anchor(s) in {anchor_file} matched"
         )
         return 0
     print(f"audit chain BROKEN at seq {result.broken_seq} (row id {result.broken_id}): {result.reason}")

@@ -117,12 +117,12 @@ async def rotate_master_key(
     return {"current": new_id, "rewrapped": rewrapped, "retired": retired, "keys": sorted(doc.keys)}
 
 
-async def audit_verify(dsn: str) -> audit.VerifyResult:
+async def audit_verify(dsn: str, key: bytes, anchors: list[audit.Anchor]) -> audit.VerifyResult:
     conn = await asyncpg.connect(dsn)
     try:
         async with conn.transaction():
             await _system(conn)
-            return await audit.verify(conn)
+            return await audit.verify(conn, key, anchors)
     finally:
         await conn.close()
 

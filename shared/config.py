@@ -35,6 +35,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # JSON {"current": id, "keys": {id: base64}}: several master keys, so `refnet keys rotate` can
     # re-wrap data keys under a new one while the old still opens what is not yet re-wrapped.
     pii_keyring_file: str = ""
+    # HMAC key of the audit chain, kept outside the database (empty: DATA_DIR/secrets/audit_key, made on
+    # first use). External deployments set it (or _FILE) so that every intake process shares it.
+    audit_key: str = ""
+    # Append-only file of audit chain heads (empty: DATA_DIR/audit/anchors.log).
+    audit_anchor_file: str = ""
     base_url: str = ""
     token_ttl_seconds: int = 900
     # Production may trust staff tokens from an OIDC provider instead of (or as well as) our own:
@@ -127,6 +132,7 @@ _SECRETS = (
     "migrate_database_url",
     "smtp_password",
     "youth_key_secret",
+    "audit_key",
 )
 
 

@@ -22,10 +22,13 @@ log = structlog.get_logger("refnet.intake")
 
 async def run_maintenance(pool: asyncpg.Pool, settings: Settings, stop: asyncio.Event) -> None:
     last_sweep = 0.0
+    key: bytes | None = None
+    anchors = audit.anchor_path(settings)
     while not stop.is_set():
         try:
+            key = key or audit.load_key(settings, create=True)
             # Seal promptly: unsealed audit rows are the only ones not yet tamper-evident.
-            while await audit.seal(pool) >= 1000:
+            while await audit.seal(pool, key, anchors=anchors) >= 1000:
                 pass
             if time.monotonic() - last_sweep >= settings.consent_sweep_seconds:
                 last_sweep = time.monotonic()

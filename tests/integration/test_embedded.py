@@ -29,7 +29,10 @@ async def test_postgres_data_survives_stop_and_start(tmp_path: Path) -> None:
     pg = EmbeddedPostgres(tmp_path / "db")  # default settings: fsync stays on
     try:
         uri = pg.start()
-        assert uri == f"postgresql://postgres@/postgres?host={tmp_path}/db/run&port=5432&passfile={tmp_path}/db/pgpass"
+        assert (
+            uri
+            == f"postgresql://postgres@/postgres?host={tmp_path}/db/run&port=5432&passfile={tmp_path}/db/pgpass"
+        )
         assert pg.is_running()
         assert pg.pid is not None
         assert pg.uri("other") == uri.replace("/postgres?", "/other?")
