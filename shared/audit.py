@@ -184,6 +184,28 @@ class VerifyResult(msgspec.Struct, frozen=True):
     anchors_checked: int = 0
 
 
+def _check_row(
+    key: bytes, prev: bytes, expected_seq: int, row: asyncpg.Record, anchor: Anchor | None
+) -> tuple[int, int | None, str] | None:
+    """(seq, row id, reason) when this row breaks the chain, else None."""
+    seq = row["seq"]
+    if seq != expected_seq:
+        return expected_seq, None, f"row with seq {expected_seq} is missing"
+    if bytes(row["prev_hash"]) != prev:
+        return seq, row["id"], "link to the previous row does not match"
+    h = _digest(key, prev, seq, row)
+    if bytes(row["hash"]) != h:
+        return (
+            seq,
+            row["id"],
+            "content does not match its keyed hash: this row or one before it was deleted, inserted or"
+            " changed and the chain recomputed without the audit key",
+        )
+    if anchor is not None and anchor.hash != h.hex():
+        return seq, row["id"], f"differs from the anchor written at {anchor.at}"
+    return None
+
+
 async def verify(conn: asyncpg.Connection, key: bytes, anchors: list[Anchor] | None = None) -> VerifyResult:
     """Walk the chain in order and report the first row whose link, keyed hash or anchor does not match,
     or the anchored rows that are gone from the end."""
@@ -195,28 +217,15 @@ async def verify(conn: asyncpg.Connection, key: bytes, anchors: list[Anchor] | N
     async with conn.transaction():
         async for row in conn.cursor(load_sql("shared", "audit_chain")):
             seq = row["seq"]
-
-            def broken(reason: str, at: int = seq, row_id: int | None = row["id"]) -> VerifyResult:
+            problem = _check_row(key, prev, expected_seq, row, by_seq.get(seq))
+            if problem is not None:
+                at, row_id, reason = problem
                 since = f"; intact up to the anchor at seq {last_anchor}" if last_anchor else ""
                 return VerifyResult(False, checked, 0, at, row_id, reason + since, anchored)
-
-            if seq != expected_seq:
-                return broken(f"row with seq {expected_seq} is missing", expected_seq, None)
-            if bytes(row["prev_hash"]) != prev:
-                return broken("link to the previous row does not match")
-            h = _digest(key, prev, seq, row)
-            if bytes(row["hash"]) != h:
-                return broken(
-                    "content does not match its keyed hash: this row or one before it was deleted,"
-                    " inserted or changed and the chain recomputed without the audit key"
-                )
-            anchor = by_seq.get(seq)
-            if anchor is not None:
-                if anchor.hash != h.hex():
-                    return broken(f"differs from the anchor written at {anchor.at}")
+            prev = bytes(row["hash"])
+            if seq in by_seq:
                 anchored += 1
                 last_anchor = seq
-            prev = h
             expected_seq += 1
             checked += 1
         unsealed = await conn.fetchval(load_sql("shared", "audit_unsealed_count"))
