@@ -123,12 +123,24 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _cmd_backup(args: argparse.Namespace) -> int:
-    from refnet.backup import backup, database_target
+    from refnet.backup import backup, database_target, epochs_in_use
+    from services.intake.core.keyrotation import record_backup
     from shared.config import load_settings
 
-    with database_target(load_settings(), _data_dir(args)) as dsn:
+    settings = load_settings()
+    data_dir = _data_dir(args)
+    keyring = Path(settings.pii_keyring_file or data_dir / "secrets" / "pii_keyring.json")
+    with database_target(settings, data_dir) as dsn:
+        # Before the dump: data keys only ever move to newer epochs, so the dump needs no older ones.
+        epochs = asyncio.run(epochs_in_use(dsn))
         size = backup(dsn, Path(args.out))
-    print(f"backup written to {args.out} ({size} bytes); back up the secrets (PII keys) separately")
+    if keyring.exists():
+        # The rotation destroys an epoch only once a backup under a later one is on record.
+        record_backup(keyring, str(Path(args.out).absolute()), epochs)
+    print(
+        f"backup written to {args.out} ({size} bytes; PII keys of epoch(s) {', '.join(sorted(epochs)) or 'none'});"
+        " back up the secrets (PII keys) separately"
+    )
     return 0
 
 
@@ -178,15 +190,21 @@ def _cmd_keys(args: argparse.Namespace) -> int:
 
     settings = load_settings()
     data_dir = _data_dir(args)
+    destroy = bool(args.destroy_previous or args.retire)
     result = asyncio.run(
-        rotate_master_key(admin_dsn(settings, data_dir), keyring_path(settings, data_dir), retire=args.retire)
+        rotate_master_key(admin_dsn(settings, data_dir), keyring_path(settings, data_dir), destroy)
     )
     print(
-        f"current master key {result['current']}; re-wrapped {result['rewrapped']} data key(s);"
-        f" keys now {', '.join(map(str, result['keys']))}"  # type: ignore[call-overload]
-        + (f"; retired {', '.join(map(str, result['retired']))}" if result["retired"] else "")  # type: ignore[call-overload]
+        f"current master key {result.current}; re-wrapped {result.rewrapped} data key(s);"
+        f" keys now {', '.join(result.keys)}"
+        + (f"; destroyed {', '.join(result.destroyed)}" if result.destroyed else "")
     )
-    print("restart the services (or `refnet up`) so new referrals are sealed under the new key.")
+    if destroy and result.kept:
+        print(
+            f"kept {', '.join(result.kept)}: the newest recorded backup needs them; take a backup now"
+            " (`refnet backup`) and rotate again to destroy them"
+        )
+    print("running services seal new referrals under the new key from their next use (no restart needed).")
     return 0
 
 
@@ -397,7 +415,12 @@ def build_parser() -> argparse.ArgumentParser:
     keys_sub = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
     rotate = keys_sub.add_parser("rotate", help="add a new master key and re-wrap every referral's data key")
     rotate.add_argument("--data-dir", help="refnet up data dir (default ./.refnet)")
-    rotate.add_argument("--retire", action="store_true", help="drop old master keys no longer used")
+    rotate.add_argument(
+        "--destroy-previous",
+        action="store_true",
+        help="destroy older master keys (once a backup under a later one exists, if any backup was recorded)",
+    )
+    rotate.add_argument("--retire", action="store_true", help=argparse.SUPPRESS)  # the old name
     keys.set_defaults(func=_cmd_keys)
 
     aud = sub.add_parser("audit", help="the tamper-evident audit log")

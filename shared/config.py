@@ -35,6 +35,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # JSON {"current": id, "keys": {id: base64}}: several master keys, so `refnet keys rotate` can
     # re-wrap data keys under a new one while the old still opens what is not yet re-wrapped.
     pii_keyring_file: str = ""
+    # A new PII master key epoch this often (hours; 0: only `refnet keys rotate`): every data key is re-wrapped
+    # and older epochs are destroyed once a backup under a later one exists. Needs a writable keyring file.
+    key_rotation_hours: Annotated[float, msgspec.Meta(ge=0)] = 24.0
     # HMAC key of the audit chain, kept outside the database (empty: DATA_DIR/secrets/audit_key, made on
     # first use). External deployments set it (or _FILE) so that every intake process shares it.
     audit_key: str = ""
