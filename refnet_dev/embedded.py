@@ -48,8 +48,11 @@ log = structlog.get_logger("refnet.embedded")
 
 LOOPBACK = "127.0.0.1"
 PG_SUPERUSER = "postgres"
-# The services' login (shared.db.SERVICE_ROLE; not imported: refnet_dev must not need shared to launch).
+# The services' login (shared.db.SERVICE_ROLE).
 PG_SERVICE_ROLE = "refnet_app"
+# NATS users of the embedded server: each service with its permissions (shared.bus.nats_permissions) and
+# "admin", unrestricted, for tooling and tests.
+NATS_USERS = ("admin", "intake", "routing", "notify")
 # Every connection authenticates, on the socket and on loopback TCP alike: a local user who can reach
 # the socket is still nobody without a password (the data dir and socket dir are 0700 besides).
 _PG_HBA = """# refnet: written by refnet_dev/embedded.py on every start; no trust, no peer, loopback only.
@@ -790,21 +793,80 @@ class EmbeddedNats:
         port: int | None = None,
         monitor_port: int | None = None,
         extra_args: Sequence[str] = (),
+        credentials_path: Path | None = None,
     ) -> None:
         self.data_dir = Path(data_dir).absolute()
         self.log_path = self.data_dir / "nats.log"
         self.port = port
         self.monitor_port = monitor_port
         self.extra_args = tuple(extra_args)
+        # Passwords of NATS_USERS (JSON, 0600), generated once; the members of a cluster share one file.
+        self.credentials_path = Path(credentials_path or self.data_dir / "nats-credentials.json").absolute()
+        self._passwords: dict[str, str] | None = None
         self._proc: subprocess.Popen[bytes] | None = None
         # Records pid and ports so a later supervisor can find a server orphaned by a dead one.
         self._state_path = self.data_dir / "nats.pid.json"
 
     @property
-    def url(self) -> str:
+    def plain_url(self) -> str:
+        """The client URL without credentials (what the services are given, and what may be logged)."""
         if self.port is None:
             raise RuntimeError("EmbeddedNats has no port until start()")
         return f"nats://{LOOPBACK}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        """The client URL with the unrestricted admin user's credentials (tooling and tests): never log it."""
+        user, password = self.credentials("admin")
+        return f"nats://{user}:{password}@{LOOPBACK}:{self._port_or_raise()}"
+
+    def _port_or_raise(self) -> int:
+        if self.port is None:
+            raise RuntimeError("EmbeddedNats has no port until start()")
+        return self.port
+
+    def credentials(self, user: str) -> tuple[str, str]:
+        """(user, password) of one of NATS_USERS."""
+        return user, self._load_passwords()[user]
+
+    def _load_passwords(self) -> dict[str, str]:
+        if self._passwords is None:
+            try:
+                stored = json.loads(self.credentials_path.read_text())
+            except (OSError, ValueError):
+                stored = {}
+            if not isinstance(stored, dict) or set(stored) != set(NATS_USERS):
+                stored = {u: secrets.token_urlsafe(24) for u in NATS_USERS}
+                self.credentials_path.parent.mkdir(parents=True, exist_ok=True)
+                partial = self.credentials_path.with_name(self.credentials_path.name + ".partial")
+                partial.unlink(missing_ok=True)
+                fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(fd, "w") as fh:
+                    json.dump(stored, fh)
+                try:
+                    # Two cluster members starting at once: the first file written wins for both.
+                    os.link(partial, self.credentials_path)
+                except FileExistsError:
+                    stored = json.loads(self.credentials_path.read_text())
+                finally:
+                    partial.unlink(missing_ok=True)
+            self._passwords = {str(k): str(v) for k, v in stored.items()}
+        return self._passwords
+
+    def _config_args(self) -> list[str]:
+        """-c FILE: the authorization block, appended to the configuration given in extra_args if any."""
+        from shared.bus import nats_authorization
+
+        args = list(self.extra_args)
+        base = ""
+        if "-c" in args:
+            i = args.index("-c")
+            base = Path(args[i + 1]).read_text() + "\n"
+            del args[i : i + 2]
+        conf = self.data_dir / "nats-server.conf"
+        conf.write_text(base + nats_authorization(self._load_passwords()))
+        conf.chmod(0o600)
+        return ["-c", str(conf), *args]
 
     @property
     def monitor_url(self) -> str:
@@ -841,7 +903,7 @@ class EmbeddedNats:
             str(self.data_dir),
             "-m",
             str(self.monitor_port),
-            *self.extra_args,
+            *self._config_args(),
         ]
         with self.log_path.open("ab") as logf:
             # New session: a Ctrl-C on the terminal reaches the supervisor only, which then stops
@@ -864,7 +926,10 @@ class EmbeddedNats:
             self.kill()
             raise
         log.info(
-            "embedded.nats_started", url=self.url, pid=self._proc.pid, seconds=round(time.monotonic() - t0, 3)
+            "embedded.nats_started",
+            url=self.plain_url,
+            pid=self._proc.pid,
+            seconds=round(time.monotonic() - t0, 3),
         )
         return self.url
 
@@ -908,7 +973,7 @@ class EmbeddedNats:
         self.stop()
 
     def __repr__(self) -> str:
-        return f"EmbeddedNats({str(self.data_dir)!r}, port={self.port}, pid={self.pid})"
+        return f"EmbeddedNats({str(self.data_dir)!r}, port={self.port}, pid={self.pid})"  # no credentials
 
     def _atexit_stop(self) -> None:
         self.stop()

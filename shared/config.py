@@ -22,6 +22,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     migrate_database_url: str = ""
     # One URL, or several comma-separated (the members of a NATS cluster).
     nats_url: str = ""
+    # This service's NATS user and password (the embedded server and deploy/ refuse clients without).
+    nats_user: str = ""
+    nats_password: str = ""
     data_dir: str = ".refnet"
     port: Annotated[int, msgspec.Meta(ge=1, le=65535)] = 8000
     host: str = "127.0.0.1"
@@ -136,6 +139,7 @@ _SECRETS = (
     "smtp_password",
     "youth_key_secret",
     "audit_key",
+    "nats_password",
 )
 
 

@@ -14,7 +14,7 @@ from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
 from shared import metrics
-from shared.bus import STREAM, ConsumerSpec, Handler, connect, ensure_stream, run_consumer
+from shared.bus import PUBLISHES, STREAM, ConsumerSpec, Handler, connect, ensure_stream, run_consumer
 from shared.config import Settings
 from shared.db import SERVICE_APPLICATION, create_pool, load_sql
 from shared.logging import configure_logging
@@ -67,7 +67,12 @@ class BusLink:
         delay = 0.5
         while not self._stop.is_set():
             try:
-                self.nc = await connect(self._settings.nats_url, self._name)
+                self.nc = await connect(
+                    self._settings.nats_url,
+                    self._name,
+                    self._settings.nats_user,
+                    self._settings.nats_password,
+                )
                 self.js = self.nc.jetstream(timeout=5)
                 await ensure_stream(self.js, self._settings.stream_replicas, self._consumers)
                 break
@@ -85,7 +90,12 @@ class BusLink:
         log.info("bus.ready")
         self._ready.set()
         self.relay = OutboxRelay(
-            self._pool, self.js, self._settings.database_url, poll_interval=self._settings.outbox_poll_seconds
+            self._pool,
+            self.js,
+            self._settings.database_url,
+            poll_interval=self._settings.outbox_poll_seconds,
+            # Only what this service's NATS user may publish; the other services relay the rest.
+            subjects=PUBLISHES.get(self._name),
         )
         await self.relay.run(self._stop)
 

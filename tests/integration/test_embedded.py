@@ -136,7 +136,8 @@ async def test_nats_jetstream_survives_restart_and_kill(tmp_path: Path) -> None:
     try:
         url = srv.start()
         port, monitor_port = srv.port, srv.monitor_port
-        assert url == f"nats://127.0.0.1:{port}"
+        assert srv.plain_url == f"nats://127.0.0.1:{port}"
+        assert url == f"nats://admin:{srv.credentials('admin')[1]}@127.0.0.1:{port}"
         assert srv.is_running()
         assert srv.pid is not None
 
