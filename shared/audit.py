@@ -13,6 +13,7 @@ from typing import Any
 
 import asyncpg
 import msgspec
+import structlog
 
 from shared.config import Settings
 from shared.db import SYSTEM, Identity, load_sql, transaction
@@ -28,6 +29,8 @@ __all__ = [
     "seal",
     "verify",
 ]
+
+log = structlog.get_logger("refnet.audit")
 
 _SEAL_LOCK = 0x61756469  # one sealer at a time across all processes
 _GENESIS = b"\x00" * 32
@@ -168,9 +171,13 @@ async def seal(pool: asyncpg.Pool, key: bytes, batch: int = 1000, anchors: Path 
             prev = h
         if updates:
             await conn.executemany(load_sql("shared", "audit_seal"), updates)
-    # Only after the commit: an anchor must never name a head the database does not hold.
+    # Only after the commit: an anchor must never name a head the database does not hold. A failed write
+    # does not stop sealing (the keyed chain still holds); the next batch anchors a later head.
     if updates and anchors is not None:
-        _append_anchor(anchors, updates[-1][0], updates[-1][2])
+        try:
+            _append_anchor(anchors, updates[-1][0], updates[-1][2])
+        except OSError as exc:
+            log.error("audit.anchor_failed", path=str(anchors), error=exc.strerror or type(exc).__name__)
     return len(updates)
 
 

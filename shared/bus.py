@@ -147,14 +147,18 @@ def nats_permissions(service: str) -> dict[str, object]:
 
 def nats_authorization(passwords: Mapping[str, str]) -> str:
     """nats-server configuration (JSON is valid there) requiring a user for every client: each service
-    with its permissions, and ``admin`` (tooling, tests) without restriction."""
+    with its permissions, and ``admin`` (tooling, tests) without restriction. A password written ``$NAME``
+    is left for nats-server to take from its environment (deploy/: the config holds no secret)."""
     users: list[dict[str, object]] = []
     for user, password in sorted(passwords.items()):
         entry: dict[str, object] = {"user": user, "password": password}
         if user != "admin":
             entry["permissions"] = nats_permissions(user)
         users.append(entry)
-    return "authorization: " + json.dumps({"users": users}, indent=2) + "\n"
+    text = json.dumps({"users": users}, indent=2)
+    # nats-server reads $NAME as a variable only unquoted.
+    text = re.sub(r'"password": "(\$[A-Z_][A-Z0-9_]*)"', r'"password": \1', text)
+    return "authorization: " + text + "\n"
 
 
 class Poison(Exception):
