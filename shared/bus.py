@@ -123,11 +123,13 @@ def nats_permissions(service: str) -> dict[str, object]:
         "$JS.API.STREAM.PURGE.>",
         "$JS.API.STREAM.MSG.DELETE.>",
         "$JS.API.CONSUMER.DELETE.>",
-        # Another service's consumer: taking (and acking) its messages would make its events vanish.
-        *(f"$JS.API.CONSUMER.*.{STREAM}.{d}" for d in others),
-        *(f"$JS.API.CONSUMER.*.{STREAM}.{d}.>" for d in others),
+        # Another service's consumer: taking (and acking) its messages would make its events vanish, and
+        # redefining or pausing it would stop them. Reading its info (the dashboard's lag) stays allowed.
+        *(f"$JS.API.CONSUMER.CREATE.{STREAM}.{d}" for d in others),
+        *(f"$JS.API.CONSUMER.CREATE.{STREAM}.{d}.>" for d in others),
         *(f"$JS.API.CONSUMER.DURABLE.CREATE.{STREAM}.{d}" for d in others),
         *(f"$JS.API.CONSUMER.MSG.NEXT.{STREAM}.{d}" for d in others),
+        *(f"$JS.API.CONSUMER.PAUSE.{STREAM}.{d}" for d in others),
     ]
     publish = [*PUBLISHES.get(service, ()), "$JS.API.>"]
     subscribe = ["_INBOX.>"]
