@@ -107,11 +107,14 @@ class Anchor(msgspec.Struct, frozen=True):
     seq: int
     hash: str  # hex
     at: str = ""
+    # The head of a chain sealed before the chain was keyed (unkeyed SHA-256), pinned by the first keyed
+    # sealer: rows up to it verify by that digest, and can no longer be rewritten unseen either.
+    legacy: bool = False
 
 
-def _append_anchor(path: Path, seq: int, head: bytes) -> None:
+def _append_anchor(path: Path, seq: int, head: bytes, *, legacy: bool = False) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    line = msgspec.json.encode(Anchor(seq, head.hex(), datetime.now(UTC).isoformat())) + b"\n"
+    line = msgspec.json.encode(Anchor(seq, head.hex(), datetime.now(UTC).isoformat(), legacy)) + b"\n"
     # O_APPEND: concurrent sealers' lines never interleave; fsync: an anchor that a crash could lose
     # would let the rows after the previous one vanish unnoticed.
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
@@ -135,7 +138,7 @@ def read_anchors(path: Path) -> list[Anchor]:
     return anchors
 
 
-def _digest(key: bytes, prev: bytes, seq: int, row: asyncpg.Record | dict[str, Any]) -> bytes:
+def _body(seq: int, row: asyncpg.Record | dict[str, Any]) -> bytes:
     at: datetime = row["at"]
     body = _encoder.encode(
         [
@@ -151,17 +154,31 @@ def _digest(key: bytes, prev: bytes, seq: int, row: asyncpg.Record | dict[str, A
             row["detail_text"],
         ]
     )
-    return hmac.new(key, prev + body, hashlib.sha256).digest()
+    return body
+
+
+def _digest(key: bytes, prev: bytes, seq: int, row: asyncpg.Record | dict[str, Any]) -> bytes:
+    return hmac.new(key, prev + _body(seq, row), hashlib.sha256).digest()
+
+
+def _legacy_digest(prev: bytes, seq: int, row: asyncpg.Record | dict[str, Any]) -> bytes:
+    """The unkeyed SHA-256 link of chains sealed before the key existed (verification of old rows only)."""
+    return hashlib.sha256(prev + _body(seq, row)).digest()
 
 
 async def seal(pool: asyncpg.Pool, key: bytes, batch: int = 1000, anchors: Path | None = None) -> int:
     """Number and chain unsealed rows in id order, keyed by ``key``; after the commit append the new
     head to ``anchors``; returns how many were sealed."""
     updates: list[tuple[int, bytes, bytes, int]] = []
+    legacy_head: tuple[int, bytes] | None = None
     async with transaction(pool, SYSTEM) as conn:
         if not await conn.fetchval(load_sql("shared", "audit_seal_lock"), _SEAL_LOCK):
             return 0
         last = await conn.fetchrow(load_sql("shared", "audit_last_sealed"))
+        if last is not None and anchors is not None and not anchors.exists():
+            # First keyed sealing after an upgrade: pin the unkeyed chain's head before extending it.
+            if _legacy_digest(bytes(last["prev_hash"]), last["seq"], last) == bytes(last["hash"]):
+                legacy_head = (last["seq"], bytes(last["hash"]))
         seq, prev = (last["seq"], bytes(last["hash"])) if last else (0, _GENESIS)
         rows = await conn.fetch(load_sql("shared", "audit_unsealed"), batch)
         for row in rows:
@@ -173,9 +190,12 @@ async def seal(pool: asyncpg.Pool, key: bytes, batch: int = 1000, anchors: Path 
             await conn.executemany(load_sql("shared", "audit_seal"), updates)
     # Only after the commit: an anchor must never name a head the database does not hold. A failed write
     # does not stop sealing (the keyed chain still holds); the next batch anchors a later head.
-    if updates and anchors is not None:
+    if anchors is not None and (updates or legacy_head):
         try:
-            _append_anchor(anchors, updates[-1][0], updates[-1][2])
+            if legacy_head is not None:
+                _append_anchor(anchors, *legacy_head, legacy=True)
+            if updates:
+                _append_anchor(anchors, updates[-1][0], updates[-1][2])
         except OSError as exc:
             log.error("audit.anchor_failed", path=str(anchors), error=exc.strerror or type(exc).__name__)
     return len(updates)
@@ -192,7 +212,7 @@ class VerifyResult(msgspec.Struct, frozen=True):
 
 
 def _check_row(
-    key: bytes, prev: bytes, expected_seq: int, row: asyncpg.Record, anchor: Anchor | None
+    key: bytes, prev: bytes, expected_seq: int, row: asyncpg.Record, anchor: Anchor | None, legacy: bool
 ) -> tuple[int, int | None, str] | None:
     """(seq, row id, reason) when this row breaks the chain, else None."""
     seq = row["seq"]
@@ -200,7 +220,7 @@ def _check_row(
         return expected_seq, None, f"row with seq {expected_seq} is missing"
     if bytes(row["prev_hash"]) != prev:
         return seq, row["id"], "link to the previous row does not match"
-    h = _digest(key, prev, seq, row)
+    h = _legacy_digest(prev, seq, row) if legacy else _digest(key, prev, seq, row)
     if bytes(row["hash"]) != h:
         return (
             seq,
@@ -217,6 +237,7 @@ async def verify(conn: asyncpg.Connection, key: bytes, anchors: list[Anchor] | N
     """Walk the chain in order and report the first row whose link, keyed hash or anchor does not match,
     or the anchored rows that are gone from the end."""
     by_seq = {a.seq: a for a in anchors or []}
+    legacy_until = max((a.seq for a in anchors or [] if a.legacy), default=0)
     prev = _GENESIS
     expected_seq = 1
     checked = anchored = 0
@@ -224,7 +245,7 @@ async def verify(conn: asyncpg.Connection, key: bytes, anchors: list[Anchor] | N
     async with conn.transaction():
         async for row in conn.cursor(load_sql("shared", "audit_chain")):
             seq = row["seq"]
-            problem = _check_row(key, prev, expected_seq, row, by_seq.get(seq))
+            problem = _check_row(key, prev, expected_seq, row, by_seq.get(seq), seq <= legacy_until)
             if problem is not None:
                 at, row_id, reason = problem
                 since = f"; intact up to the anchor at seq {last_anchor}" if last_anchor else ""

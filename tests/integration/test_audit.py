@@ -121,8 +121,9 @@ def _sha256_chain(prev: bytes, seq: int, row: asyncpg.Record) -> bytes:
 async def _delete_and_recompute(db: asyncpg.Connection, seq: int, digest: object) -> None:
     """What the finding's superuser did: drop a row, renumber the rest and recompute every link."""
     await db.execute("ALTER TABLE audit_log DISABLE TRIGGER audit_log_guard")
-    await db.execute("DELETE FROM audit_log WHERE seq = $1", seq)
-    await db.execute("UPDATE audit_log SET seq = seq - 1 WHERE seq > $1", seq)
+    if seq:  # 0: recompute only
+        await db.execute("DELETE FROM audit_log WHERE seq = $1", seq)
+        await db.execute("UPDATE audit_log SET seq = seq - 1 WHERE seq > $1", seq)
     rows = await db.fetch(
         "SELECT id, at, actor_role, actor_id, partner_id, action, target_type, target_id,"
         " detail::text AS detail_text, seq FROM audit_log WHERE seq IS NOT NULL ORDER BY seq"
@@ -217,3 +218,38 @@ def test_verify_without_a_key_says_so(db_dsn: str) -> None:
         check=False,
     )
     assert proc.returncode == 2 and "no audit key" in proc.stderr, proc.stdout + proc.stderr
+
+
+async def test_a_chain_sealed_before_the_key_is_pinned_by_the_first_keyed_sealing(
+    pool: asyncpg.Pool, db: asyncpg.Connection, tmp_path: Path
+) -> None:
+    """An install upgraded from the unkeyed chain: its old rows keep verifying (by the old digest, up to the
+    head the first keyed sealer anchors), new rows are keyed, and the old part cannot be rewritten either."""
+    anchors = tmp_path / "anchors.log"
+    await _write(pool, 4)
+    await audit.seal(pool, KEY)
+    await _delete_and_recompute(
+        db, 0, _sha256_chain
+    )  # recompute only: what the old sealer wrote: the same rows, unkeyed
+    assert not (await audit.verify(db, KEY)).ok
+    await _write(pool, 3)
+    await audit.seal(pool, KEY, anchors=anchors)
+    pinned = audit.read_anchors(anchors)
+    assert [(a.seq, a.legacy) for a in pinned] == [(4, True), (7, False)]
+    result = await audit.verify(db, KEY, pinned)
+    assert result.ok and result.checked == 7 and result.anchors_checked == 2, result
+    # Rewriting the old part now (dropping row 2, recomputing the unkeyed links) misses the pinned head.
+    await db.execute("ALTER TABLE audit_log DISABLE TRIGGER audit_log_guard")
+    await db.execute("DELETE FROM audit_log WHERE seq = 2")
+    await db.execute("UPDATE audit_log SET seq = seq - 1 WHERE seq > 2")
+    rows = await db.fetch(
+        "SELECT id, at, actor_role, actor_id, partner_id, action, target_type, target_id,"
+        " detail::text AS detail_text, seq FROM audit_log WHERE seq <= 3 ORDER BY seq"
+    )
+    prev = b"\x00" * 32
+    for row in rows:
+        h = _sha256_chain(prev, row["seq"], row)
+        await db.execute("UPDATE audit_log SET prev_hash = $1, hash = $2 WHERE id = $3", prev, h, row["id"])
+        prev = h
+    await db.execute("ALTER TABLE audit_log ENABLE TRIGGER audit_log_guard")
+    assert not (await audit.verify(db, KEY, pinned)).ok
