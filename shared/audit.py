@@ -171,14 +171,18 @@ async def seal(pool: asyncpg.Pool, key: bytes, batch: int = 1000, anchors: Path 
     head to ``anchors``; returns how many were sealed."""
     updates: list[tuple[int, bytes, bytes, int]] = []
     legacy_head: tuple[int, bytes] | None = None
+    first_anchor = anchors is not None and not os.path.exists(anchors)
     async with transaction(pool, SYSTEM) as conn:
         if not await conn.fetchval(load_sql("shared", "audit_seal_lock"), _SEAL_LOCK):
             return 0
         last = await conn.fetchrow(load_sql("shared", "audit_last_sealed"))
-        if last is not None and anchors is not None and not anchors.exists():
-            # First keyed sealing after an upgrade: pin the unkeyed chain's head before extending it.
-            if _legacy_digest(bytes(last["prev_hash"]), last["seq"], last) == bytes(last["hash"]):
-                legacy_head = (last["seq"], bytes(last["hash"]))
+        # First keyed sealing after an upgrade: pin the unkeyed chain's head before extending it.
+        if (
+            last is not None
+            and first_anchor
+            and _legacy_digest(bytes(last["prev_hash"]), last["seq"], last) == bytes(last["hash"])
+        ):
+            legacy_head = (last["seq"], bytes(last["hash"]))
         seq, prev = (last["seq"], bytes(last["hash"])) if last else (0, _GENESIS)
         rows = await conn.fetch(load_sql("shared", "audit_unsealed"), batch)
         for row in rows:
