@@ -125,6 +125,10 @@ def _append_anchor(path: Path, seq: int, head: bytes, *, legacy: bool = False) -
         os.close(fd)
 
 
+def _missing(path: Path) -> bool:
+    return not path.exists()
+
+
 def read_anchors(path: Path) -> list[Anchor]:
     """Every anchor in the file (none when it does not exist); a torn last line is ignored."""
     try:
@@ -171,7 +175,7 @@ async def seal(pool: asyncpg.Pool, key: bytes, batch: int = 1000, anchors: Path 
     head to ``anchors``; returns how many were sealed."""
     updates: list[tuple[int, bytes, bytes, int]] = []
     legacy_head: tuple[int, bytes] | None = None
-    first_anchor = anchors is not None and not os.path.exists(anchors)
+    first_anchor = anchors is not None and _missing(anchors)
     async with transaction(pool, SYSTEM) as conn:
         if not await conn.fetchval(load_sql("shared", "audit_seal_lock"), _SEAL_LOCK):
             return 0
