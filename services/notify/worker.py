@@ -186,6 +186,9 @@ async def disagreement(conn: asyncpg.Connection, event: AnyEvent) -> str | None:
         if event.region != referral["region"]:
             return "region_mismatch"  # the region decides which supervisors are told
         return await _status_disagrees(conn, rid, referral["status"], "unroutable")
+    if isinstance(event, FollowupDue) and event.case_manager_id is not None:
+        holder = await conn.fetchval(load_sql(_SQL, "last_case_manager"), rid)
+        return None if holder is not None and str(holder) == event.case_manager_id else "recipient_mismatch"
     if isinstance(event, ReferralWithdrawn):
         shredded = await conn.fetchval(load_sql(_SQL, "event_key_shredded"), rid)
         return None if shredded else "not_shredded"
