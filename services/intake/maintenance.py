@@ -32,6 +32,10 @@ async def run_maintenance(pool: asyncpg.Pool, settings: Settings, stop: asyncio.
             # Seal promptly: unsealed audit rows are the only ones not yet tamper-evident.
             while await audit.seal(pool, key, anchors=anchors) >= 1000:
                 pass
+        except Exception as exc:
+            # Apart from the duties below: a missing audit key must not also stop consent expiry.
+            log.error("maintenance.audit_seal_failed", error=type(exc).__name__, detail=str(exc)[:200])
+        try:
             if time.monotonic() - last_sweep >= settings.consent_sweep_seconds:
                 last_sweep = time.monotonic()
                 expired = await expire_consents(pool)
