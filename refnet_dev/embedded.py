@@ -864,8 +864,11 @@ class EmbeddedNats:
             base = Path(args[i + 1]).read_text() + "\n"
             del args[i : i + 2]
         conf = self.data_dir / "nats-server.conf"
-        conf.write_text(base + nats_authorization(self._load_passwords()))
-        conf.chmod(0o600)
+        conf.unlink(missing_ok=True)
+        # 0600 from the first byte: it holds the passwords.
+        fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(base + nats_authorization(self._load_passwords()))
         return ["-c", str(conf), *args]
 
     @property
