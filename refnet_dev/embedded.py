@@ -890,6 +890,7 @@ class EmbeddedNats:
             return self.url
         t0 = time.monotonic()
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir.chmod(0o700)  # the store, the passwords and the configuration: ours alone
         self._stop_orphan()
         if self.port is None or self.monitor_port is None:
             ports = iter(free_ports(2))
