@@ -52,6 +52,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
 
     @asynccontextmanager
     async def resources(app: Litestar) -> AsyncIterator[None]:
+        if settings.environment == "production":
+            audit.load_key(settings, create=True)  # no audit key, no start: the chain must stay keyed
         pool = await create_pool(
             settings.database_url,
             min_size=settings.db_pool_min,
@@ -59,8 +61,6 @@ def create_app(settings: Settings | None = None) -> Litestar:
             application_name=SERVICE_APPLICATION,
         )
         await check_database_role(pool, settings)
-        if settings.environment == "production":
-            audit.load_key(settings, create=True)  # no audit key, no start: the chain must stay keyed
         hub = NotificationHub(settings.database_url)
         bus = BusLink(settings, pool, "intake")
         app.state.pool = pool

@@ -253,3 +253,35 @@ async def test_a_chain_sealed_before_the_key_is_pinned_by_the_first_keyed_sealin
         prev = h
     await db.execute("ALTER TABLE audit_log ENABLE TRIGGER audit_log_guard")
     assert not (await audit.verify(db, KEY, pinned)).ok
+
+
+@pytest.mark.filterwarnings(
+    "ignore::DeprecationWarning"
+)  # litestar's, at app creation (not ours to fix here)
+async def test_production_intake_refuses_to_start_without_an_audit_key(db_dsn: str) -> None:
+    """Sealing needs the key: in production intake does not start (and so accepts nothing) without one."""
+    import base64
+
+    from litestar.testing import AsyncTestClient
+
+    from services.intake.app import create_app
+    from shared.config import load_settings
+
+    settings = load_settings(
+        {},
+        environment="production",
+        database_url=service_dsn(db_dsn),
+        secret_key="x" * 40,
+        pii_master_key=base64.b64encode(b"k" * 32).decode(),
+        data_dir="/dev/null/refnet",  # nowhere to keep a generated key
+        metrics_port=0,
+    )
+    with pytest.raises(BaseException) as info:
+        async with AsyncTestClient(create_app(settings)):
+            pass
+
+    def leaves(exc: BaseException) -> list[BaseException]:
+        inner = getattr(exc, "exceptions", None)
+        return [x for e in inner for x in leaves(e)] if inner else [exc]
+
+    assert any(isinstance(e, OSError) and "refnet/secrets" in str(e) for e in leaves(info.value)), info.value
