@@ -218,6 +218,7 @@ def _cmd_audit(args: argparse.Namespace) -> int:
     settings = load_settings()
     data_dir = _data_dir(args)
     settings = msgspec.structs.replace(settings, data_dir=str(data_dir))
+    dsn = admin_dsn(settings, data_dir)  # first: no database is the more basic thing to say
     try:
         key = audit.load_key(settings)
     except audit.AuditKeyError as exc:
@@ -225,7 +226,7 @@ def _cmd_audit(args: argparse.Namespace) -> int:
         return 2
     anchor_file = audit.anchor_path(settings)
     anchors = audit.read_anchors(anchor_file)
-    result = asyncio.run(audit_verify(admin_dsn(settings, data_dir), key, anchors))
+    result = asyncio.run(audit_verify(dsn, key, anchors))
     if result.ok:
         print(
             f"audit chain intact: {result.checked} sealed row(s) verified, {result.unsealed} awaiting sealing;"
