@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 from dataclasses import dataclass
@@ -49,7 +50,9 @@ def run_pgbench(
     """
     argv = _argv(pg, scripts, defines, clients=clients, threads=threads, seconds=seconds, user=user)
     argv.append(database)
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 120, check=False)
+    # The server asks every client for a password; pgbench reads it from the cluster's passfile.
+    env = {**os.environ, "PGPASSFILE": str(pg.passfile)}
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 120, check=False, env=env)
     out = proc.stdout
     tps = re.search(r"^tps = ([0-9.]+)", out, re.MULTILINE)
     if proc.returncode != 0 or tps is None:

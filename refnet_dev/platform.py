@@ -203,8 +203,21 @@ class Platform:
 
     @property
     def nats_url(self) -> str:
-        """The NATS URL the services get (comma-separated for a cluster)."""
+        """NATS URL(s) for tooling and tests (comma-separated for a cluster): with the unrestricted admin
+        user's credentials when embedded, so never log it."""
         return self.external_nats_url or ",".join(n.url for n in self.nats_servers)
+
+    @property
+    def services_nats_url(self) -> str:
+        """The NATS URL(s) the services get, without credentials (each gets its own user and password)."""
+        return self.external_nats_url or ",".join(n.plain_url for n in self.nats_servers)
+
+    def nats_credentials_env(self, service: str) -> dict[str, str]:
+        """REFNET_NATS_USER/PASSWORD of one service for the embedded server (none for an external one)."""
+        if self.external_nats_url or not self.nats_servers:
+            return {}
+        user, password = self.nats_servers[0].credentials(service)
+        return {"REFNET_NATS_USER": user, "REFNET_NATS_PASSWORD": password}
 
     @property
     def nats(self) -> EmbeddedNats:
@@ -230,12 +243,13 @@ class Platform:
             self.nats_servers = self._nats_servers()
             for server in self.nats_servers:
                 server.start(timeout=30)
-            log.info("platform.nats", url=self.nats_url)
+            log.info("platform.nats", url=self.services_nats_url)
 
     def _nats_servers(self) -> list[EmbeddedNats]:
         if self.nats_nodes == 1:
             self.node_names = ["n1"]
             return [EmbeddedNats(self.workdir / "nats")]
+        shared_credentials = self.workdir / "nats-credentials.json"
         ports = free_ports(3 * self.nats_nodes)
         nodes = [
             NatsNode(f"n{i + 1}", ports[3 * i], ports[3 * i + 1], ports[3 * i + 2])
@@ -250,6 +264,7 @@ class Platform:
                 port=n.port,
                 monitor_port=n.monitor_port,
                 extra_args=("-c", str(conf_dir / f"{n.name}.conf")),
+                credentials_path=shared_credentials,
             )
             for n in nodes
         ]
@@ -300,7 +315,7 @@ class Platform:
             defaults = {"REFNET_LOG_FORMAT": "json", **self.metrics_env()}
         structural = {
             "REFNET_DATABASE_URL": self.database_url,
-            "REFNET_NATS_URL": self.nats_url,
+            "REFNET_NATS_URL": self.services_nats_url,
             "REFNET_PORT": str(self.port),
             "REFNET_DATA_DIR": str(self.workdir),
             **({"REFNET_BASE_URL": self._base_url} if self._base_url else {}),
@@ -334,7 +349,8 @@ class Platform:
     def start(self, key: str, service: str | None = None) -> ServiceProc:
         """Start (or start again) the process ``key``; its output is appended to ``KEY.log``."""
         service = service or (self.procs[key].service if key in self.procs else key.split("-")[0])
-        env = self.env
+        # Each service its own NATS user: it may publish only its own events.
+        env = {**self.env, **self.nats_credentials_env(service)}
         if service == "intake" and key != "intake" and env.get("REFNET_REUSE_PORT") != "true":
             # A second intake process cannot share the first one's ports.
             env = {

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import re
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import asyncpg
@@ -21,13 +22,14 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
 
 from shared.db import SYSTEM, create_pool, load_sql, transaction
-from shared.events import AnyEvent, decode_event
+from shared.events import SUBJECT_PREFIX, AnyEvent, decode_event
 
 if TYPE_CHECKING:
     from shared.config import Settings
 
 __all__ = [
     "CONSUMERS",
+    "PUBLISHES",
     "STREAM",
     "ConsumerSpec",
     "DeadLetter",
@@ -37,6 +39,8 @@ __all__ = [
     "configure_consumers",
     "connect",
     "ensure_stream",
+    "nats_authorization",
+    "nats_permissions",
     "nats_servers",
     "run_consumer",
 ]
@@ -81,6 +85,86 @@ CONSUMERS: dict[str, ConsumerSpec] = {
 }
 
 
+# The events each service emits: its NATS user may publish only these, and its outbox relay claims only
+# these (rows any process wrote). status_changed comes from intake (accept, close) and routing (assign).
+PUBLISHES: dict[str, tuple[str, ...]] = {
+    service: tuple(SUBJECT_PREFIX + tag for tag in tags)
+    for service, tags in {
+        "intake": (
+            "referral.received",
+            "referral.status_changed",
+            "referral.withdrawn",
+            "assignment.accepted",
+            "assignment.declined",
+            "case.followup_due",
+            "case.consent_expiring",
+            "webhook.test_requested",
+            "protocol.overdue",
+        ),
+        "routing": (
+            "referral.assigned",
+            "referral.unroutable",
+            "referral.status_changed",
+            "assignment.expired",
+            "assignment.cancelled",
+        ),
+        "notify": ("assignment.reminder",),
+    }.items()
+}
+# Command subjects (shared.commands) each service serves; intake asks them.
+_SERVES = {"routing": "cmd.refnet.routing.>", "notify": "cmd.refnet.notify.>"}
+
+
+def nats_permissions(service: str) -> dict[str, object]:
+    """The NATS permissions of a service's user: publish its own events and its commands' answers, use the
+    JetStream API for the REFNET stream and its own consumer, and nothing destructive or anyone else's."""
+    own = CONSUMERS.get(service)
+    others = [c.durable for name, c in CONSUMERS.items() if name != service]
+    deny = [
+        "$JS.API.STREAM.DELETE.>",
+        "$JS.API.STREAM.PURGE.>",
+        "$JS.API.STREAM.MSG.DELETE.>",
+        "$JS.API.CONSUMER.DELETE.>",
+        # Another service's consumer: taking (and acking) its messages would make its events vanish, and
+        # redefining or pausing it would stop them. Reading its info (the dashboard's lag) stays allowed.
+        *(f"$JS.API.CONSUMER.CREATE.{STREAM}.{d}" for d in others),
+        *(f"$JS.API.CONSUMER.CREATE.{STREAM}.{d}.>" for d in others),
+        *(f"$JS.API.CONSUMER.DURABLE.CREATE.{STREAM}.{d}" for d in others),
+        *(f"$JS.API.CONSUMER.MSG.NEXT.{STREAM}.{d}" for d in others),
+        *(f"$JS.API.CONSUMER.PAUSE.{STREAM}.{d}" for d in others),
+    ]
+    publish = [*PUBLISHES.get(service, ()), "$JS.API.>"]
+    subscribe = ["_INBOX.>"]
+    if own is not None:
+        publish.append(f"$JS.ACK.{STREAM}.{own.durable}.>")
+    if service in _SERVES:
+        subscribe += [_SERVES[service], "$SRV.>"]
+    else:
+        publish.append("cmd.refnet.>")  # intake asks routing and notify to act
+    return {
+        "publish": {"allow": publish, "deny": deny},
+        "subscribe": {"allow": subscribe},
+        # Answers to the requests it received (commands, $SRV discovery) and nothing else.
+        "allow_responses": True,
+    }
+
+
+def nats_authorization(passwords: Mapping[str, str]) -> str:
+    """nats-server configuration (JSON is valid there) requiring a user for every client: each service
+    with its permissions, and ``admin`` (tooling, tests) without restriction. A password written ``$NAME``
+    is left for nats-server to take from its environment (deploy/: the config holds no secret)."""
+    users: list[dict[str, object]] = []
+    for user, password in sorted(passwords.items()):
+        entry: dict[str, object] = {"user": user, "password": password}
+        if user != "admin":
+            entry["permissions"] = nats_permissions(user)
+        users.append(entry)
+    text = json.dumps({"users": users}, indent=2)
+    # nats-server reads $NAME as a variable only unquoted.
+    text = re.sub(r'"password": "(\$[A-Z_][A-Z0-9_]*)"', r'"password": \1', text)
+    return "authorization: " + text + "\n"
+
+
 class Poison(Exception):
     """The message can never succeed (undecodable, refers to nothing): terminate, do not retry."""
 
@@ -93,7 +177,7 @@ def nats_servers(url: str) -> list[str]:
     return servers
 
 
-async def connect(url: str, name: str) -> NATS:
+async def connect(url: str, name: str, user: str = "", password: str = "") -> NATS:
     async def on_error(exc: Exception) -> None:
         log.warning("nats.error", error=str(exc))
 
@@ -111,6 +195,9 @@ async def connect(url: str, name: str) -> NATS:
         # survives losing the node it happened to be connected to.
         servers=nats_servers(url),
         name=name,
+        # The server refuses clients without credentials (the embedded one and deploy/'s); a user's
+        # permissions limit what it may publish and consume.
+        **({"user": user, "password": password} if user else {}),
         # Never give up: a service outliving a NATS outage must resume on its own.
         max_reconnect_attempts=-1,
         reconnect_time_wait=0.5,

@@ -22,6 +22,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     migrate_database_url: str = ""
     # One URL, or several comma-separated (the members of a NATS cluster).
     nats_url: str = ""
+    # This service's NATS user and password (the embedded server and deploy/ refuse clients without).
+    nats_user: str = ""
+    nats_password: str = ""
     data_dir: str = ".refnet"
     port: Annotated[int, msgspec.Meta(ge=1, le=65535)] = 8000
     host: str = "127.0.0.1"
@@ -37,6 +40,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # JSON {"current": id, "keys": {id: base64}}: several master keys, so `refnet keys rotate` can
     # re-wrap data keys under a new one while the old still opens what is not yet re-wrapped.
     pii_keyring_file: str = ""
+    # A new PII master key epoch this often (hours; 0: only `refnet keys rotate`): every data key is re-wrapped
+    # and older epochs are destroyed once a backup under a later one exists. Needs a writable keyring file.
+    key_rotation_hours: Annotated[float, msgspec.Meta(ge=0)] = 24.0
+    # HMAC key of the audit chain, kept outside the database (empty: DATA_DIR/secrets/audit_key, made on
+    # first use). External deployments set it (or _FILE) so that every intake process shares it.
+    audit_key: str = ""
+    # Append-only file of audit chain heads (empty: DATA_DIR/audit/anchors.log).
+    audit_anchor_file: str = ""
     base_url: str = ""
     token_ttl_seconds: int = 900
     # Production may trust staff tokens from an OIDC provider instead of (or as well as) our own:
@@ -134,6 +145,8 @@ _SECRETS = (
     "migrate_database_url",
     "smtp_password",
     "youth_key_secret",
+    "audit_key",
+    "nats_password",
 )
 
 

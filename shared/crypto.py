@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 __all__ = [
     "KeyRing",
     "KeyringDoc",
+    "Keys",
     "Sealed",
     "UnknownKeyError",
     "generate_master_key",
@@ -85,6 +86,10 @@ class KeyRing:
             raise ValueError(f"current PII key id {current!r} has no key")
         self.current = current
 
+    @property
+    def key_ids(self) -> frozenset[str]:
+        return frozenset(self._keys)
+
     def seal(self, plaintext: bytes, associated: bytes) -> Sealed:
         """Encrypt ``plaintext`` under a fresh data key bound to ``associated`` (the referral id)."""
         data_key = AESGCM.generate_key(bit_length=256)
@@ -108,3 +113,47 @@ class KeyRing:
         data_key = self.unwrap(key_id, wrapped, associated)
         nonce = os.urandom(12)
         return self.current, nonce + self._keys[self.current].encrypt(nonce, data_key, associated)
+
+
+class Keys:
+    """The configured keyring, re-read when its file changes (a rotation wrote a new current key or
+    destroyed an old one) and once more when a record names a key this process does not hold yet."""
+
+    def __init__(self, keyring_file: str, single_key: str, single_key_id: str) -> None:
+        self._source = (keyring_file, single_key, single_key_id)
+        self._stamp = self._file_stamp()
+        self._ring: KeyRing = load_keyring(*self._source)
+
+    def _file_stamp(self) -> tuple[int, int] | None:
+        if not self._source[0]:
+            return None
+        try:
+            st = os.stat(self._source[0])
+        except OSError:
+            return None
+        return st.st_mtime_ns, st.st_ino
+
+    @property
+    def ring(self) -> KeyRing:
+        """The current keyring: one stat() per use, so new data keys are wrapped by the newest epoch."""
+        stamp = self._file_stamp()
+        if stamp != self._stamp and stamp is not None:
+            self._ring = load_keyring(*self._source)
+            self._stamp = stamp
+        return self._ring
+
+    def open(self, sealed: Sealed, associated: bytes) -> bytes:
+        try:
+            return self.ring.open(sealed, associated)
+        except UnknownKeyError:
+            self._ring = load_keyring(*self._source)
+            return self._ring.open(sealed, associated)
+
+    def unwrap(self, key_id: str, wrapped: bytes, associated: bytes) -> bytes:
+        """A referral's data key (to seal or open more of that referral's PII with it), re-reading the
+        keyring like ``open``."""
+        try:
+            return self.ring.unwrap(key_id, wrapped, associated)
+        except UnknownKeyError:
+            self._ring = load_keyring(*self._source)
+            return self._ring.unwrap(key_id, wrapped, associated)

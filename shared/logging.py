@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from collections.abc import MutableMapping
 from typing import Any
@@ -65,6 +66,38 @@ def _redact(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMap
     return event_dict
 
 
+# Terminal control characters (C0, DEL, C1) and the Unicode line separators and bidi overrides: from a request
+# path or header they would forge log lines, recolour or clear the operator's terminal, or reorder text.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def _escape_one(match: re.Match[str]) -> str:
+    return match.group().encode("unicode_escape").decode("ascii")
+
+
+class _Quoted:
+    """A string the console renderer shows as its Python repr (quoted, every control character escaped),
+    where it would have printed the bare text (it only quotes values with spaces or quotes)."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, value: str) -> None:
+        self.text = repr(value)
+
+    def __repr__(self) -> str:
+        return self.text
+
+
+def _escape_control(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """Console output prints strings as they are (JSON escapes them itself): show control characters as
+    escapes (``\x1b``, ``\n``) so one record is one line, in the colours the renderer chose."""
+    for key, value in event_dict.items():
+        if isinstance(value, str) and _CONTROL.search(value):
+            # The message (a library's record: uvicorn's access line carries the path) is printed bare.
+            event_dict[key] = _CONTROL.sub(_escape_one, value) if key == "event" else _Quoted(value)
+    return event_dict
+
+
 # The handler configure_logging put on the root logger (replaced, not stacked, when called again).
 _handler: logging.Handler | None = None
 
@@ -84,6 +117,8 @@ def configure_logging(fmt: str = "json", level: str = "INFO", service: str | Non
     ]
     renderer: Any
     if fmt == "console":
+        # Before format_exc_info, so a traceback keeps its own line breaks.
+        shared.append(_escape_control)
         renderer = structlog.dev.ConsoleRenderer(colors=False)
     else:
         renderer = structlog.processors.JSONRenderer()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Sequence
 
 import asyncpg
 import structlog
@@ -57,12 +58,15 @@ class OutboxRelay:
         *,
         poll_interval: float = 1.0,
         batch: int = 200,
+        subjects: Sequence[str] | None = None,
     ) -> None:
         self._pool = pool
         self._js = js
         self._dsn = dsn
         self._poll = poll_interval
         self._batch = batch
+        # None: every subject (a relay with unrestricted NATS credentials).
+        self._subjects = list(subjects) if subjects is not None else None
         self._wake = asyncio.Event()
         self.published = 0
         self.last_error: str | None = None
@@ -124,7 +128,8 @@ class OutboxRelay:
             # its commit (after every publish was acknowledged) makes the deletion real. A crash or an
             # exception before then rolls it back and the rows are there for the next relay.
             rows = sorted(
-                await conn.fetch(load_sql("shared", "outbox_claim"), self._batch), key=lambda r: r["id"]
+                await conn.fetch(load_sql("shared", "outbox_claim"), self._batch, self._subjects),
+                key=lambda r: r["id"],
             )
             if not rows:
                 return 0

@@ -14,9 +14,9 @@ from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
 from shared import metrics
-from shared.bus import STREAM, ConsumerSpec, Handler, connect, ensure_stream, run_consumer
+from shared.bus import PUBLISHES, STREAM, ConsumerSpec, Handler, connect, ensure_stream, run_consumer
 from shared.config import Settings
-from shared.db import SERVICE_APPLICATION, create_pool, rls_bypassed
+from shared.db import SERVICE_APPLICATION, create_pool, load_sql
 from shared.logging import configure_logging
 from shared.outbox import OutboxRelay
 
@@ -67,7 +67,12 @@ class BusLink:
         delay = 0.5
         while not self._stop.is_set():
             try:
-                self.nc = await connect(self._settings.nats_url, self._name)
+                self.nc = await connect(
+                    self._settings.nats_url,
+                    self._name,
+                    self._settings.nats_user,
+                    self._settings.nats_password,
+                )
                 self.js = self.nc.jetstream(timeout=5)
                 await ensure_stream(self.js, self._settings.stream_replicas, self._consumers)
                 break
@@ -85,7 +90,12 @@ class BusLink:
         log.info("bus.ready")
         self._ready.set()
         self.relay = OutboxRelay(
-            self._pool, self.js, self._settings.database_url, poll_interval=self._settings.outbox_poll_seconds
+            self._pool,
+            self.js,
+            self._settings.database_url,
+            poll_interval=self._settings.outbox_poll_seconds,
+            # Only what this service's NATS user may publish; the other services relay the rest.
+            subjects=PUBLISHES.get(self._name),
         )
         await self.relay.run(self._stop)
 
@@ -102,12 +112,24 @@ class BusLink:
 
 
 async def check_database_role(pool: asyncpg.Pool, settings: Settings) -> None:
-    """Refuse (production) or warn loudly (development) when row-level security would not apply."""
-    if not await rls_bypassed(pool):
+    """Refuse (production) or warn loudly (development) when row-level security would not apply, or
+    when the role can read the server's files or run programs on it (a way around everything else)."""
+    row = await pool.fetchrow(load_sql("shared", "role_privileges"))
+    bypasses = bool(row and row["bypasses_rls"])
+    server_access = list(row["server_access"]) if row else []
+    if not bypasses and not server_access:
         return
     if settings.environment == "production":
-        raise RuntimeError("the database role bypasses row-level security; connect as refnet_app")
-    log.warning("db.rls_not_enforced", hint="connect as the refnet_app role so row-level security applies")
+        if bypasses:
+            raise RuntimeError("the database role bypasses row-level security; connect as refnet_app")
+        raise RuntimeError(
+            f"the database role is a member of {', '.join(server_access)}; connect as refnet_app without it"
+        )
+    log.warning(
+        "db.rls_not_enforced" if bypasses else "db.role_reaches_server",
+        server_access=server_access,
+        hint="connect as the refnet_app role so row-level security applies",
+    )
 
 
 def _install_signal_handlers(stop: asyncio.Event) -> None:

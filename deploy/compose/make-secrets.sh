@@ -15,10 +15,20 @@ rand() { python3 -c "import secrets; print(secrets.token_hex($1))"; }
 [ -f "$dir/migrate_database_url" ] || \
   echo "postgresql://refnet_owner:$(cat "$dir/postgres_password")@postgres:5432/refnet" > "$dir/migrate_database_url"
 [ -f "$dir/secret_key" ] || rand 32 > "$dir/secret_key"
+[ -f "$dir/audit_key" ] || rand 32 > "$dir/audit_key"
 [ -f "$dir/pii_keyring.json" ] || python3 -c "
 import base64, json, os
 print(json.dumps({'current': 'k1', 'keys': {'k1': base64.b64encode(os.urandom(32)).decode()}}))
 " > "$dir/pii_keyring.json"
+# One NATS user per service; nats-server reads the passwords from nats.env (deploy/nats/refnet-auth.conf).
+for svc in intake routing notify; do
+  [ -f "$dir/nats_${svc}_password" ] || rand 24 > "$dir/nats_${svc}_password"
+done
+[ -f "$dir/nats.env" ] || {
+  for svc in intake routing notify; do
+    echo "REFNET_NATS_$(echo "$svc" | tr a-z A-Z)_PASSWORD=$(cat "$dir/nats_${svc}_password")"
+  done
+} > "$dir/nats.env"
 # Compose (without swarm) bind-mounts each file as it is: the containers' own users (refnet 10001,
 # postgres 999) must be able to read it. The 0700 directory keeps other host users out.
 chmod 644 "$dir"/*

@@ -37,6 +37,7 @@ from services.intake.staff.controller import ROUTES as STAFF_ROUTES
 from services.intake.web.controller import root_redirect, web_router
 from services.intake.web.render import static_router, template_config
 from services.intake.web.session import web_session_middleware
+from shared import audit
 from shared.config import Settings, load_settings
 from shared.db import SERVICE_APPLICATION, create_pool
 from shared.logging import configure_logging
@@ -53,6 +54,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
 
     @asynccontextmanager
     async def resources(app: Litestar) -> AsyncIterator[None]:
+        if settings.environment == "production":
+            audit.load_key(settings, create=True)  # no audit key, no start: the chain must stay keyed
         pool = await create_pool(
             settings.database_url,
             min_size=settings.db_pool_min,

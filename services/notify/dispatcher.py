@@ -25,7 +25,7 @@ from services.notify.suppression import Suppressed, suppression
 from shared import metrics
 from shared.codes import SHARE_STATUS_SCOPE
 from shared.config import Settings
-from shared.crypto import KeyRing, load_keyring
+from shared.crypto import KeyRing, Keys
 from shared.db import load_sql, retrying, transaction
 from shared.listen import Listener
 from shared.webhook_signing import open_secret, webhook_headers, webhook_id
@@ -87,9 +87,13 @@ class Dispatcher:
         self._pool = pool
         self._settings = settings
         self._schedule = parse_schedule(settings.delivery_retry_schedule)
-        self._keyring = keyring or load_keyring(
-            settings.pii_keyring_file, settings.pii_master_key, settings.pii_master_key_id
+        # Re-read on change: a key rotation re-wraps the webhook secrets under a key made after we started.
+        self._keys = (
+            None
+            if keyring is not None
+            else Keys(settings.pii_keyring_file, settings.pii_master_key, settings.pii_master_key_id)
         )
+        self._fixed_keyring = keyring
         self._client = webhook_channel.make_client(
             settings.environment,
             settings.webhook_timeout_seconds,
@@ -220,9 +224,11 @@ class Dispatcher:
             # Deleted (its secrets wiped) after this row was claimed: recording will find it cancelled.
             return AttemptResult(ok=False, error="endpoint_deleted", permanent=True)
         try:
-            secrets = [open_secret(self._keyring, endpoint_id, bytes(row["secret_sealed"]))]
+            keyring = self._fixed_keyring or (self._keys.ring if self._keys is not None else None)
+            assert keyring is not None
+            secrets = [open_secret(keyring, endpoint_id, bytes(row["secret_sealed"]))]
             if row["previous_secret_sealed"]:
-                secrets.append(open_secret(self._keyring, endpoint_id, bytes(row["previous_secret_sealed"])))
+                secrets.append(open_secret(keyring, endpoint_id, bytes(row["previous_secret_sealed"])))
         except Exception as exc:
             log.error("webhook.secret_unavailable", endpoint_id=endpoint_id, error=type(exc).__name__)
             return AttemptResult(ok=False, error="secret_unavailable")

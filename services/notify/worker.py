@@ -33,6 +33,7 @@ from shared.events import (
     ReferralUnroutable,
     ReferralWithdrawn,
     WebhookTestRequested,
+    tag_of,
 )
 from shared.groupcommit import GroupCommit
 
@@ -103,6 +104,99 @@ async def _status_shared(conn: asyncpg.Connection, referral_id: str) -> bool:
     return bool(await conn.fetchval(load_sql(_SQL, "status_shared"), referral_id, SHARE_STATUS_SCOPE))
 
 
+def _uuid(value: str | None) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(str(value))
+    except ValueError:
+        return None
+
+
+async def _assignment_disagrees(
+    conn: asyncpg.Connection,
+    assignment_id: str,
+    referral_id: str,
+    case_manager_id: str,
+    states: tuple[str, ...],
+) -> str | None:
+    aid = _uuid(assignment_id)
+    row = await conn.fetchrow(load_sql(_SQL, "event_assignment"), aid) if aid else None
+    if row is None:
+        return "no_such_assignment"
+    if str(row["referral_id"]) != referral_id or str(row["case_manager_id"]) != case_manager_id:
+        return "assignment_mismatch"
+    if row["state"] not in states:
+        return "assignment_state"
+    return None
+
+
+async def _status_disagrees(
+    conn: asyncpg.Connection, rid: uuid.UUID, current: str, claimed: str
+) -> str | None:
+    """None when the referral is in, or ever reached, the status the event claims (it may have moved on
+    by the time notify reads it: a legitimate event is never dropped for being late)."""
+    if current == claimed or await conn.fetchval(load_sql(_SQL, "event_status_reached"), rid, claimed):
+        return None
+    return "status_never_reached"
+
+
+async def disagreement(conn: asyncpg.Connection, event: AnyEvent) -> str | None:
+    """Why the database contradicts ``event`` (a code), or None when it bears it out.
+
+    The bus is authenticated, but an event is still only its publisher's word: who is told what is
+    decided by the referral, assignment and history rows the event names, re-read here. (The facts a
+    notification shows are re-read too where they matter: the partner and status of a status change.)
+    """
+    referral_id = getattr(event, "referral_id", None)
+    if referral_id is None:
+        return None  # webhook.test_requested: queue_webhook_test re-reads its endpoint itself
+    rid = _uuid(referral_id)
+    if rid is None:
+        return "no_such_referral"
+    referral = await conn.fetchrow(load_sql(_SQL, "event_referral"), rid)
+    if referral is None:
+        return "no_such_referral"
+    if isinstance(event, ReferralAssigned):
+        # Any state: the offer may already be answered by the time this is read; it must exist as named.
+        return await _assignment_disagrees(
+            conn,
+            event.assignment_id,
+            referral_id,
+            event.case_manager_id,
+            ("offered", "accepted", "declined", "expired", "cancelled"),
+        ) or (None if event.urgency == referral["urgency"] else "urgency_mismatch")
+    if isinstance(event, AssignmentReminder):
+        return await _assignment_disagrees(
+            conn,
+            event.assignment_id,
+            referral_id,
+            event.case_manager_id,
+            ("offered", "accepted", "declined", "expired", "cancelled"),
+        )
+    if isinstance(event, AssignmentExpired):
+        return await _assignment_disagrees(
+            conn, event.assignment_id, referral_id, event.case_manager_id, ("expired",)
+        )
+    if isinstance(event, AssignmentCancelled):
+        return await _assignment_disagrees(
+            conn, event.assignment_id, referral_id, event.case_manager_id, ("cancelled",)
+        )
+    if isinstance(event, ReferralStatusChanged):
+        if str(referral["partner_id"]) != event.partner_id:
+            return "partner_mismatch"
+        return await _status_disagrees(conn, rid, referral["status"], event.status)
+    if isinstance(event, ReferralUnroutable):
+        if event.region != referral["region"]:
+            return "region_mismatch"  # the region decides which supervisors are told
+        return await _status_disagrees(conn, rid, referral["status"], "unroutable")
+    if isinstance(event, FollowupDue) and event.case_manager_id is not None:
+        holder = await conn.fetchval(load_sql(_SQL, "last_case_manager"), rid)
+        return None if holder is not None and str(holder) == event.case_manager_id else "recipient_mismatch"
+    if isinstance(event, ReferralWithdrawn):
+        shredded = await conn.fetchval(load_sql(_SQL, "event_key_shredded"), rid)
+        return None if shredded else "not_shredded"
+    return None
+
+
 async def fan_out(conn: asyncpg.Connection, event: AnyEvent, settings: Settings) -> _Fanout:
     """Decide and write what ``event`` produces, inside the caller's transaction (which claimed it).
 
@@ -114,6 +208,11 @@ async def fan_out(conn: asyncpg.Connection, event: AnyEvent, settings: Settings)
     asks the case manager to check the contact preference first.
     """
     out = _Fanout(conn, event.event_id, email=bool(settings.smtp_host))
+    refused = await disagreement(conn, event)
+    if refused is not None:
+        # Dropped (the caller's claim keeps a redelivery from trying again); the event id says which.
+        log.warning("notify.event_dropped", event_id=event.event_id, event_type=tag_of(event), reason=refused)
+        return out
     if isinstance(event, ReferralAssigned):
         respond_by = event.respond_by.isoformat()
         cm = [event.case_manager_id]

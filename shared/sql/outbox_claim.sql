@@ -1,5 +1,9 @@
 -- Claim and delete a batch in one statement: the rows stay locked by the relay's transaction, and only
--- its commit (after every publish was acknowledged) makes the deletion real.
+-- its commit (after every publish was acknowledged) makes the deletion real. $2: the subjects this relay
+-- may publish (NULL: all).
 DELETE FROM outbox
-WHERE id IN (SELECT id FROM outbox ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED)
+WHERE id IN (
+    SELECT id FROM outbox WHERE $2::text[] IS NULL OR subject = ANY($2::text[])
+    ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED
+)
 RETURNING id, event_id, subject, payload, created_at, attempts

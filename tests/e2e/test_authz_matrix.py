@@ -225,7 +225,7 @@ class World:
     async def bus_dead_letter(self) -> int:
         """A bus message a consumer gave up on: an undecodable event published where routing consumes."""
         if not self.dead_letter:
-            nc = await nats.connect(self.platform.env["REFNET_NATS_URL"])
+            nc = await nats.connect(self.platform.nats_url)
             try:
                 await nc.jetstream().publish("refnet.referral.received", b"authz-matrix: not an event")
             finally:

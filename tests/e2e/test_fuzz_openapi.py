@@ -385,7 +385,7 @@ class World:
         """An undecodable event published where routing consumes: the consumer dead-letters it."""
 
         async def publish() -> None:
-            nc = await nats.connect(self.platform.env["REFNET_NATS_URL"])
+            nc = await nats.connect(self.platform.nats_url)
             try:
                 await nc.jetstream().publish("refnet.referral.received", b"fuzz: not an event")
             finally:

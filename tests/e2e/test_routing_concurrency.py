@@ -152,8 +152,10 @@ async def test_two_workers_route_500_referrals_once_each_within_capacity(
 ) -> None:
     await _prepare(routing_db, random.Random(20261123))
     with (
-        running_platform(routing_db, tmp_path, seeded_template, services=()) as plat,
-        _workers(plat.env, tmp_path, 2) as procs,
+        # intake relays the referral.received rows _prepare wrote (as intake would have); only its NATS
+        # user may publish them. The routing workers under test are the two started below.
+        running_platform(routing_db, tmp_path, seeded_template, services=("intake",)) as plat,
+        _workers({**plat.env, **plat.nats_credentials_env("routing")}, tmp_path, 2) as procs,
     ):
         conn = await asyncpg.connect(routing_db)
         try:

@@ -171,8 +171,9 @@ async def test_intake_sigterm_drains_in_flight_requests(platform: Platform) -> N
 
 def test_healthcheck_probes(platform: Platform) -> None:
     """`refnet healthcheck`, the workers' exec probe: 0 when ready, 1 with a one-line reason when not."""
-    env = platform.env
     for service in ("intake", "routing", "notify"):
+        # As the service's own process has it: its NATS user too.
+        env = {**platform.env, **platform.nats_credentials_env(service)}
         done = subprocess.run(
             [sys.executable, "-m", "refnet.cli", "healthcheck", service],
             env=env,

@@ -29,7 +29,10 @@ async def test_postgres_data_survives_stop_and_start(tmp_path: Path) -> None:
     pg = EmbeddedPostgres(tmp_path / "db")  # default settings: fsync stays on
     try:
         uri = pg.start()
-        assert uri == f"postgresql://postgres@/postgres?host={tmp_path}/db/run&port=5432"
+        assert (
+            uri
+            == f"postgresql://postgres@/postgres?host={tmp_path}/db/run&port=5432&passfile={tmp_path}/db/pgpass"
+        )
         assert pg.is_running()
         assert pg.pid is not None
         assert pg.uri("other") == uri.replace("/postgres?", "/other?")
@@ -46,7 +49,7 @@ async def test_postgres_data_survives_stop_and_start(tmp_path: Path) -> None:
                 "max_connections": "200",
                 "fsync": "on",
                 "listen_addresses": "",
-                "unix_socket_permissions": "0777",
+                "unix_socket_permissions": "0700",
             }
             assert await conn.fetchval("SHOW server_encoding") == "UTF8"
             await conn.execute("CREATE TABLE kept (id int PRIMARY KEY, note text)")
@@ -133,7 +136,8 @@ async def test_nats_jetstream_survives_restart_and_kill(tmp_path: Path) -> None:
     try:
         url = srv.start()
         port, monitor_port = srv.port, srv.monitor_port
-        assert url == f"nats://127.0.0.1:{port}"
+        assert srv.plain_url == f"nats://127.0.0.1:{port}"
+        assert url == f"nats://admin:{srv.credentials('admin')[1]}@127.0.0.1:{port}"
         assert srv.is_running()
         assert srv.pid is not None
 

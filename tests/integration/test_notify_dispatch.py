@@ -592,6 +592,8 @@ async def test_unroutable_goes_to_the_regions_supervisors_in_app_and_by_email(
 
     # Out of area has no region: every supervisor's queue.
     out = await env.referral("unroutable")
+    # notify takes the region from the referral, not from the event: an out-of-area one has none.
+    await env.db.execute("UPDATE referrals SET region = NULL WHERE id = $1", out)
     await handle(ReferralUnroutable(referral_id=out, reason="out_of_area", region=None))
     n = await env.db.fetchval("SELECT count(*) FROM notifications WHERE referral_id = $1", out)
     assert n == len(env.creds["supervisors"])
@@ -680,14 +682,29 @@ async def test_followup_due_reaches_the_case_manager_in_app_and_by_email(env: En
     # Someone who did not ask for email gets the in-app reminder only.
     other = env.creds["case_managers"][1]
     await env.db.execute("UPDATE staff SET email_notifications = false WHERE id = $1", other["id"])
+    # Their own case (notify re-reads who holds it: a reminder naming someone else is dropped).
+    theirs = await env.referral("engaged")
+    await env.db.execute(
+        "INSERT INTO assignments (id, referral_id, case_manager_id, state, respond_by, responded_at)"
+        " VALUES ($1, $2, $3, 'accepted', now(), now())",
+        str(uuid.uuid4()),
+        theirs,
+        other["id"],
+    )
     quiet = FollowupDue(
-        referral_id=rid, followup="m3", due_on=due_on, case_manager_id=other["id"], do_not_contact=False
+        referral_id=theirs, followup="m3", due_on=due_on, case_manager_id=other["id"], do_not_contact=False
     )
     await handle(quiet)
     assert (
         await env.db.fetchval("SELECT count(*) FROM notifications WHERE event_id = $1", quiet.event_id) == 1
     )
     assert await env.db.fetchval("SELECT count(*) FROM deliveries WHERE event_id = $1", quiet.event_id) == 0
+    # A reminder about the first case naming the other case manager (forged): nobody is told.
+    forged = FollowupDue(referral_id=rid, followup="m3", due_on=due_on, case_manager_id=other["id"])
+    await handle(forged)
+    assert (
+        await env.db.fetchval("SELECT count(*) FROM notifications WHERE event_id = $1", forged.event_id) == 0
+    )
 
 
 async def test_a_followup_recorded_before_its_reminder_went_out_cancels_the_email(

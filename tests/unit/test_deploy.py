@@ -311,3 +311,49 @@ def test_dockerfile_builds_a_non_root_refnet_image() -> None:
         if line.startswith("COPY ") and "--from" not in line:
             for src in line.split()[1:-1]:
                 assert (ROOT / src).exists(), f"Dockerfile copies {src}, which does not exist"
+
+
+def test_nats_requires_a_user_per_service_in_every_deployment() -> None:
+    """deploy/'s NATS has the embedded server's users and permissions (shared.bus), and every service logs
+    in as its own user with only its own password mounted."""
+    from shared.bus import nats_authorization, nats_permissions
+
+    conf = (DEPLOY / "nats" / "refnet-auth.conf").read_text()
+    expected = nats_authorization(
+        {u: f"$REFNET_NATS_{u.upper()}_PASSWORD" for u in ("intake", "routing", "notify")}
+    )
+    assert conf.endswith(expected), "deploy/nats/refnet-auth.conf drifted from shared.bus.nats_authorization"
+    values = yaml.safe_load((DEPLOY / "nats" / "values.yaml").read_text())
+    users = {u["user"]: u for u in values["config"]["merge"]["authorization"]["users"]}
+    assert set(users) == {"intake", "routing", "notify"}
+    for name, user in users.items():
+        assert user["permissions"] == nats_permissions(name)
+        assert user["password"] == f"<< $REFNET_NATS_{name.upper()}_PASSWORD >>"
+    compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
+    assert "/etc/nats/refnet-auth.conf" in compose["services"]["nats"]["command"]
+    deployments = of_kind("Deployment")
+    for name in ("intake", "routing", "notify"):
+        env = compose["services"][name]["environment"]
+        assert env["REFNET_NATS_USER"] == name and env["REFNET_NATS_PASSWORD_FILE"].endswith(
+            f"nats_{name}_password"
+        )
+        (container,) = [c for c in _containers(deployments[name]) if c["name"] == name]
+        k8s_env = {e["name"]: e.get("value") for e in container["env"]}
+        assert k8s_env["REFNET_NATS_USER"] == name
+        volumes = {v["name"]: v for v in deployments[name]["spec"]["template"]["spec"]["volumes"]}
+        assert volumes["nats-password"]["secret"]["items"] == [{"key": name, "path": "password"}]
+
+
+def test_the_nats_auth_config_is_valid_for_nats_server() -> None:
+    from refnet_dev.embedded import nats_server_binary
+
+    env = {f"REFNET_NATS_{u}_PASSWORD": "x" * 24 for u in ("INTAKE", "ROUTING", "NOTIFY")}
+    out = subprocess.run(
+        [nats_server_binary(), "-c", str(DEPLOY / "nats" / "refnet-auth.conf"), "-t"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+        env={**env, "PATH": "/usr/bin:/bin"},
+    )
+    assert out.returncode == 0, out.stderr or out.stdout

@@ -143,3 +143,29 @@ def test_configuring_twice_leaves_one_handler(capsys: pytest.CaptureFixture[str]
     logging.getLogger("nats").error("once")
     err = capsys.readouterr().err
     assert err.count("once") == 1 and not err.lstrip().startswith("{")
+
+
+def test_control_characters_are_escaped_in_console_output(capsys: pytest.CaptureFixture[str]) -> None:
+    """A request path can carry ESC, CR/LF and bidi overrides: in the console log they are shown escaped, so
+    nobody can forge a log line, clear or recolour the operator's terminal, or reorder what it shows."""
+    configure_logging("console", "DEBUG")
+    hostile = "/v1/referrals/\x1b[2J\x1b[31mok\r\n2026-01-01 [info] login.succeeded user=admin\u202e\x07"
+    get_logger("test").info("request.done", path=hostile, query="\x1b[31m", method="GET")
+    logging.getLogger("uvicorn.error").warning("bad path %s", hostile)  # a library's record too
+    err = capsys.readouterr().err
+    lines = err.splitlines()
+    assert len(lines) == 2, lines
+    for raw in ("\x1b", "\r", "\x07", "\u202e"):
+        assert raw not in err
+    assert "path='/v1/referrals/\\x1b[2J\\x1b[31mok\\r\\n2026" in lines[0] and "\\u202e" in lines[0]
+    assert "query='\\x1b[31m'" in lines[0] and "method=GET" in lines[0]
+    assert "\\x1b[31m" in lines[1]
+
+
+def test_exception_tracebacks_keep_their_lines_in_console_output(capsys: pytest.CaptureFixture[str]) -> None:
+    configure_logging("console", "DEBUG")
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        get_logger("test").exception("job.failed")
+    assert "Traceback (most recent call last):\n" in capsys.readouterr().err
