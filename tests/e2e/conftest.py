@@ -1,11 +1,14 @@
-"""Browser tests fail, never skip, when Chromium or Playwright is missing: a skipped page test passes
-with nothing checked, and CI installs both (.ci/run)."""
+"""The browser for the page tests, one per module; it fails, never skips, when Chromium or Playwright is
+missing: a skipped page test passes with nothing checked, and CI installs both (.ci/run)."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from typing import Any
+
 import pytest
 
-from tests.e2e.browser import browser_missing
+from tests.e2e.browser import CHROMIUM, CHROMIUM_ARGS, browser_missing
 
 
 @pytest.fixture
@@ -13,3 +16,18 @@ def browser_present() -> None:
     missing = browser_missing()
     if missing is not None:
         pytest.fail(f"the browser tests cannot run: {missing}")
+
+
+@pytest.fixture(scope="module")
+async def browser() -> AsyncIterator[Any]:
+    missing = browser_missing()
+    if missing is not None:
+        pytest.fail(f"the browser tests cannot run: {missing}")
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as pw:
+        b = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield b
+        finally:
+            await b.close()

@@ -16,11 +16,10 @@ import pytest
 
 from refnet_dev.embedded import EmbeddedPostgres, free_port
 from tests.conftest import SEEDED_TEMPLATE, clone_database
-from tests.e2e.browser import CHROMIUM, CHROMIUM_ARGS, browser_missing, check_a11y, snap
+from tests.e2e.browser import check_a11y, snap
 from tests.support.platform import Platform, running_platform
 
-_MISSING = browser_missing()
-pytestmark = pytest.mark.skipif(_MISSING is not None, reason=f"browser tests skipped: {_MISSING}")
+pytestmark = pytest.mark.usefixtures("browser_present")
 
 
 @pytest.fixture(scope="module")
@@ -34,18 +33,6 @@ def web(
     }
     with running_platform(dsn, tmp_path_factory.mktemp("acweb"), seeded_template, extra_env=extra) as plat:
         yield plat
-
-
-@pytest.fixture(scope="module")
-async def browser() -> AsyncIterator[Any]:
-    from playwright.async_api import async_playwright
-
-    async with async_playwright() as pw:
-        b = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            await b.close()
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import os
 import re
 import uuid
 import warnings
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -26,7 +26,7 @@ from services.intake.web import i18n
 from shared.casework import LOCAL_TZ
 from shared.credentials import hash_password
 from tests.conftest import SEEDED_TEMPLATE, TEMPLATE, clone_database
-from tests.e2e.browser import CHROMIUM, CHROMIUM_ARGS, check_a11y, snap
+from tests.e2e.browser import check_a11y, snap
 from tests.e2e.pages import NOT_PAGES, PAGES
 from tests.support.platform import Platform, referral_body, running_platform, wait_for
 
@@ -196,18 +196,6 @@ def world(
             wanted = {name for paths in PAGES.values() for p in paths for name in _PLACEHOLDER.findall(p)}
             assert wanted <= set(ids), f"the simulated pilot lacks {wanted - set(ids)}"
         yield World(state, plat, people, ids)
-
-
-@pytest.fixture(scope="module")
-async def browser() -> AsyncIterator[Any]:
-    from playwright.async_api import async_playwright
-
-    async with async_playwright() as pw:
-        b = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            await b.close()
 
 
 # ---- what a page must not show ------------------------------------------------------------------------

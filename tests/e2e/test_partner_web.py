@@ -19,7 +19,7 @@ import pytest
 from refnet_dev.embedded import EmbeddedPostgres, free_port
 from shared.casework import LOCAL_TZ
 from tests.conftest import SEEDED_TEMPLATE, clone_database
-from tests.e2e.browser import CHROMIUM, CHROMIUM_ARGS, check_a11y, snap
+from tests.e2e.browser import check_a11y, snap
 from tests.support.platform import Platform, referral_body, running_platform, wait_for
 
 pytestmark = pytest.mark.usefixtures("browser_present")
@@ -37,18 +37,6 @@ def web(
     }
     with running_platform(dsn, tmp_path_factory.mktemp("pweb"), seeded_template, extra_env=extra) as plat:
         yield plat
-
-
-@pytest.fixture(scope="module")
-async def browser() -> AsyncIterator[Any]:
-    from playwright.async_api import async_playwright
-
-    async with async_playwright() as pw:
-        b = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            await b.close()
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ supervisor's queue, the admin dashboard changing, every page checked by axe-core
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import asyncpg
@@ -14,7 +14,7 @@ import pytest
 from refnet_dev.embedded import EmbeddedPostgres, free_port
 from shared.regions import default_catalogue
 from tests.conftest import SEEDED_TEMPLATE, clone_database
-from tests.e2e.browser import CHROMIUM, CHROMIUM_ARGS, check_a11y, snap
+from tests.e2e.browser import check_a11y, snap
 from tests.support.platform import Platform, referral_body, running_platform
 
 pytestmark = pytest.mark.usefixtures("browser_present")
@@ -31,18 +31,6 @@ def web(
     }
     with running_platform(dsn, tmp_path_factory.mktemp("web"), seeded_template, extra_env=extra) as plat:
         yield plat
-
-
-@pytest.fixture(scope="module")
-async def browser() -> AsyncIterator[Any]:
-    from playwright.async_api import async_playwright
-
-    async with async_playwright() as pw:
-        b = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            await b.close()
 
 
 async def _context(browser: Any, web: Platform, **kw: Any) -> Any:

@@ -9,7 +9,7 @@ import csv
 import io
 import json
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ from refnet_dev.embedded import EmbeddedPostgres
 from refnet_dev.simulate import simulate
 from services.intake.web.i18n import CATALOGUE
 from tests.conftest import SEEDED_TEMPLATE, clone_database
-from tests.e2e.browser import CHROMIUM, CHROMIUM_ARGS, check_a11y, snap
+from tests.e2e.browser import check_a11y, snap
 from tests.support.evaluation_contract import contract_problems
 from tests.support.platform import Platform, running_platform
 
@@ -93,18 +93,6 @@ async def test_the_report_over_http_is_as_the_contract_writes_it(pilot: Platform
         supervisor = await _token(client, pilot.creds["supervisors"][0])
         r = await client.get("/v1/evaluation/report", headers={"Authorization": f"Bearer {supervisor}"})
         assert r.status_code == 403
-
-
-@pytest.fixture(scope="module")
-async def browser() -> AsyncIterator[Any]:
-    from playwright.async_api import async_playwright
-
-    async with async_playwright() as pw:
-        b = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            await b.close()
 
 
 async def _signed_in(browser: Any, pilot: Platform, person: dict[str, Any]) -> tuple[Any, Any, list[str]]:

@@ -6,7 +6,7 @@ before any contact detail."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -17,11 +17,10 @@ import pytest
 from refnet_dev.embedded import EmbeddedPostgres, free_port
 from shared.regions import default_catalogue
 from tests.conftest import SEEDED_TEMPLATE, clone_database
-from tests.e2e.browser import CHROMIUM, CHROMIUM_ARGS, browser_missing, check_a11y, snap
+from tests.e2e.browser import check_a11y, snap
 from tests.support.platform import Platform, referral_body, running_platform, wait_for
 
-_MISSING = browser_missing()
-pytestmark = pytest.mark.skipif(_MISSING is not None, reason=f"browser tests skipped: {_MISSING}")
+pytestmark = pytest.mark.usefixtures("browser_present")
 CODES = ["hotline_report", "written_report", "advocate_response", "medical_exam_offered", "mdt_meeting"]
 
 
@@ -36,18 +35,6 @@ def web(
     }
     with running_platform(dsn, tmp_path_factory.mktemp("webp"), seeded_template, extra_env=extra) as plat:
         yield plat
-
-
-@pytest.fixture(scope="module")
-async def browser() -> AsyncIterator[Any]:
-    from playwright.async_api import async_playwright
-
-    async with async_playwright() as pw:
-        b = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            await b.close()
 
 
 def _person(web: Platform, kind: str, **match: Any) -> dict[str, Any]:
