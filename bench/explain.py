@@ -10,7 +10,7 @@ as it changes):
 2. the services stop and the database is filled, set-based (``generate_series``, one statement per
    table), with ``--referrals`` closed past referrals and what each left behind (offer, routing decision,
    status transition, in-app notification, email delivery, processed-message claims for every consumer,
-   idempotency record, data key, sealed PII, consent, sealed audit records, youth tokens, protocol steps), ``--case-managers`` case
+   idempotency record, data key, sealed PII, consent, sealed audit records, youth tokens and matches, protocol steps), ``--case-managers`` case
    managers, then VACUUM ANALYZE;
 3. a copy of that database is taken (``CREATE DATABASE ... TEMPLATE``): the state before the capture;
 4. the services start again and ``--capture`` referrals go through them with ``log_statement = all``
@@ -203,6 +203,14 @@ _FILL: tuple[tuple[str, str], ...] = (
            SELECT t + a.o, 'partner', partner_id::text, partner_id::text, a.action, 'referral', id::text,
                   -2 * g - a.n, sha256(('p' || g || a.n)::bytea), sha256(('h' || g || a.n)::bytea)
            FROM gen, (VALUES (0, 'pii.write', interval '0'), (1, 'referral.view', interval '1 day')) a(n, action, o)""",
+    ),
+    (
+        "youth_matches",
+        # One referral in twenty: probably the youth of the referral before it (linked or still suggested).
+        """INSERT INTO youth_matches (id, referral_id, other_referral_id, score, reasons, status, found_at)
+           SELECT gen_random_uuid(), a.id, b.id, 0.9, ARRAY['exact'],
+                  CASE WHEN a.g % 40 = 0 THEN 'linked' ELSE 'suggested' END, a.t
+           FROM gen a JOIN gen b ON b.g = a.g + 1 WHERE a.g % 20 = 0""",
     ),
     (
         "youth_tokens",
