@@ -500,10 +500,13 @@ def _nested(log_text: str, referrals: int) -> list[dict[str, Any]]:
 # ---- the run ---------------------------------------------------------------------------------------
 
 
-async def _copy(admin_dsn: str) -> None:
-    conn = await asyncpg.connect(admin_dsn.replace("@/postgres?", "@/template1?"))
+async def _copy(plat: Platform) -> None:
+    """Copy the services' database (nobody connected to it) with auto_explain on for the copy's sessions."""
+    assert plat.pg is not None
+    source = plat.database or "postgres"
+    conn = await asyncpg.connect(plat.pg.uri("template1"), server_settings={"application_name": BENCH_APP})
     try:
-        await conn.execute(f"CREATE DATABASE {COPY} TEMPLATE postgres STRATEGY FILE_COPY")
+        await conn.execute(f'CREATE DATABASE {COPY} TEMPLATE "{source}" STRATEGY FILE_COPY')
         # What runs inside functions and triggers (EXPLAIN shows a Function Scan only): every nested
         # statement's plan, analysed, into the server log, for the replay's sessions in the copy only.
         for setting, value in _AUTO_EXPLAIN.items():
@@ -529,7 +532,7 @@ def _measure(args: argparse.Namespace, plat: Platform) -> dict[str, Any]:
     filled = asyncio.run(_fill(plat.admin_dsn, args.referrals, args.case_managers))
     fill_s = time.perf_counter() - t0
     _progress(f"  filled in {fill_s:.0f} s: {filled['rows']}")
-    asyncio.run(_copy(plat.admin_dsn))
+    asyncio.run(_copy(plat))
     plat.start_all(timeout=90)
     offset = plat.pg.log_path.stat().st_size
     asyncio.run(start_capture(plat.admin_dsn))
