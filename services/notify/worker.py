@@ -6,6 +6,7 @@ import uuid
 from typing import Any
 
 import asyncpg
+import msgspec
 import structlog
 
 from services.notify.store import (
@@ -98,6 +99,26 @@ class _Fanout:
         if self.inapp:
             await self.conn.executemany(load_sql(_SQL, "insert_notification"), self.inapp)
         await add_deliveries(self.conn, self.outbound)
+
+    async def claim_and_write(self, consumer: str) -> bool:
+        """Claim the event and write its in-app notifications in one statement, then its deliveries;
+        False (nothing written) when an earlier delivery of the event already claimed it."""
+        columns = list(zip(*self.inapp, strict=True)) if self.inapp else [()] * 6
+        recipients, kinds, _events, referrals, assignments, data = columns
+        claimed = await self.conn.fetchval(
+            load_sql(_SQL, "claim_and_notify"),
+            consumer,
+            self.event_id,
+            list(recipients),
+            list(kinds),
+            list(referrals),
+            list(assignments),
+            [msgspec.json.encode(d).decode() for d in data],
+        )
+        if not claimed:
+            return False
+        await add_deliveries(self.conn, self.outbound)
+        return True
 
 
 async def _status_shared(conn: asyncpg.Connection, referral_id: str) -> bool:
@@ -197,8 +218,11 @@ async def disagreement(conn: asyncpg.Connection, event: AnyEvent) -> str | None:
     return None
 
 
-async def fan_out(conn: asyncpg.Connection, event: AnyEvent, settings: Settings) -> _Fanout:
-    """Decide and write what ``event`` produces, inside the caller's transaction (which claimed it).
+async def fan_out(
+    conn: asyncpg.Connection, event: AnyEvent, settings: Settings, *, write: bool = True
+) -> _Fanout:
+    """Decide and write what ``event`` produces, inside the caller's transaction (which claimed it; with
+    ``write=False`` nothing is written, for ``_Fanout.claim_and_write`` to claim and write at once).
 
     Messages carry ids and codes only; what a person sees is read by intake under their authorisation.
 
@@ -366,7 +390,8 @@ async def fan_out(conn: asyncpg.Connection, event: AnyEvent, settings: Settings)
         )
     elif isinstance(event, ProtocolOverdue):
         await _protocol_overdue(conn, event, out)
-    await out.write()
+    if write:
+        await out.write()
     return out
 
 
@@ -519,6 +544,12 @@ def make_handler(pool: asyncpg.Pool, settings: Settings) -> Handler:
             return
 
         async def work(conn: asyncpg.Connection) -> _Fanout | None:
+            if isinstance(event, ReferralAssigned):
+                # Every referral's offer: its fan-out only reads, so the claim rides on the
+                # notification insert (one statement fewer per referral). A redelivery re-reads, then
+                # finds the claim taken and writes nothing.
+                out = await fan_out(conn, event, settings, write=False)
+                return out if await out.claim_and_write(CONSUMER) else None
             if not await claim_event(conn, CONSUMER, event.event_id):
                 return None
             return await fan_out(conn, event, settings)

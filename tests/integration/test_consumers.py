@@ -93,6 +93,33 @@ async def test_redelivered_assigned_event_notifies_once(pool: asyncpg.Pool, cred
     assert [(str(r["recipient_id"]), r["kind"]) for r in rows] == [(assigned.case_manager_id, "offer")]
 
 
+async def test_an_assigned_event_claimed_before_writes_no_notification(
+    pool: asyncpg.Pool, creds: dict[str, Any]
+) -> None:
+    """The offer's claim rides on its notification insert (claim_and_notify.sql): a claim an earlier
+    delivery committed means nothing is written, and the unclaimed event writes exactly one."""
+    rid = await _referral(pool, creds["partners"][0]["id"])
+    await routing_handler(pool, SETTINGS)(
+        ReferralReceived(referral_id=rid, partner_id=creds["partners"][0]["id"])
+    )
+    (assigned,) = await _outbox(pool, "refnet.referral.assigned")
+    await pool.execute(
+        "INSERT INTO processed_messages (consumer, event_id) VALUES ('notify', $1)", assigned.event_id
+    )
+    handle = notify_handler(pool, SETTINGS)
+    await handle(assigned)
+    assert await pool.fetchval("SELECT count(*) FROM notifications WHERE referral_id = $1", rid) == 0
+    await pool.execute(
+        "DELETE FROM processed_messages WHERE consumer = 'notify' AND event_id = $1", assigned.event_id
+    )
+    await handle(assigned)
+    rows = await pool.fetch("SELECT recipient_id, kind, data FROM notifications WHERE referral_id = $1", rid)
+    assert [(str(r["recipient_id"]), r["kind"]) for r in rows] == [(assigned.case_manager_id, "offer")]
+    assert rows[0]["data"]["urgency"] == assigned.urgency
+    claimed = "SELECT count(*) FROM processed_messages WHERE consumer = 'notify' AND event_id = $1"
+    assert await pool.fetchval(claimed, assigned.event_id) == 1
+
+
 async def test_out_of_area_becomes_unroutable(pool: asyncpg.Pool, creds: dict[str, Any]) -> None:
     rid = await _referral(pool, creds["partners"][0]["id"], region=None)
     await routing_handler(pool, SETTINGS)(
