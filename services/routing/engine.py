@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -448,6 +449,7 @@ async def route_batch(
     raises LockNotAvailableError (the caller retries). ``releases``: case managers given one place back
     each (withdrawn offers), locked in the same ordered statement.
     """
+    started = time.perf_counter()
     now = datetime.now(UTC)
     plans = [await _plan(conn, ref, rules, now, trace_id) for ref, trace_id in refs]
     records: list[DecisionRecord | None] = [p.settled for p in plans]
@@ -487,6 +489,8 @@ async def route_batch(
                 record, outcome="no_eligible_case_manager", chosen=None, taken_meanwhile=tuple(taken[i])
             )
         routed.append(await _write(conn, p, rules, record, chosen[i]))
+    if plans:
+        metrics.decisions_timed(time.perf_counter() - started, len(plans))
     return routed
 
 
