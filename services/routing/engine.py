@@ -8,6 +8,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
+from typing import Any
 
 import asyncpg
 import msgspec
@@ -480,6 +481,7 @@ async def route_batch(
                 taken[i].append(cid)
                 pending.append(i)
     routed: list[Routed] = []
+    offers: list[tuple[Any, ...]] = []
     for i, p in enumerate(plans):
         record = records[i]
         assert record is not None  # every plan was settled or decided at least once
@@ -488,7 +490,8 @@ async def route_batch(
             record = msgspec.structs.replace(
                 record, outcome="no_eligible_case_manager", chosen=None, taken_meanwhile=tuple(taken[i])
             )
-        routed.append(await _write(conn, p, rules, record, chosen[i]))
+        routed.append(await _write(conn, p, rules, record, chosen[i], offers))
+    await _offer_many(conn, offers, now, rules.version)
     if plans:
         metrics.decisions_timed(time.perf_counter() - started, len(plans))
     return routed
@@ -523,9 +526,15 @@ async def _take_places(
 
 
 async def _write(
-    conn: asyncpg.Connection, plan: _Plan, rules: Rules, record: DecisionRecord, chosen: str | None
+    conn: asyncpg.Connection,
+    plan: _Plan,
+    rules: Rules,
+    record: DecisionRecord,
+    chosen: str | None,
+    offers: list[tuple[Any, ...]] | None = None,
 ) -> Routed:
-    """Record the decision and carry it out: the offer (its place taken) or the queue."""
+    """Record the decision and carry it out: the offer (its place taken) or the queue. With ``offers``,
+    an offer's statement parameters go there, for one statement over the batch (_offer_many)."""
     ref = plan.ref
     if record.outcome == "no_eligible_case_manager" and not record.named_all:
         # A region too large to name everyone: count why they could not take it (a full scan, but
@@ -543,7 +552,7 @@ async def _write(
     if chosen is not None:
         # The decision record rides on the offer's statement.
         routed = await _offer(
-            conn, ref, chosen, rules, plan.now, plan.offers_so_far + 1, plan.trace_id, decision_row
+            conn, ref, chosen, rules, plan.now, plan.offers_so_far + 1, plan.trace_id, decision_row, offers
         )
     else:
         await conn.execute(load_sql(_SQL, "insert_decision"), *decision_row)
@@ -571,9 +580,10 @@ async def _offer(
     attempt: int,
     trace_id: str,
     decision_row: tuple[object, ...],
+    offers: list[tuple[Any, ...]] | None = None,
 ) -> Routed:
     """Write the decision record and the offer (capacity already taken), move the referral to
-    ``assigned`` and outbox its events: one statement."""
+    ``assigned`` and outbox its events: one statement (or its parameters into ``offers``)."""
     respond_by = now + timedelta(seconds=rules.offers.ttl_for(ref["urgency"]))
     assignment_id = uuid.uuid4()
     events: list[Event] = [
@@ -588,8 +598,7 @@ async def _offer(
         )
     ]
     events.extend(_status_change(ref, "assigned", trace_id))
-    await conn.execute(
-        load_sql(_SQL, "decide_and_offer"),
+    params = (
         *decision_row,
         assignment_id,
         respond_by,
@@ -598,8 +607,36 @@ async def _offer(
         [subject_for(e) for e in events],
         [encode_event(e) for e in events],
     )
-    mark_outbox_written()
+    if offers is not None:
+        offers.append(params)
+    else:
+        await conn.execute(load_sql(_SQL, "decide_and_offer"), *params)
+        mark_outbox_written()
     return Routed("assigned", "assigned", case_manager_id, str(assignment_id))
+
+
+async def _offer_many(
+    conn: asyncpg.Connection, offers: list[tuple[Any, ...]], now: datetime, version: str
+) -> None:
+    """A batch's offers (parameters as decide_and_offer.sql's, from _offer) in one statement."""
+    if not offers:
+        return
+    await conn.execute(
+        load_sql(_SQL, "decide_and_offer_many"),
+        [o[0] for o in offers],
+        [o[1] for o in offers],
+        now,
+        [o[4] for o in offers],
+        [o[5] for o in offers],
+        version,
+        [o[7] for o in offers],
+        [o[8] for o in offers],
+        [o[9] for o in offers],
+        [e for o in offers for e in o[10]],
+        [s for o in offers for s in o[11]],
+        [p for o in offers for p in o[12]],
+    )
+    mark_outbox_written()
 
 
 async def _queue(conn: asyncpg.Connection, ref: asyncpg.Record, reason: str, trace_id: str) -> Routed:

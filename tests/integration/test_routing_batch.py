@@ -18,6 +18,7 @@ import pytest
 from services.routing.engine import Routed, route_batch, route_referral
 from services.routing.rules import Candidates, load_rules
 from shared.db import create_pool, transaction
+from shared.events import ReferralAssigned, decode_event
 from tests.integration.test_routing_engine import _random_roster, _referral
 
 pytestmark = pytest.mark.asyncio
@@ -127,6 +128,10 @@ async def test_two_batches_at_once_neither_deadlock_nor_overrun(pool: asyncpg.Po
     for cid, (count, capacity) in after.items():
         assert count == before[cid][0] + taken[cid]
         assert count <= max(capacity, before[cid][0])
+    # Each offer's event is in the outbox, naming its offer (written for the whole batch at once).
+    events = [decode_event(r["payload"]) for r in await pool.fetch("SELECT payload FROM outbox")]
+    assigned = {(e.referral_id, e.case_manager_id) for e in events if isinstance(e, ReferralAssigned)}
+    assert assigned == {(str(o["referral_id"]), str(o["case_manager_id"])) for o in offers}
     # The batches decided at the same time: the later one found places gone and decided those again.
     again = await pool.fetchval(
         "SELECT count(*) FROM routing_decisions WHERE jsonb_array_length(detail->'taken_meanwhile') > 0"
