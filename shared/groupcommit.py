@@ -67,6 +67,10 @@ class GroupCommit:
       as it would have to each of their own transactions.
     A work may therefore run more than once before it commits: it must keep to the database (its
     Python side effects, such as metrics, can repeat) and must not catch database errors.
+
+    With `together`, a batch of two or more is one call over the callers' payloads (set-based work,
+    such as routing's); it answers each caller in order, or raises ItemFailed(index) to have that one
+    run alone (its `work`) and the others again, as above.
     """
 
     def __init__(
@@ -94,6 +98,9 @@ class GroupCommit:
         # `together`: batches of two or more run as one call over their payloads instead of work by
         # work (all as SYSTEM); a lone work, or one a batch gave up on (ItemFailed), runs its `work`.
         self._together_fn = together
+        # ... in the context the group was made in (the process's log bindings), not in any one
+        # caller's: a batch is nobody's event or request in particular.
+        self._home = contextvars.copy_context()
         self._max_batch = max_batch
         self._max_inflight = max_inflight
         self._queue: list[_Item] = []
@@ -151,12 +158,14 @@ class GroupCommit:
         try:
             async with transaction(self._pool, SYSTEM, setup=self._begin) as conn:
                 if self._together_fn is not None:
-                    # In the leader's own context: its outbox mark reaches this transaction's commit.
-                    if self._setup:
-                        mark_local_setup(self._setup)
-                    results = await self._together_fn(conn, [item.payload for item in batch])
+                    ctx = self._home.copy()
+                    ctx.run(enter_batch_item, self._setup)
+                    payloads = [item.payload for item in batch]
+                    results = await asyncio.create_task(self._together_fn(conn, payloads), context=ctx)
                     if len(results) != len(batch):
                         raise RuntimeError("a together function must answer every work of its batch")
+                    if ctx.run(outbox_written_in):
+                        mark_outbox_written()
                 current = SYSTEM
                 for index, item in enumerate(batch if self._together_fn is None else []):
                     if item.identity != current:

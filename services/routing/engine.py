@@ -564,6 +564,8 @@ async def _write(
         reason=routed.reason,
         eligible=record.eligible_total,
         policy_version=rules.version,
+        # In a set-based batch no one event's bindings are on the context: name this one's trace.
+        **({"trace_id": plan.trace_id} if plan.trace_id else {}),
     )
     metrics.routing_decided(
         record.outcome, ref["received_at"], first_offer=chosen is not None and plan.offers_so_far == 0
