@@ -9,13 +9,14 @@ import random
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
 import msgspec
 import pytest
 
-from services.routing.engine import Routed, route_batch, route_referral
+from services.routing.engine import Routed, decide, facts_for, route_batch, route_referral
 from services.routing.rules import Candidates, load_rules
 from shared.db import create_pool, transaction
 from shared.events import ReferralAssigned, decode_event
@@ -142,3 +143,44 @@ async def test_two_batches_at_once_neither_deadlock_nor_overrun(pool: asyncpg.Po
 class _Rollback(Exception):
     def __init__(self, routed: list[Routed]) -> None:
         self.routed = routed
+
+
+async def test_a_later_round_never_waits_for_a_row_held_elsewhere(pool: asyncpg.Pool, partner: str) -> None:
+    """The first choice's last place goes while the batch waits for its row; the second choice's row is
+    held by another transaction: the batch fails at once (NOWAIT) instead of waiting out of order."""
+    rid = await _referral(pool, partner, region="south_la")
+    async with transaction(pool) as conn:
+        ref = await conn.fetchrow("SELECT * FROM referrals WHERE id = $1", rid)
+        assert ref is not None
+        decision, _ = await decide(conn, facts_for(ref, RULES, datetime.now(UTC)), frozenset(), None, RULES)
+    first, second = decision.ranked[:2]
+    filler, holder = await pool.acquire(), await pool.acquire()
+    try:
+        filling, holding = filler.transaction(), holder.transaction()
+        await filling.start()
+        await holding.start()
+        await filler.execute("UPDATE case_managers SET active_count = capacity WHERE staff_id = $1", first)
+        await holder.execute("SELECT 1 FROM case_managers WHERE staff_id = $1 FOR UPDATE", second)
+
+        async def batch() -> list[Routed]:
+            conn: asyncpg.Connection
+            async with transaction(pool) as conn:
+                refs = await _locked(conn, [rid])
+                return await route_batch(conn, [(r, "") for r in refs], RULES)
+
+        routing = asyncio.create_task(batch())
+        # Until the batch, having decided for `first`, waits for its row.
+        while not await pool.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%FOR UPDATE%'"
+        ):
+            assert not routing.done()
+            await asyncio.sleep(0.01)
+        await filling.commit()
+        with pytest.raises(asyncpg.LockNotAvailableError):
+            await routing
+        await holding.rollback()
+        routed = await batch()  # nothing held any more: the second choice
+        assert routed[0].case_manager_id == second
+    finally:
+        await pool.release(filler)
+        await pool.release(holder)
