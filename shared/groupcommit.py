@@ -23,10 +23,12 @@ from shared.db import (
     without_comments,
 )
 
-__all__ = ["GroupCommit", "Work"]
+__all__ = ["GroupCommit", "ItemFailed", "Together", "Work"]
 
 T = TypeVar("T")
 Work = Callable[[asyncpg.Connection], Coroutine[Any, Any, T]]
+# A whole batch's works done together (set-based): the callers' payloads in, their results out, in order.
+Together = Callable[[asyncpg.Connection, list[Any]], Coroutine[Any, Any, list[Any]]]
 
 
 @dataclass
@@ -34,12 +36,17 @@ class _Item:
     identity: Identity
     work: Work[Any]
     future: asyncio.Future[Any]
+    payload: Any = None
     # The caller's context (log bindings, trace id): the work runs in a copy of it.
     context: contextvars.Context = field(default_factory=contextvars.copy_context)
 
 
-class _ItemFailed(Exception):
+class ItemFailed(Exception):
+    """Raised by a `Together` function: the batch is rolled back, the work at `index` runs alone (its
+    own `work`) and its neighbours go back to the head of the queue."""
+
     def __init__(self, index: int) -> None:
+        super().__init__(index)
         self.index = index
 
 
@@ -60,6 +67,10 @@ class GroupCommit:
       as it would have to each of their own transactions.
     A work may therefore run more than once before it commits: it must keep to the database (its
     Python side effects, such as metrics, can repeat) and must not catch database errors.
+
+    With `together`, a batch of two or more is one call over the callers' payloads (set-based work,
+    such as routing's); it answers each caller in order, or raises ItemFailed(index) to have that one
+    run alone (its `work`) and the others again, as above.
     """
 
     def __init__(
@@ -68,6 +79,7 @@ class GroupCommit:
         *,
         setup: str = "",
         serialize: str = "",
+        together: Together | None = None,
         max_batch: int = 64,
         max_inflight: int = 2,
     ) -> None:
@@ -83,6 +95,12 @@ class GroupCommit:
             else ""
         )
         self._begin = "; ".join(part for part in (setup, lock) if part)
+        # `together`: batches of two or more run as one call over their payloads instead of work by
+        # work (all as SYSTEM); a lone work, or one a batch gave up on (ItemFailed), runs its `work`.
+        self._together_fn = together
+        # ... in the context the group was made in (the process's log bindings), not in any one
+        # caller's: a batch is nobody's event or request in particular.
+        self._home = contextvars.copy_context()
         self._max_batch = max_batch
         self._max_inflight = max_inflight
         self._queue: list[_Item] = []
@@ -90,9 +108,10 @@ class GroupCommit:
         self.batches = 0
         self.works = 0
 
-    async def run(self, work: Work[T], identity: Identity = SYSTEM) -> T:
-        """Run `work` in a (shared) transaction as `identity`; its result once that has committed."""
-        item = _Item(identity, work, asyncio.get_running_loop().create_future())
+    async def run(self, work: Work[T], identity: Identity = SYSTEM, *, payload: Any = None) -> T:
+        """Run `work` in a (shared) transaction as `identity`; its result once that has committed.
+        `payload` is what a `together` function gets for this caller."""
+        item = _Item(identity, work, asyncio.get_running_loop().create_future(), payload)
         self._queue.append(item)
         if len(self._leaders) < self._max_inflight:
             leader = asyncio.create_task(self._lead(), name="group-commit")
@@ -138,8 +157,17 @@ class GroupCommit:
         results: list[Any] = []
         try:
             async with transaction(self._pool, SYSTEM, setup=self._begin) as conn:
+                if self._together_fn is not None:
+                    ctx = self._home.copy()
+                    ctx.run(enter_batch_item, self._setup)
+                    payloads = [item.payload for item in batch]
+                    results = await asyncio.create_task(self._together_fn(conn, payloads), context=ctx)
+                    if len(results) != len(batch):
+                        raise RuntimeError("a together function must answer every work of its batch")
+                    if ctx.run(outbox_written_in):
+                        mark_outbox_written()
                 current = SYSTEM
-                for index, item in enumerate(batch):
+                for index, item in enumerate(batch if self._together_fn is None else []):
                     if item.identity != current:
                         await conn.execute(identity_sql(item.identity))
                         current = item.identity
@@ -148,11 +176,11 @@ class GroupCommit:
                     try:
                         results.append(await asyncio.create_task(item.work(conn), context=ctx))
                     except Exception as exc:
-                        raise _ItemFailed(index) from exc
+                        raise ItemFailed(index) from exc
                     if ctx.run(outbox_written_in):
                         # The leader's transaction wakes this process's relays after the commit.
                         mark_outbox_written()
-        except _ItemFailed as failed:
+        except ItemFailed as failed:
             # Everything rolled back: the failing work alone, its neighbours first in line again.
             self._queue[:0] = batch[: failed.index] + batch[failed.index + 1 :]
             await self._alone(batch[failed.index])

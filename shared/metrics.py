@@ -124,6 +124,12 @@ def timed_decision(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
     return wrapper
 
 
+def decisions_timed(seconds: float, count: int) -> None:
+    """Observe ``count`` routing decisions made together in ``seconds`` (a set-based batch): each its share."""
+    for _ in range(count):
+        ROUTING_DECISION_SECONDS.observe(seconds / count)
+
+
 def routing_decided(outcome: str, received_at: datetime | None = None, first_offer: bool = False) -> None:
     """Count a decision; for a referral's first offer also observe the time since it was received."""
     ROUTING_DECISIONS.labels(outcome).inc()

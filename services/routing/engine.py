@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import time
 import uuid
+from collections import Counter
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
+from types import MappingProxyType
+from typing import Any
 
 import asyncpg
 import msgspec
@@ -22,6 +27,7 @@ from services.routing.policy import (
     matching_specialisms,
     need_mask,
     need_minimum,
+    place_grants,
     specialism_mask,
 )
 from services.routing.rules import Rules
@@ -38,7 +44,16 @@ from shared.events import (
 )
 from shared.outbox import enqueue
 
-__all__ = ["Gathered", "Routed", "decide", "facts_for", "gather", "previous_offers", "route_referral"]
+__all__ = [
+    "Gathered",
+    "Routed",
+    "decide",
+    "facts_for",
+    "gather",
+    "previous_offers",
+    "route_batch",
+    "route_referral",
+]
 
 log = structlog.get_logger("refnet.routing")
 _SQL = __package__
@@ -48,6 +63,7 @@ _TAKE_ROUNDS = 10
 # Candidates kept per decision beyond the exact ones: the runners-up a supervisor reads about.
 _KEEP = 4
 WALK_PLAN = without_comments(load_sql(_SQL, "walk_plan"))
+_NONE_RESERVED: Mapping[str, int] = MappingProxyType({})
 
 
 class Gathered(msgspec.Struct, frozen=True):
@@ -89,14 +105,14 @@ def facts_for(ref: asyncpg.Record, rules: Rules, now: datetime) -> ReferralFacts
     )
 
 
-def _candidate(r: asyncpg.Record) -> Candidate:
+def _candidate(r: asyncpg.Record, reserved: Mapping[str, int]) -> Candidate:
     return Candidate(
         id=str(r["staff_id"]),
         regions=tuple(r["regions"]),
         needs=tuple(r["needs"]),
         languages=tuple(r["languages"]),
         capacity=r["capacity"],
-        active_count=r["active_count"],
+        active_count=r["active_count"] + reserved.get(str(r["staff_id"]), 0),
         status=r["status"],
         specialisms=tuple(r["specialisms"]),
     )
@@ -125,14 +141,21 @@ async def _walk(
     ceiling: float,
     limit: int,
     keep: int,
+    reserved: Mapping[str, int],
 ) -> _Walk:
     """Read one group of case managers least loaded first, in growing pages (the first already read),
     until the ``limit``-th best of everyone read so far (this walk and earlier ones) scores strictly above
     ``ceiling`` + balance x the free share of the last one read. Within a bucket the score only falls as
     the load rises, so nobody in this group not yet read can enter the top ``limit`` any more. The best
-    ``keep`` (>= limit) of those read are kept: beyond ``limit`` they are the best of those compared."""
+    ``keep`` (>= limit) of those read are kept: beyond ``limit`` they are the best of those compared.
+
+    ``reserved``: places this transaction's batch has already planned to take (not yet written), per case
+    manager; they count as load. Reservations only lower scores, so the stopping bound (from the
+    database's load of the last row read) still bounds everyone unread."""
     rows, size = first_rows, page
     while True:
+        free = [(r, r["active_count"] + reserved.get(str(r["staff_id"]), 0)) for r in rows]
+        free = [(r, load) for r, load in free if load < r["capacity"]]
         best = sorted(
             [
                 *best_so_far,
@@ -143,17 +166,17 @@ async def _walk(
                             balance,
                             (r["need_mask"] & mask).bit_count(),
                             bool(r["specialism_mask"] & fits),
-                            r["active_count"],
+                            load,
                             r["capacity"],
                         ),
                         str(r["staff_id"]),
                     )
-                    for r in rows
+                    for r, load in free
                 ),
             ]
         )[:keep]
         if len(rows) < size:
-            return _Walk(best, len(rows), True, size == page)
+            return _Walk(best, len(free), True, size == page)
         last = rows[-1]
         if len(best) >= limit:
             # Anyone unread scores at most `bound`. With a balance weight, only an unread one with exactly
@@ -164,7 +187,7 @@ async def _walk(
             bound = ceiling + balance * (1.0 - last["active_count"] / last["capacity"])
             tie_ok = balance > 0 and cid <= str(last["staff_id"])
             if score > bound or (score == bound and tie_ok):
-                return _Walk(best, len(rows), False, False)
+                return _Walk(best, len(free), False, False)
         size *= 4
         rows = await conn.fetch(load_sql(_SQL, sql), *args, size)
 
@@ -175,6 +198,7 @@ async def gather(
     excluded: frozenset[str],
     youth_key: bytes | None,
     rules: Rules,
+    reserved: Mapping[str, int] = _NONE_RESERVED,
 ) -> Gathered:
     """The bounded candidate set, which holds the policy's exact best ``limit`` case managers.
 
@@ -232,6 +256,7 @@ async def gather(
                 ceiling=ceiling,
                 limit=limit,
                 keep=max(limit, _KEEP),
+                reserved=reserved,
             )
         )
     small = all(w.first_page for w in walks)
@@ -263,7 +288,7 @@ async def gather(
             multi += 1
         elif source == "member" and not named_all:
             continue
-        seen.setdefault(cid, _candidate(r))
+        seen.setdefault(cid, _candidate(r, reserved))
     total = sum(w.read for w in walks) + multi if all(w.exhausted for w in walks) else None
     return Gathered(
         tuple(seen.values()), frozenset(continuity), total, named_all, walked=sum(w.read for w in walks)
@@ -296,28 +321,32 @@ async def decide(
     excluded: frozenset[str],
     youth_key: bytes | None,
     rules: Rules,
+    reserved: Mapping[str, int] = _NONE_RESERVED,
 ) -> tuple[Decision, Gathered]:
-    """Read the candidates and let the policy choose (no writes): the routing decision proper."""
-    gathered = await gather(conn, facts, excluded, youth_key, rules)
+    """Read the candidates and let the policy choose (no writes): the routing decision proper.
+    ``reserved``: places already planned in this transaction, counted as load (see _walk)."""
+    gathered = await gather(conn, facts, excluded, youth_key, rules, reserved)
     facts = msgspec.structs.replace(facts, previous_case_managers=gathered.continuity)
     return choose(facts, gathered.candidates, excluded, rules.weights), gathered
 
 
-@metrics.timed_decision
-async def route_referral(
-    conn: asyncpg.Connection,
-    ref: asyncpg.Record,
-    rules: Rules,
-    trace_id: str = "",
-    *,
-    quiet: bool = False,
-) -> Routed:
-    """Offer ``ref`` (locked FOR UPDATE by the caller) to the best eligible case manager, or queue it.
+class _Plan(msgspec.Struct, frozen=True):
+    """What routing one locked referral starts from: its facts, whom to exclude, the record's inputs."""
 
-    ``quiet``: the referral already waits in the queue; if it would stay there for the same reason,
-    write nothing (the queue drain retries often and must not flood decisions and events).
-    """
-    now = datetime.now(UTC)
+    ref: asyncpg.Record
+    now: datetime
+    excluded: frozenset[str]
+    offers_so_far: int
+    facts: ReferralFacts
+    inputs: Inputs
+    trace_id: str
+    # The decision needs no candidates: out of area, or its offers are used up.
+    settled: DecisionRecord | None
+
+
+async def _plan(
+    conn: asyncpg.Connection, ref: asyncpg.Record, rules: Rules, now: datetime, trace_id: str
+) -> _Plan:
     if "previous_offers" in ref:  # Record: a key test
         # Read with the lock (claim_and_lock.sql), under the same row lock: no second statement.
         excluded = frozenset(str(c) for c in ref["previous_offers"])
@@ -336,16 +365,55 @@ async def route_referral(
         offers_so_far=offers_so_far,
         max_offers=rules.offers.max_offers,
     )
-    record: DecisionRecord
-    chosen: str | None = None
+    settled = None
     if facts.region is None:
-        record = DecisionRecord(policy_version=rules.version, inputs=inputs, outcome="out_of_area")
+        settled = DecisionRecord(policy_version=rules.version, inputs=inputs, outcome="out_of_area")
     elif offers_so_far >= rules.offers.max_offers:
-        record = DecisionRecord(policy_version=rules.version, inputs=inputs, outcome="offers_exhausted")
-    else:
+        settled = DecisionRecord(policy_version=rules.version, inputs=inputs, outcome="offers_exhausted")
+    return _Plan(ref, now, excluded, offers_so_far, facts, inputs, trace_id, settled)
+
+
+def _record(
+    plan: _Plan,
+    rules: Rules,
+    decision: Decision,
+    gathered: Gathered,
+    chosen: str | None,
+    taken: Sequence[str],
+) -> DecisionRecord:
+    return DecisionRecord(
+        policy_version=rules.version,
+        inputs=msgspec.structs.replace(plan.inputs, continuity=tuple(sorted(gathered.continuity))),
+        outcome="assigned" if chosen else "no_eligible_case_manager",
+        chosen=chosen,
+        candidates=_ordered(decision),
+        eligible_total=gathered.eligible_total,
+        named_all=gathered.named_all,
+        taken_meanwhile=tuple(taken),
+    )
+
+
+@metrics.timed_decision
+async def route_referral(
+    conn: asyncpg.Connection,
+    ref: asyncpg.Record,
+    rules: Rules,
+    trace_id: str = "",
+    *,
+    quiet: bool = False,
+) -> Routed:
+    """Offer ``ref`` (locked FOR UPDATE by the caller) to the best eligible case manager, or queue it.
+
+    ``quiet``: the referral already waits in the queue; if it would stay there for the same reason,
+    write nothing (the queue drain retries often and must not flood decisions and events).
+    """
+    plan = await _plan(conn, ref, rules, datetime.now(UTC), trace_id)
+    chosen: str | None = None
+    record = plan.settled
+    if record is None:
         taken: list[str] = []
         for _ in range(_TAKE_ROUNDS):
-            decision, gathered = await decide(conn, facts, excluded, ref["youth_key"], rules)
+            decision, gathered = await decide(conn, plan.facts, plan.excluded, ref["youth_key"], rules)
             if decision.chosen is None:
                 break
             if await conn.fetchval(load_sql(_SQL, "take_capacity"), decision.chosen) is not None:
@@ -354,16 +422,7 @@ async def route_referral(
             # Another worker took their last place after we read (the conditional UPDATE waited for
             # its commit): read again, which no longer offers them, so the choice stays the best.
             taken.append(decision.chosen)
-        record = DecisionRecord(
-            policy_version=rules.version,
-            inputs=msgspec.structs.replace(inputs, continuity=tuple(sorted(gathered.continuity))),
-            outcome="assigned" if chosen else "no_eligible_case_manager",
-            chosen=chosen,
-            candidates=_ordered(decision),
-            eligible_total=gathered.eligible_total,
-            named_all=gathered.named_all,
-            taken_meanwhile=tuple(taken),
-        )
+        record = _record(plan, rules, decision, gathered, chosen, taken)
     if (
         chosen is None
         and quiet
@@ -371,14 +430,120 @@ async def route_referral(
         and ref["unroutable_reason"] == record.outcome
     ):
         return Routed("unchanged", record.outcome)
+    return await _write(conn, plan, rules, record, chosen)
+
+
+async def route_batch(
+    conn: asyncpg.Connection,
+    refs: Sequence[tuple[asyncpg.Record, str]],
+    rules: Rules,
+    releases: Sequence[str] = (),
+) -> list[Routed]:
+    """Route several locked referrals (with their trace ids) in one transaction, set-based, so that
+    concurrent batches (other routing processes) never deadlock and need no lock between them.
+
+    Every referral is decided first (reads only), each counting the places those before it in the batch
+    will take; then the chosen case managers' rows are locked in ``staff_id`` order in one statement
+    and the places taken in one more. A referral whose place was gone meanwhile (another process took
+    it between our read and our lock) is decided again; those later rounds lock with NOWAIT, since this
+    transaction already holds rows out of any order another batch could wait in: a row held elsewhere
+    raises LockNotAvailableError (the caller retries). ``releases``: case managers given one place back
+    each (withdrawn offers), locked in the same ordered statement.
+    """
+    started = time.perf_counter()
+    now = datetime.now(UTC)
+    plans = [await _plan(conn, ref, rules, now, trace_id) for ref, trace_id in refs]
+    records: list[DecisionRecord | None] = [p.settled for p in plans]
+    chosen: list[str | None] = [None] * len(plans)
+    taken: list[list[str]] = [[] for _ in plans]
+    pending = [i for i, p in enumerate(plans) if p.settled is None]
+    held: set[str] = set()
+    for round_ in range(_TAKE_ROUNDS):
+        if not pending and (round_ > 0 or not releases):
+            break
+        reserved: Counter[str] = Counter()
+        wanted: list[tuple[int, str]] = []
+        for i in pending:
+            p = plans[i]
+            decision, gathered = await decide(conn, p.facts, p.excluded, p.ref["youth_key"], rules, reserved)
+            records[i] = _record(p, rules, decision, gathered, decision.chosen, taken[i])
+            if decision.chosen is not None:
+                wanted.append((i, decision.chosen))
+                reserved[decision.chosen] += 1
+        granted = await _take_places(conn, reserved, releases if round_ == 0 else (), nowait=bool(held))
+        held |= set(reserved) | set(releases)
+        pending = []
+        for i, cid in wanted:
+            if granted[cid] > 0:
+                granted[cid] -= 1
+                chosen[i] = cid
+            else:
+                taken[i].append(cid)
+                pending.append(i)
+    routed: list[Routed] = []
+    offers: list[tuple[Any, ...]] = []
+    for i, p in enumerate(plans):
+        record = records[i]
+        assert record is not None  # every plan was settled or decided at least once
+        if chosen[i] is None and record.outcome == "assigned":
+            # Its place was gone in every round: as route_referral after _TAKE_ROUNDS.
+            record = msgspec.structs.replace(
+                record, outcome="no_eligible_case_manager", chosen=None, taken_meanwhile=tuple(taken[i])
+            )
+        routed.append(await _write(conn, p, rules, record, chosen[i], offers))
+    await _offer_many(conn, offers, now, rules.version)
+    if plans:
+        metrics.decisions_timed(time.perf_counter() - started, len(plans))
+    return routed
+
+
+async def _take_places(
+    conn: asyncpg.Connection, wanted: Mapping[str, int], releases: Sequence[str], *, nowait: bool
+) -> Counter[str]:
+    """Lock the case managers' rows in ``staff_id`` order (one statement), give back ``releases`` and take
+    up to ``wanted`` places each where there is room (one statement); how many each granted."""
+    ids = sorted(set(wanted) | set(releases))
+    if not ids:
+        return Counter()
+    rows = await conn.fetch(load_sql(_SQL, "lock_places_nowait" if nowait else "lock_places"), ids)
+    counts, granted = place_grants(
+        {str(r["staff_id"]): (r["status"] == "active", r["active_count"], r["capacity"]) for r in rows},
+        wanted,
+        Counter(releases),
+    )
+    changed = [(cid, old, new) for cid, (old, new) in counts.items() if old != new]
+    if changed:
+        done = await conn.fetch(
+            load_sql(_SQL, "set_places"),
+            [uuid.UUID(c) for c, _, _ in changed],
+            [o for _, o, _ in changed],
+            [n for _, _, n in changed],
+        )
+        if len(done) != len(changed):
+            # Impossible while the rows are locked; never write on a count we did not read.
+            raise RuntimeError("case managers' places changed under their row locks")
+    return granted
+
+
+async def _write(
+    conn: asyncpg.Connection,
+    plan: _Plan,
+    rules: Rules,
+    record: DecisionRecord,
+    chosen: str | None,
+    offers: list[tuple[Any, ...]] | None = None,
+) -> Routed:
+    """Record the decision and carry it out: the offer (its place taken) or the queue. With ``offers``,
+    an offer's statement parameters go there, for one statement over the batch (_offer_many)."""
+    ref = plan.ref
     if record.outcome == "no_eligible_case_manager" and not record.named_all:
         # A region too large to name everyone: count why they could not take it (a full scan, but
         # only when nobody could, which also means the queue gets a new member).
-        record = msgspec.structs.replace(record, census=await _census(conn, facts, excluded))
+        record = msgspec.structs.replace(record, census=await _census(conn, plan.facts, plan.excluded))
     decision_row = (
         uuid.uuid4(),
         ref["id"],
-        now,
+        plan.now,
         record.outcome,
         chosen,
         msgspec.to_builtins(record),
@@ -386,10 +551,12 @@ async def route_referral(
     )
     if chosen is not None:
         # The decision record rides on the offer's statement.
-        routed = await _offer(conn, ref, chosen, rules, now, offers_so_far + 1, trace_id, decision_row)
+        routed = await _offer(
+            conn, ref, chosen, rules, plan.now, plan.offers_so_far + 1, plan.trace_id, decision_row, offers
+        )
     else:
         await conn.execute(load_sql(_SQL, "insert_decision"), *decision_row)
-        routed = await _queue(conn, ref, record.outcome, trace_id)
+        routed = await _queue(conn, ref, record.outcome, plan.trace_id)
     log.info(
         "routing.decided",
         referral_id=str(ref["id"]),
@@ -397,9 +564,11 @@ async def route_referral(
         reason=routed.reason,
         eligible=record.eligible_total,
         policy_version=rules.version,
+        # In a set-based batch no one event's bindings are on the context: name this one's trace.
+        **({"trace_id": plan.trace_id} if plan.trace_id else {}),
     )
     metrics.routing_decided(
-        record.outcome, ref["received_at"], first_offer=chosen is not None and offers_so_far == 0
+        record.outcome, ref["received_at"], first_offer=chosen is not None and plan.offers_so_far == 0
     )
     return routed
 
@@ -413,9 +582,10 @@ async def _offer(
     attempt: int,
     trace_id: str,
     decision_row: tuple[object, ...],
+    offers: list[tuple[Any, ...]] | None = None,
 ) -> Routed:
     """Write the decision record and the offer (capacity already taken), move the referral to
-    ``assigned`` and outbox its events: one statement."""
+    ``assigned`` and outbox its events: one statement (or its parameters into ``offers``)."""
     respond_by = now + timedelta(seconds=rules.offers.ttl_for(ref["urgency"]))
     assignment_id = uuid.uuid4()
     events: list[Event] = [
@@ -430,8 +600,7 @@ async def _offer(
         )
     ]
     events.extend(_status_change(ref, "assigned", trace_id))
-    await conn.execute(
-        load_sql(_SQL, "decide_and_offer"),
+    params = (
         *decision_row,
         assignment_id,
         respond_by,
@@ -440,8 +609,36 @@ async def _offer(
         [subject_for(e) for e in events],
         [encode_event(e) for e in events],
     )
-    mark_outbox_written()
+    if offers is not None:
+        offers.append(params)
+    else:
+        await conn.execute(load_sql(_SQL, "decide_and_offer"), *params)
+        mark_outbox_written()
     return Routed("assigned", "assigned", case_manager_id, str(assignment_id))
+
+
+async def _offer_many(
+    conn: asyncpg.Connection, offers: list[tuple[Any, ...]], now: datetime, version: str
+) -> None:
+    """A batch's offers (parameters as decide_and_offer.sql's, from _offer) in one statement."""
+    if not offers:
+        return
+    await conn.execute(
+        load_sql(_SQL, "decide_and_offer_many"),
+        [o[0] for o in offers],
+        [o[1] for o in offers],
+        now,
+        [o[4] for o in offers],
+        [o[5] for o in offers],
+        version,
+        [o[7] for o in offers],
+        [o[8] for o in offers],
+        [o[9] for o in offers],
+        [e for o in offers for e in o[10]],
+        [s for o in offers for s in o[11]],
+        [p for o in offers for p in o[12]],
+    )
+    mark_outbox_written()
 
 
 async def _queue(conn: asyncpg.Connection, ref: asyncpg.Record, reason: str, trace_id: str) -> Routed:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Annotated, Literal, get_args
 
 import msgspec
@@ -30,6 +31,7 @@ __all__ = [
     "matching_specialisms",
     "need_mask",
     "need_minimum",
+    "place_grants",
     "specialism_mask",
 ]
 
@@ -257,3 +259,19 @@ def choose(
     if not ranked:
         return Decision(None, "no_eligible_case_manager", (), scored)
     return Decision(ranked[0], "assigned", ranked, scored)
+
+
+def place_grants(
+    rows: Mapping[str, tuple[bool, int, int]], wanted: Mapping[str, int], releases: Mapping[str, int]
+) -> tuple[dict[str, tuple[int, int]], Counter[str]]:
+    """Per case manager (active, active_count, capacity): each release gives one place back (never
+    below zero, as release_capacity.sql), then up to the wanted places are taken while an active one
+    has room. The (old, new) counts, and the places granted."""
+    counts: dict[str, tuple[int, int]] = {}
+    granted: Counter[str] = Counter()
+    for cid, (active, count, capacity) in rows.items():
+        after = max(count - releases.get(cid, 0), 0)
+        grant = min(wanted.get(cid, 0), max(capacity - after, 0)) if active else 0
+        granted[cid] = grant
+        counts[cid] = (count, after + grant)
+    return counts, granted

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from typing import Any
 
 import asyncpg
 import structlog
 
-from services.routing.engine import WALK_PLAN, Routed, route_referral
+from services.routing.engine import WALK_PLAN, Routed, route_batch, route_referral
 from services.routing.rules import Rules, effective_rules
 from shared import metrics
 from shared.bus import CONSUMERS, ConsumerSpec, Handler, Poison
@@ -21,7 +22,7 @@ from shared.events import (
     ReferralReceived,
     ReferralWithdrawn,
 )
-from shared.groupcommit import GroupCommit
+from shared.groupcommit import GroupCommit, ItemFailed
 from shared.outbox import enqueue
 
 __all__ = [
@@ -58,18 +59,51 @@ async def cancel_withdrawn(conn: asyncpg.Connection, ref: asyncpg.Record) -> Non
         await conn.execute(load_sql(_SQL, "release_capacity"), live["case_manager_id"])
 
 
+_Routable = ReferralReceived | AssignmentDeclined | ReferralWithdrawn
+
+
 def make_handler(pool: asyncpg.Pool, settings: Settings) -> Handler:
     rules = effective_rules(settings)
-    # Events handled at the same moment share one transaction and one commit (shared.groupcommit):
-    # each is still claimed, decided and recorded exactly as alone, and acked after that commit. The
-    # walk's planner settings ride on BEGIN, once per batch.
-    # Batches run one at a time across all routing processes (an advisory lock on BEGIN): two batches
-    # taking case managers' places in different orders would deadlock, and each deadlock costs a second.
+    # Events handled at the same moment share one transaction and one commit (shared.groupcommit),
+    # decided set-based (route_batch): every referral of the batch is decided first, then the chosen case
+    # managers' rows are locked in staff_id order in one statement, so batches of any number of routing
+    # processes run at once without deadlocking. Each event is still claimed and recorded as alone, and
+    # acked after that commit. The walk's planner settings ride on BEGIN, once per batch.
     batched = settings.routing_batch_max > 1
+
+    async def together(conn: asyncpg.Connection, events: list[Any]) -> list[None]:
+        routes: list[tuple[asyncpg.Record, str]] = []
+        releases: list[str] = []
+        seen: set[object] = set()
+        for index, payload in enumerate(events):
+            event: _Routable = payload
+            ref = await conn.fetchrow(
+                load_sql(_SQL, "claim_and_lock"), CONSUMER, event.event_id, event.referral_id
+            )
+            if ref is None or ref["id"] in seen:
+                # No such referral (Poison, alone), or a second event of one referral: alone, after
+                # the others, it sees what the first did (as one event after the other would).
+                raise ItemFailed(index)
+            seen.add(ref["id"])
+            if not ref["claimed"] or not _to_route(event, ref, await _live(conn, event, ref)):
+                if ref["claimed"] and isinstance(event, ReferralWithdrawn) and ref["status"] == "withdrawn":
+                    live = await conn.fetchrow(load_sql(_SQL, "cancel_live_assignment"), ref["id"])
+                    if live is not None:
+                        releases.append(str(live["case_manager_id"]))
+                continue
+            routes.append((ref, event.trace_id))
+        try:
+            await route_batch(conn, routes, rules, releases)
+        except asyncpg.LockNotAvailableError:
+            # A later round's case manager is held by another batch right now: this batch must not
+            # wait for it (see route_batch). Roll back; one event alone (free to wait), the rest again.
+            raise ItemFailed(0) from None
+        return [None] * len(events)
+
     group = GroupCommit(
         pool,
         setup=WALK_PLAN,
-        serialize="refnet.routing.decide" if batched else "",
+        together=together if batched else None,
         max_batch=settings.routing_batch_max,
         # Unbatched: each event alone, as many at once as before batching (no deadlock: one
         # case manager's place per transaction).
@@ -91,19 +125,31 @@ def make_handler(pool: asyncpg.Pool, settings: Settings) -> Handler:
             if isinstance(event, ReferralWithdrawn):
                 await cancel_withdrawn(conn, ref)
                 return
-            if isinstance(event, ReferralReceived) and ref["status"] != "received":
-                return
-            if isinstance(event, AssignmentDeclined):
-                live = await conn.fetchval(load_sql(_SQL, "live_assignment_exists"), ref["id"])
-                if live or ref["status"] != "assigned":
-                    return
-            await route_referral(conn, ref, rules, event.trace_id)
+            if _to_route(event, ref, await _live(conn, event, ref)):
+                await route_referral(conn, ref, rules, event.trace_id)
 
         if isinstance(event, AssignmentDeclined):
             metrics.offers_declined()
-        await retrying(lambda: group.run(work))
+        await retrying(lambda: group.run(work, payload=event))
 
     return handle
+
+
+async def _live(conn: asyncpg.Connection, event: AnyEvent, ref: asyncpg.Record) -> bool:
+    """Whether a declined referral already has a live offer or acceptance (read only for a decline)."""
+    if not isinstance(event, AssignmentDeclined) or not ref["claimed"]:
+        return False
+    return bool(await conn.fetchval(load_sql(_SQL, "live_assignment_exists"), ref["id"]))
+
+
+def _to_route(event: AnyEvent, ref: asyncpg.Record, live: bool) -> bool:
+    """Whether a claimed event routes its referral: received and still so, or declined with no live
+    offer while still assigned. A withdrawal never routes."""
+    if isinstance(event, ReferralReceived):
+        return bool(ref["status"] == "received")
+    if isinstance(event, AssignmentDeclined):
+        return not live and ref["status"] == "assigned"
+    return False
 
 
 def _rules(arg: Settings | Rules) -> Rules:

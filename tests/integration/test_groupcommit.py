@@ -10,7 +10,7 @@ import asyncpg
 import pytest
 
 from shared.db import Identity, create_pool
-from shared.groupcommit import GroupCommit
+from shared.groupcommit import GroupCommit, ItemFailed
 
 pytestmark = pytest.mark.asyncio
 
@@ -121,3 +121,38 @@ async def test_serialized_groups_never_run_at_once(pool: asyncpg.Pool) -> None:
     assert sum(g.works for g in groups) == 24
     # One shared transaction at a time across both groups: never two works at once.
     assert peak == 1
+
+
+async def test_a_together_function_does_a_batch_at_once_and_gives_up_on_one(pool: asyncpg.Pool) -> None:
+    """Set-based batches (routing's): one call over the payloads; ItemFailed sends that one to its own
+    work, alone, and the rest to a later batch; a lone caller runs its work."""
+    calls: list[list[int]] = []
+
+    async def together(conn: asyncpg.Connection, payloads: list[int]) -> list[int]:
+        calls.append(payloads)
+        for index, n in enumerate(payloads):
+            if n % 10 == 7:
+                raise ItemFailed(index)
+        await conn.execute(
+            "INSERT INTO gc_probe (n, partner, xid) SELECT n, 'together', txid_current() FROM unnest($1::int[]) n",
+            payloads,
+        )
+        return [-n for n in payloads]
+
+    group = GroupCommit(pool, together=together, max_batch=16, max_inflight=1)
+
+    def work_for(n: int):  # type: ignore[no-untyped-def]
+        async def work(conn: asyncpg.Connection) -> int:
+            await conn.execute(_INSERT, n)
+            return n
+
+        return work
+
+    outcomes = await asyncio.gather(*(group.run(work_for(n), payload=n) for n in range(40)))
+    # The works given up on ran alone (their answers are their own works'); the others together.
+    assert outcomes == [n if n % 10 == 7 else -n for n in range(40)]
+    assert calls and all(len(c) > 1 for c in calls)
+    async with pool.acquire() as conn:
+        rows = await conn.fetch("SELECT n, partner FROM gc_probe ORDER BY n")
+    assert [r["n"] for r in rows] == list(range(40))
+    assert {r["n"] for r in rows if r["partner"] == "together"} == {n for n in range(40) if n % 10 != 7}

@@ -284,3 +284,15 @@ def test_adding_an_ineligible_candidate_changes_nothing(
     a = choose(ref, cands, excluded)
     b = choose(ref, [*cands, extra], excluded)
     assert (a.chosen, a.outcome, a.ranked) == (b.chosen, b.outcome, b.ranked)
+
+
+def test_place_grants_fill_free_places_only_after_releases() -> None:
+    from services.routing.policy import place_grants
+
+    rows = {"a": (True, 2, 3), "b": (True, 3, 3), "c": (False, 0, 5), "d": (True, 0, 2), "e": (True, 4, 3)}
+    counts, granted = place_grants(rows, {"a": 3, "b": 1, "c": 1, "d": 1, "e": 1}, {"b": 1, "e": 1})
+    # a: one place left of three wanted; b: full, but one given back first; c: not active.
+    assert granted == {"a": 1, "b": 1, "c": 0, "d": 1, "e": 0}
+    # e was over capacity (a supervisor's choice): one back, still no room; never below zero.
+    assert counts == {"a": (2, 3), "b": (3, 3), "c": (0, 0), "d": (0, 1), "e": (4, 3)}
+    assert place_grants({"z": (True, 0, 1)}, {}, {"z": 3}) == ({"z": (0, 0)}, {"z": 0})

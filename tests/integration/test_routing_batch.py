@@ -1,0 +1,186 @@
+"""Set-based routing batches on a real database: a batch chooses exactly as the same referrals routed one
+after the other, counts its own reservations, never overruns capacity, and two batches at once over
+the same case managers neither deadlock nor overrun."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+import msgspec
+import pytest
+
+from services.routing.engine import Routed, decide, facts_for, route_batch, route_referral
+from services.routing.rules import Candidates, load_rules
+from shared.db import create_pool, transaction
+from shared.events import ReferralAssigned, decode_event
+from tests.integration.test_routing_engine import _random_roster, _referral
+
+pytestmark = pytest.mark.asyncio
+RULES = load_rules()
+
+
+@pytest.fixture
+async def pool(seeded_db: tuple[str, dict[str, Any]]) -> AsyncIterator[asyncpg.Pool]:
+    p = await create_pool(seeded_db[0], max_size=4)
+    yield p
+    await p.close()
+
+
+@pytest.fixture
+def partner(seeded_db: tuple[str, dict[str, Any]]) -> str:
+    return str(seeded_db[1]["partners"][0]["id"])
+
+
+async def _referrals(pool: asyncpg.Pool, partner: str, rng: random.Random, n: int) -> list[str]:
+    return [
+        await _referral(pool, partner, region="south_la", needs=tuple(rng.sample(["housing", "legal"], 1)))
+        for _ in range(n)
+    ]
+
+
+async def _locked(conn: asyncpg.Connection, ids: list[str]) -> list[asyncpg.Record]:
+    rows = [await conn.fetchrow("SELECT * FROM referrals WHERE id = $1 FOR UPDATE", rid) for rid in ids]
+    assert all(r is not None for r in rows)
+    return rows  # type: ignore[return-value]
+
+
+async def _counts(pool: asyncpg.Pool) -> dict[str, tuple[int, int]]:
+    rows = await pool.fetch("SELECT staff_id, active_count, capacity FROM case_managers")
+    return {str(r["staff_id"]): (r["active_count"], r["capacity"]) for r in rows}
+
+
+async def _scarce(pool: asyncpg.Pool, rng: random.Random) -> None:
+    """A large region (walks stop early) where most case managers have one place or none left."""
+    await _random_roster(pool, rng, 400)
+    await pool.execute(
+        "UPDATE case_managers SET capacity = greatest(capacity, 1),"
+        " active_count = greatest(capacity, 1) - CASE WHEN random() < 0.3 THEN 1 ELSE 0 END"
+    )
+
+
+async def test_a_batch_chooses_as_one_referral_after_the_other(pool: asyncpg.Pool, partner: str) -> None:
+    rng = random.Random(5)
+    await _scarce(pool, rng)
+    rules = msgspec.structs.replace(RULES, candidates=Candidates(limit=3, name_all_up_to=0))
+    ids = await _referrals(pool, partner, rng, 60)
+    before = await _counts(pool)
+
+    async def run(batched: bool) -> list[Routed]:
+        conn: asyncpg.Connection
+        async with transaction(pool) as conn:
+            refs = await _locked(conn, ids)
+            if batched:
+                routed = await route_batch(conn, [(r, "") for r in refs], rules)
+            else:
+                routed = [await route_referral(conn, r, rules) for r in refs]
+            raise _Rollback(routed)
+
+    results = []
+    for batched in (False, True):
+        with pytest.raises(_Rollback) as undone:
+            await run(batched)
+        results.append(undone.value.routed)
+    one_by_one, batch = results
+    assert [r.case_manager_id for r in batch] == [r.case_manager_id for r in one_by_one]
+    offered = Counter(r.case_manager_id for r in batch if r.case_manager_id)
+    assert sum(offered.values()) > 10, "the scenario should offer many"
+    assert any(r.status == "unroutable" for r in batch), "and run out of places"
+    # Every place taken fits: reservations counted within the batch, nobody over capacity.
+    assert all(before[cid][0] + n <= before[cid][1] for cid, n in offered.items())
+    assert await _counts(pool) == before  # both rolled back
+
+
+async def test_two_batches_at_once_neither_deadlock_nor_overrun(pool: asyncpg.Pool, partner: str) -> None:
+    rng = random.Random(8)
+    await _scarce(pool, rng)
+    rules = msgspec.structs.replace(RULES, candidates=Candidates(limit=3, name_all_up_to=0))
+    before = await _counts(pool)
+    batches = [await _referrals(pool, partner, rng, 40) for _ in range(2)]
+    busy = 0
+
+    async def run(ids: list[str]) -> list[Routed]:
+        nonlocal busy
+        for _ in range(20):
+            try:
+                conn: asyncpg.Connection
+                async with transaction(pool) as conn:
+                    return await route_batch(conn, [(r, "") for r in await _locked(conn, ids)], rules)
+            except asyncpg.LockNotAvailableError:
+                busy += 1  # a later round met the other batch's rows: roll back and go again
+        raise AssertionError("never got through")
+
+    routed = await asyncio.gather(*(run(ids) for ids in batches))
+    after = await _counts(pool)
+    offers = await pool.fetch(
+        "SELECT referral_id, case_manager_id FROM assignments WHERE referral_id = ANY ($1::uuid[])",
+        [uuid.UUID(r) for ids in batches for r in ids],
+    )
+    # One offer per referral at most, each one place, nobody over capacity.
+    assert len({o["referral_id"] for o in offers}) == len(offers)
+    assert sum(r.status == "assigned" for rs in routed for r in rs) == len(offers) > 10
+    taken = Counter(str(o["case_manager_id"]) for o in offers)
+    for cid, (count, capacity) in after.items():
+        assert count == before[cid][0] + taken[cid]
+        assert count <= max(capacity, before[cid][0])
+    # Each offer's event is in the outbox, naming its offer (written for the whole batch at once).
+    events = [decode_event(r["payload"]) for r in await pool.fetch("SELECT payload FROM outbox")]
+    assigned = {(e.referral_id, e.case_manager_id) for e in events if isinstance(e, ReferralAssigned)}
+    assert assigned == {(str(o["referral_id"]), str(o["case_manager_id"])) for o in offers}
+    # The batches decided at the same time: the later one found places gone and decided those again.
+    again = await pool.fetchval(
+        "SELECT count(*) FROM routing_decisions WHERE jsonb_array_length(detail->'taken_meanwhile') > 0"
+    )
+    assert again > 0
+
+
+class _Rollback(Exception):
+    def __init__(self, routed: list[Routed]) -> None:
+        self.routed = routed
+
+
+async def test_a_later_round_never_waits_for_a_row_held_elsewhere(pool: asyncpg.Pool, partner: str) -> None:
+    """The first choice's last place goes while the batch waits for its row; the second choice's row is
+    held by another transaction: the batch fails at once (NOWAIT) instead of waiting out of order."""
+    rid = await _referral(pool, partner, region="south_la")
+    async with transaction(pool) as conn:
+        ref = await conn.fetchrow("SELECT * FROM referrals WHERE id = $1", rid)
+        assert ref is not None
+        decision, _ = await decide(conn, facts_for(ref, RULES, datetime.now(UTC)), frozenset(), None, RULES)
+    first, second = decision.ranked[:2]
+    filler, holder = await pool.acquire(), await pool.acquire()
+    try:
+        filling, holding = filler.transaction(), holder.transaction()
+        await filling.start()
+        await holding.start()
+        await filler.execute("UPDATE case_managers SET active_count = capacity WHERE staff_id = $1", first)
+        await holder.execute("SELECT 1 FROM case_managers WHERE staff_id = $1 FOR UPDATE", second)
+
+        async def batch() -> list[Routed]:
+            conn: asyncpg.Connection
+            async with transaction(pool) as conn:
+                refs = await _locked(conn, [rid])
+                return await route_batch(conn, [(r, "") for r in refs], RULES)
+
+        routing = asyncio.create_task(batch())
+        # Until the batch, having decided for `first`, waits for its row.
+        while not await pool.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%FOR UPDATE%'"
+        ):
+            assert not routing.done()
+            await asyncio.sleep(0.01)
+        await filling.commit()
+        with pytest.raises(asyncpg.LockNotAvailableError):
+            await routing
+        await holding.rollback()
+        routed = await batch()  # nothing held any more: the second choice
+        assert routed[0].case_manager_id == second
+    finally:
+        await pool.release(filler)
+        await pool.release(holder)
