@@ -11,18 +11,20 @@ import pytest
 from tests.e2e.browser import CHROMIUM, CHROMIUM_ARGS, browser_missing
 
 
-@pytest.fixture
-def browser_present() -> None:
+def _require_browser() -> None:
     missing = browser_missing()
     if missing is not None:
         pytest.fail(f"the browser tests cannot run: {missing}")
+
+
+@pytest.fixture
+def browser_present() -> None:
+    _require_browser()
 
 
 @pytest.fixture(scope="module")
 async def browser() -> AsyncIterator[Any]:
-    missing = browser_missing()
-    if missing is not None:
-        pytest.fail(f"the browser tests cannot run: {missing}")
+    _require_browser()
     from playwright.async_api import async_playwright
 
     async with async_playwright() as pw:
