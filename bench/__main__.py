@@ -20,12 +20,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
-import httpx
 import msgspec
 import nats
 
 from bench._jetstream import jetstream_ceiling
-from bench._load import make_bodies
+from bench._load import make_bodies, post_sequentially
 from bench._measure import STAGES, pipeline_stats, stream_times, wait_drained
 from bench._openloop import Job, Result
 from bench._pgbench import PgbenchResult, checkpoint, run_pgbench
@@ -267,36 +266,19 @@ def _quick_verdict(step: dict[str, Any]) -> bool:
     )
 
 
-def _post_sequentially(plat: Platform, bodies: list[bytes], count: int, offset: int) -> None:
-    keys = [p["api_key"] for p in plat.creds["partners"]]
-    with httpx.Client(base_url=plat.base_url, timeout=30) as client:
-        for i in range(count):
-            resp = client.post(
-                "/v1/referrals",
-                content=bodies[(offset + i) % len(bodies)],
-                headers={
-                    "Authorization": f"Bearer {keys[i % len(keys)]}",
-                    "Content-Type": "application/json",
-                },
-            )
-            if resp.status_code != 201:
-                raise BenchError(f"warm-up referral refused: HTTP {resp.status_code}: {resp.text[:200]}")
-            time.sleep(0.05)
-
-
 def _capture(plat: Platform) -> tuple[str, dict[str, str], dict[str, Any]]:
     """Record the SQL of CAPTURE_REFERRALS referrals; return the pgbench script, its -D values and facts."""
     assert plat.pg is not None
     bodies = make_bodies(200, seed=7)
     # Warm-up first: prepared statements, type introspection and caches are not per-referral costs.
-    _post_sequentially(plat, bodies, 30, 0)
+    post_sequentially(plat, bodies, 30, 0)
     asyncio.run(wait_drained(plat.admin_dsn, 30))
     time.sleep(1.0)
     existing = asyncio.run(snapshot_uuids(plat.admin_dsn))
     offset = plat.pg.log_path.stat().st_size
     asyncio.run(start_capture(plat.admin_dsn))
     try:
-        _post_sequentially(plat, bodies, CAPTURE_REFERRALS, 30)
+        post_sequentially(plat, bodies, CAPTURE_REFERRALS, 30)
         asyncio.run(wait_drained(plat.admin_dsn, 30))
         time.sleep(1.0)  # let the relays and the notify dispatcher finish their follow-up work
     finally:

@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import json
 import random
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import httpx
+
+from bench._platform import BenchError
+from refnet_dev.platform import Platform
 from shared.codes import AGENCY_ORIGINS, NEED_CODES, REFERRAL_SETTINGS
 
 # A partner may not claim the coordinating agency's own origins (hotline, walk-in, self-referral).
 _PARTNER_SETTINGS = tuple(s for s in REFERRAL_SETTINGS if s not in AGENCY_ORIGINS)
 
-__all__ = ["make_bodies"]
+__all__ = ["make_bodies", "post_sequentially"]
 
 SOUTH_LA_ZIPS = ("90011", "90044", "90003", "90001", "90047", "90059")
 SFV_ZIPS = ("91402", "91331", "91605", "91342", "91306", "91324")
@@ -78,3 +83,22 @@ def make_bodies(count: int, seed: int = 1) -> list[bytes]:
     rng = random.Random(seed)
     now = datetime.now(UTC)
     return [json.dumps(_body(rng, now)).encode() for _ in range(count)]
+
+
+def post_sequentially(plat: Platform, bodies: list[bytes], count: int, offset: int) -> None:
+    """Post ``count`` referrals one after another (warm-up, SQL capture), spread over the demo partners;
+    any refusal stops the run."""
+    keys = [p["api_key"] for p in plat.creds["partners"]]
+    with httpx.Client(base_url=plat.base_url, timeout=60) as client:
+        for i in range(count):
+            resp = client.post(
+                "/v1/referrals",
+                content=bodies[(offset + i) % len(bodies)],
+                headers={
+                    "Authorization": f"Bearer {keys[i % len(keys)]}",
+                    "Content-Type": "application/json",
+                },
+            )
+            if resp.status_code != 201:
+                raise BenchError(f"referral refused: HTTP {resp.status_code}: {resp.text[:200]}")
+            time.sleep(0.05)

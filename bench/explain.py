@@ -41,9 +41,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
-import httpx
 
-from bench._load import make_bodies
+from bench._load import make_bodies, post_sequentially
 from bench._measure import wait_drained
 from bench._platform import ROOT, prepare_bench_database, run_on_platform
 from bench._replay import _PREFIX, BENCH_APP, Statement, parse_log, start_capture, stop_capture
@@ -266,23 +265,6 @@ async def _fill(dsn: str, referrals: int, case_managers: int) -> dict[str, Any]:
 
 
 # ---- the capture and its replay --------------------------------------------------------------------
-
-
-def _post(plat: Platform, bodies: list[bytes], count: int, offset: int) -> None:
-    keys = [p["api_key"] for p in plat.creds["partners"]]
-    with httpx.Client(base_url=plat.base_url, timeout=60) as client:
-        for i in range(count):
-            resp = client.post(
-                "/v1/referrals",
-                content=bodies[(offset + i) % len(bodies)],
-                headers={
-                    "Authorization": f"Bearer {keys[i % len(keys)]}",
-                    "Content-Type": "application/json",
-                },
-            )
-            if resp.status_code != 201:
-                raise RuntimeError(f"referral refused: HTTP {resp.status_code}: {resp.text[:200]}")
-            time.sleep(0.05)
 
 
 def _sql_files() -> dict[str, str]:
@@ -523,7 +505,7 @@ def _measure(args: argparse.Namespace, plat: Platform) -> dict[str, Any]:
     bodies = make_bodies(200, seed=7)
     plat.start_all(timeout=90)
     _progress(f"{WARMUP} warm-up referrals")
-    _post(plat, bodies, WARMUP, 0)
+    post_sequentially(plat, bodies, WARMUP, 0)
     asyncio.run(wait_drained(plat.admin_dsn, 30))
     time.sleep(1.0)
     plat.stop_all()
@@ -538,7 +520,7 @@ def _measure(args: argparse.Namespace, plat: Platform) -> dict[str, Any]:
     asyncio.run(start_capture(plat.admin_dsn))
     try:
         _progress(f"capturing the SQL of {args.capture} referrals")
-        _post(plat, bodies, args.capture, WARMUP)
+        post_sequentially(plat, bodies, args.capture, WARMUP)
         asyncio.run(wait_drained(plat.admin_dsn, 60))
         time.sleep(2.0)  # the relays' and the dispatcher's follow-up work
     finally:
