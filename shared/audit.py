@@ -195,7 +195,8 @@ async def seal(pool: asyncpg.Pool, key: bytes, batch: int = 1000, anchors: Path 
             updates.append((seq, prev, h, row["id"]))
             prev = h
         if updates:
-            await conn.executemany(load_sql("shared", "audit_seal"), updates)
+            seqs, prevs, hashes, ids = (list(column) for column in zip(*updates, strict=True))
+            await conn.execute(load_sql("shared", "audit_seal"), seqs, prevs, hashes, ids)
     # Only after the commit: an anchor must never name a head the database does not hold. A failed write
     # does not stop sealing (the keyed chain still holds); the next batch anchors a later head.
     if anchors is not None and (updates or legacy_head):

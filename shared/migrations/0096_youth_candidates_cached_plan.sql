@@ -1,0 +1,35 @@
+-- Found by profiling the pipeline at 400 referrals/s (pg_stat_statements, track = all; docs/performance.md):
+-- refnet_youth_candidates took half of PostgreSQL's statement time per referral. A LANGUAGE sql function
+-- that cannot be inlined (SECURITY DEFINER, SET clauses) is planned again on every call; PL/pgSQL keeps
+-- the plan of its query for the session. The query also joined the candidates' tokens to the new
+-- referral's with a subquery per token row; it now does it with one join (mine has one row per
+-- (kind, token): a referral's tokens are distinct within a kind, DISTINCT makes sure). Same signature,
+-- same rows, same authorisation: $1 must be a referral of the caller's partner, else nothing.
+CREATE OR REPLACE FUNCTION refnet_youth_candidates(rid uuid, kinds text[], tokens bytea[])
+RETURNS TABLE (other uuid, shared text[], shared_tri integer, their_tri integer)
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = public, pg_temp
+SET app.role = 'system'
+AS $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM referrals r WHERE r.id = rid AND r.partner_id = refnet_partner()) THEN
+        RETURN;
+    END IF;
+    RETURN QUERY
+    WITH mine AS MATERIALIZED (
+        SELECT DISTINCT u.k, u.t FROM unnest(kinds, tokens) AS u(k, t)
+    ), blocked AS (
+        SELECT DISTINCT y.referral_id FROM youth_tokens y JOIN mine m ON m.t = y.token AND m.k = y.kind
+        WHERE m.k IN ('exact', 'dob', 'phone') AND y.referral_id <> rid
+        LIMIT 500
+    )
+    SELECT b.referral_id,
+           coalesce(array_agg(DISTINCT y.kind) FILTER (WHERE y.kind <> 'first_tri' AND m.t IS NOT NULL), '{}'),
+           (count(*) FILTER (WHERE y.kind = 'first_tri' AND m.t IS NOT NULL))::int,
+           (count(*) FILTER (WHERE y.kind = 'first_tri'))::int
+    FROM blocked b
+    JOIN youth_tokens y ON y.referral_id = b.referral_id
+    LEFT JOIN mine m ON m.k = y.kind AND m.t = y.token
+    GROUP BY b.referral_id;
+END
+$$;
