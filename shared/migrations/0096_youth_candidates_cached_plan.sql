@@ -5,11 +5,16 @@
 -- referral's with a subquery per token row; it now does it with one join (mine has one row per
 -- (kind, token): a referral's tokens are distinct within a kind, DISTINCT makes sure). Same signature,
 -- same rows, same authorisation: $1 must be a referral of the caller's partner, else nothing.
+-- The table grows from nothing with every referral, and a plan made while it was small (or on statistics
+-- of that time) read it whole on every call: 1,413 sequential scans of youth_tokens, 38M rows, in 10 s
+-- at 400/s (pg_stat_user_tables). Both of its lookups are by an indexed column (token, referral_id) for
+-- a handful of values, so a sequential scan is never the right plan here: enable_seqscan = off.
 CREATE OR REPLACE FUNCTION refnet_youth_candidates(rid uuid, kinds text[], tokens bytea[])
 RETURNS TABLE (other uuid, shared text[], shared_tri integer, their_tri integer)
 LANGUAGE plpgsql STABLE SECURITY DEFINER
 SET search_path = public, pg_temp
 SET app.role = 'system'
+SET enable_seqscan = off
 AS $$
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM referrals r WHERE r.id = rid AND r.partner_id = refnet_partner()) THEN
