@@ -142,24 +142,28 @@ async def _offer(plat: Platform, rate: float, warmup: float, duration: float) ->
         duration_s=duration,
     )
     lag, stop = _Lag(), asyncio.Event()
+    result_file = plat.workdir / f"openloop-{rate:g}.json"
     sampler = asyncio.create_task(lag.sample(plat.admin_dsn, plat.nats.url, stop))
     try:
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
             "bench._openloop",
+            str(result_file),
             stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,
             cwd=ROOT,
             env={**os.environ, "PYTHONPATH": str(ROOT)},
         )
-        out, err = await proc.communicate(msgspec.json.encode(job))
+        _, err = await proc.communicate(msgspec.json.encode(job))
         if proc.returncode != 0:
             raise BenchError(f"load generator failed: {err.decode(errors='replace').strip()[-300:]}")
+        out = result_file.read_bytes()
     finally:
         stop.set()
         await sampler
+        result_file.unlink(missing_ok=True)
     return msgspec.json.decode(out, type=Result), lag
 
 

@@ -9,8 +9,8 @@ up to ``max_connections``.
 The client is a few lines over asyncio streams instead of httpx: at 1,000 requests/s httpx alone would
 take most of a core of the same two-core machine the services run on.
 
-Run by the benchmark as ``python -m bench._openloop`` with a JSON job on stdin; writes a JSON result
-on stdout (see `Job` and `Result`).
+Run by the benchmark as ``python -m bench._openloop RESULT_FILE`` with a JSON job on stdin; writes a JSON
+result into RESULT_FILE (see `Job` and `Result`).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import contextlib
 import sys
 import time
 from collections import deque
+from pathlib import Path
 
 import msgspec
 import uvloop
@@ -228,7 +229,9 @@ def main() -> None:
     # uvloop (a dependency of the services) keeps the generator's own CPU per request low.
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         result = runner.run(run_job(job))
-    sys.stdout.buffer.write(msgspec.json.encode(result))
+    # Into the file named on the command line, not stdout: a result of several MB written to the pipe
+    # now and then reached the benchmark cut short ("Input data was truncated").
+    Path(sys.argv[1]).write_bytes(msgspec.json.encode(result))
 
 
 if __name__ == "__main__":

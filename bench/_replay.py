@@ -209,7 +209,7 @@ def _strip_comments(sql: str) -> str:
 # Units that cannot run twice, left out of the script (and counted in `Script.skipped`): the audit
 # sealer chains specific rows once (a second seal of a row is refused by a trigger). It is batched
 # background work, one transaction per second or so for all the rows written meanwhile.
-_UNREPLAYABLE = (re.compile(r"(?is)\bUPDATE\s+audit_log\s+SET\s+seq\b"),)
+_UNREPLAYABLE = (re.compile(r"(?is)\bUPDATE\s+audit_log\s+(?:\w+\s+)?SET\s+seq\b"),)
 
 # pgbench takes any ":" followed by letters, digits or "_" for a variable (whatever precedes it); "::" is a cast.
 _BARE_VARIABLE = re.compile(r"(?<!:):(\w+)")

@@ -91,3 +91,24 @@ def test_an_array_of_new_ids_draws_each_fresh() -> None:
     script = build_script(parse_log(log), existing=set())
     assert "unnest(ARRAY[:u0, :u1]::uuid[], :k0::text[])" in script.text
     assert script.fresh_uuids == 2
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "UPDATE audit_log SET seq = $1, prev_hash = $2, hash = $3 WHERE id = $4",
+        "UPDATE audit_log a SET seq = u.seq FROM unnest($1::bigint[]) AS u (seq) WHERE a.id = u.seq",
+    ],
+)
+def test_the_audit_sealers_transaction_is_left_out(sql: str) -> None:
+    # A row is sealed once (a trigger refuses a second seal): replayed, it would abort pgbench.
+    log = (
+        "@@|11||LOG:  statement: BEGIN\n"
+        f"@@|11||LOG:  execute <unnamed>: {sql}\n"
+        "@@|11||DETAIL:  Parameters: $1 = '{1}'\n"
+        "@@|11||LOG:  statement: COMMIT\n"
+        "@@|12||LOG:  statement: SELECT 1\n"
+    )
+    script = build_script(parse_log(log), existing=set())
+    assert "audit_log" not in script.text
+    assert script.skipped == 1
