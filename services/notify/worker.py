@@ -132,20 +132,18 @@ def _uuid(value: str | None) -> uuid.UUID | None:
         return None
 
 
-async def _assignment_disagrees(
-    conn: asyncpg.Connection,
-    assignment_id: str,
-    referral_id: str,
-    case_manager_id: str,
-    states: tuple[str, ...],
+def _assignment_disagrees(
+    referral: asyncpg.Record, referral_id: str, case_manager_id: str, states: tuple[str, ...]
 ) -> str | None:
-    aid = _uuid(assignment_id)
-    row = await conn.fetchrow(load_sql(_SQL, "event_assignment"), aid) if aid else None
-    if row is None:
+    """The assignment the event names, as read with its referral (event_referral.sql)."""
+    if referral["assignment_state"] is None:
         return "no_such_assignment"
-    if str(row["referral_id"]) != referral_id or str(row["case_manager_id"]) != case_manager_id:
+    if (
+        str(referral["assignment_referral_id"]) != referral_id
+        or str(referral["assignment_case_manager_id"]) != case_manager_id
+    ):
         return "assignment_mismatch"
-    if row["state"] not in states:
+    if referral["assignment_state"] not in states:
         return "assignment_state"
     return None
 
@@ -173,34 +171,30 @@ async def disagreement(conn: asyncpg.Connection, event: AnyEvent) -> str | None:
     rid = _uuid(referral_id)
     if rid is None:
         return "no_such_referral"
-    referral = await conn.fetchrow(load_sql(_SQL, "event_referral"), rid)
+    assignment_id = getattr(event, "assignment_id", None)
+    aid = _uuid(assignment_id) if assignment_id is not None else None
+    referral = await conn.fetchrow(load_sql(_SQL, "event_referral"), rid, aid)
     if referral is None:
         return "no_such_referral"
     if isinstance(event, ReferralAssigned):
         # Any state: the offer may already be answered by the time this is read; it must exist as named.
-        return await _assignment_disagrees(
-            conn,
-            event.assignment_id,
+        return _assignment_disagrees(
+            referral,
             referral_id,
             event.case_manager_id,
             ("offered", "accepted", "declined", "expired", "cancelled"),
         ) or (None if event.urgency == referral["urgency"] else "urgency_mismatch")
     if isinstance(event, AssignmentReminder):
-        return await _assignment_disagrees(
-            conn,
-            event.assignment_id,
+        return _assignment_disagrees(
+            referral,
             referral_id,
             event.case_manager_id,
             ("offered", "accepted", "declined", "expired", "cancelled"),
         )
     if isinstance(event, AssignmentExpired):
-        return await _assignment_disagrees(
-            conn, event.assignment_id, referral_id, event.case_manager_id, ("expired",)
-        )
+        return _assignment_disagrees(referral, referral_id, event.case_manager_id, ("expired",))
     if isinstance(event, AssignmentCancelled):
-        return await _assignment_disagrees(
-            conn, event.assignment_id, referral_id, event.case_manager_id, ("cancelled",)
-        )
+        return _assignment_disagrees(referral, referral_id, event.case_manager_id, ("cancelled",))
     if isinstance(event, ReferralStatusChanged):
         if str(referral["partner_id"]) != event.partner_id:
             return "partner_mismatch"
