@@ -74,17 +74,28 @@ def make_handler(pool: asyncpg.Pool, settings: Settings) -> Handler:
     async def together(conn: asyncpg.Connection, events: list[Any]) -> list[None]:
         routes: list[tuple[asyncpg.Record, str]] = []
         releases: list[str] = []
+        ids = [(_uuid_or_none(e.event_id), _uuid_or_none(e.referral_id)) for e in events]
+        for index, (event_id, referral_id) in enumerate(ids):
+            if event_id is None or referral_id is None:
+                raise ItemFailed(index)  # a malformed id: alone, the one-event path refuses it
+        # Every event's claim and its referral's lock in one statement (referrals locked in id order).
+        rows = await conn.fetch(
+            load_sql(_SQL, "claim_and_lock_many"), CONSUMER, [e for e, _ in ids], [r for _, r in ids]
+        )
+        by_index: dict[int, asyncpg.Record] = {}
         seen: set[object] = set()
+        for row in sorted(rows, key=lambda r: r["ord"]):
+            if row["id"] in seen:
+                # A second event of one referral: alone, after the others, it sees what the first did
+                # (as one event after the other would).
+                raise ItemFailed(row["ord"] - 1)
+            seen.add(row["id"])
+            by_index[row["ord"] - 1] = row
         for index, payload in enumerate(events):
             event: _Routable = payload
-            ref = await conn.fetchrow(
-                load_sql(_SQL, "claim_and_lock"), CONSUMER, event.event_id, event.referral_id
-            )
-            if ref is None or ref["id"] in seen:
-                # No such referral (Poison, alone), or a second event of one referral: alone, after
-                # the others, it sees what the first did (as one event after the other would).
-                raise ItemFailed(index)
-            seen.add(ref["id"])
+            ref = by_index.get(index)
+            if ref is None:
+                raise ItemFailed(index)  # no such referral: alone, it is Poison
             if not ref["claimed"] or not _to_route(event, ref, await _live(conn, event, ref)):
                 if ref["claimed"] and isinstance(event, ReferralWithdrawn) and ref["status"] == "withdrawn":
                     live = await conn.fetchrow(load_sql(_SQL, "cancel_live_assignment"), ref["id"])
@@ -140,6 +151,14 @@ async def _live(conn: asyncpg.Connection, event: AnyEvent, ref: asyncpg.Record) 
     if not isinstance(event, AssignmentDeclined) or not ref["claimed"]:
         return False
     return bool(await conn.fetchval(load_sql(_SQL, "live_assignment_exists"), ref["id"]))
+
+
+def _uuid_or_none(value: str) -> uuid.UUID | None:
+    """An id from an event, or None when malformed."""
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        return None
 
 
 def _to_route(event: AnyEvent, ref: asyncpg.Record, live: bool) -> bool:

@@ -18,7 +18,7 @@ import pytest
 
 from services.routing.engine import Routed, decide, facts_for, route_batch, route_referral
 from services.routing.rules import Candidates, load_rules
-from shared.db import create_pool, transaction
+from shared.db import create_pool, load_sql, transaction
 from shared.events import ReferralAssigned, decode_event
 from tests.integration.test_routing_engine import _random_roster, _referral
 
@@ -184,3 +184,20 @@ async def test_a_later_round_never_waits_for_a_row_held_elsewhere(pool: asyncpg.
     finally:
         await pool.release(filler)
         await pool.release(holder)
+
+
+async def test_a_batch_claims_and_locks_its_events_in_one_statement(pool: asyncpg.Pool, partner: str) -> None:
+    # claim_and_lock_many.sql, as the routing worker's batch uses it: one row per event whose referral
+    # exists (its position in `ord`), a referral named twice comes back twice, referrals locked in id
+    # order, and a second delivery of the same events finds them claimed.
+    a, b = sorted(await _referrals(pool, partner, random.Random(7), 2))
+    events = [uuid.uuid4() for _ in range(4)]
+    referrals = [uuid.UUID(b), uuid.UUID(a), uuid.uuid4(), uuid.UUID(a)]
+    sql = load_sql("services.routing", "claim_and_lock_many")
+    async with transaction(pool) as conn:
+        rows = await conn.fetch(sql, "routing-test", events, referrals)
+    assert [(str(r["id"]), r["ord"], r["claimed"]) for r in rows] == [(a, 2, True), (a, 4, True), (b, 1, True)]
+    assert all(r["previous_offers"] == [] for r in rows)
+    async with transaction(pool) as conn:
+        again = await conn.fetch(sql, "routing-test", events, referrals)
+    assert [r["claimed"] for r in again] == [False, False, False]
