@@ -16,7 +16,7 @@ import pytest
 from services.intake.core.auth import Caller
 from services.intake.core.keys import Keys
 from services.intake.protocol.schemas import CompleteIn
-from services.intake.protocol.service import complete, create_steps, use_protocol
+from services.intake.protocol.service import complete, new_step_columns, use_protocol
 from services.intake.protocol.sweep import escalate_overdue
 from services.notify.worker import make_handler as notify_handler
 from shared.config import load_settings
@@ -24,6 +24,25 @@ from shared.db import create_pool
 from shared.events import ProtocolOverdue, decode_event
 
 SETTINGS = load_settings({}, secret_key="x", pii_master_key="", database_url="unused")
+# The steps part of create_referral.sql, for referrals these tests insert by hand.
+_INSERT_STEPS = """
+INSERT INTO protocol_steps (referral_id, partner_id, protocol_version, code, position, roles, clock_from,
+                            clock_minutes, reference_required, outcomes, escalate_to, due_at)
+SELECT $1, $2, $3, s.code, s.position, string_to_array(s.roles, ','), s.clock_from, s.clock_minutes,
+       s.reference_required, coalesce(string_to_array(nullif(s.outcomes, ''), ','), '{}'),
+       coalesce(string_to_array(nullif(s.escalate_to, ''), ','), '{}'), s.due_at
+FROM unnest($4::text[], $5::int[], $6::text[], $7::text[], $8::int[], $9::bool[], $10::text[], $11::text[],
+            $12::timestamptz[])
+     AS s (code, position, roles, clock_from, clock_minutes, reference_required, outcomes, escalate_to, due_at)
+"""
+
+
+async def _insert_steps(
+    conn: asyncpg.Connection, rid: str, partner_id: str, age: int, received: datetime
+) -> int:
+    columns = new_step_columns(age, received)
+    await conn.execute(_INSERT_STEPS, rid, partner_id, *columns)
+    return len(columns[1])
 
 
 @pytest.fixture
@@ -45,7 +64,7 @@ async def _child_referral(pool: asyncpg.Pool, partner_id: str, status: str, hour
             status,
             received,
         )
-        assert await create_steps(cast(asyncpg.Connection, conn), rid, partner_id, 15, received) == 5
+        assert await _insert_steps(cast(asyncpg.Connection, conn), rid, partner_id, 15, received) == 5
     return rid
 
 
@@ -142,7 +161,7 @@ async def test_a_clock_from_another_step_starts_when_it_is_completed(
                 partner,
                 received,
             )
-            await create_steps(cast(asyncpg.Connection, conn), rid, partner, 12, received)
+            await _insert_steps(cast(asyncpg.Connection, conn), rid, partner, 12, received)
         done = received + timedelta(hours=1)
         async with pool.acquire() as conn, conn.transaction():
             step = await complete(

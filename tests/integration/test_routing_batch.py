@@ -196,7 +196,11 @@ async def test_a_batch_claims_and_locks_its_events_in_one_statement(pool: asyncp
     sql = load_sql("services.routing", "claim_and_lock_many")
     async with transaction(pool) as conn:
         rows = await conn.fetch(sql, "routing-test", events, referrals)
-    assert [(str(r["id"]), r["ord"], r["claimed"]) for r in rows] == [(a, 2, True), (a, 4, True), (b, 1, True)]
+    assert [(str(r["id"]), r["ord"], r["claimed"]) for r in rows] == [
+        (a, 2, True),
+        (a, 4, True),
+        (b, 1, True),
+    ]
     assert all(r["previous_offers"] == [] for r in rows)
     async with transaction(pool) as conn:
         again = await conn.fetch(sql, "routing-test", events, referrals)

@@ -24,14 +24,13 @@ __all__ = [
     "STAFF_ROLES",
     "active_protocol",
     "complete",
-    "create_steps",
+    "new_step_columns",
     "next_due",
     "read",
     "use_protocol",
 ]
 
 _PKG = "services.intake.protocol"
-_INSERT = load_sql(_PKG, "insert_steps")
 _STEPS = load_sql(_PKG, "steps")
 _LOCK = load_sql(_PKG, "lock_step")
 _COMPLETE = load_sql(_PKG, "complete_step")
@@ -57,19 +56,14 @@ def active_protocol() -> ProtocolFile:
     return _active[0] if _active else load_protocol()
 
 
-async def create_steps(
-    conn: asyncpg.Connection, referral_id: str, partner_id: str, age_years: int | None, received_at: datetime
-) -> int:
-    """The new referral's steps, in its own transaction: none unless a protocol covers the youth's age."""
+def new_step_columns(age_years: int | None, received_at: datetime) -> tuple[Any, ...]:
+    """The new referral's steps as the referral statement inserts them (create_referral.sql, $25 to $34: the
+    protocol version, then one array per column, in step order); empty arrays unless a protocol covers
+    the youth's age. Written in the referral's own statement: one round trip fewer per child."""
     doc = active_protocol()
     protocol = doc.for_age(age_years)
-    if protocol is None or not protocol.steps:
-        return 0
-    steps = new_steps(protocol.steps, received_at)
-    await conn.execute(
-        _INSERT,
-        referral_id,
-        partner_id,
+    steps = new_steps(protocol.steps, received_at) if protocol is not None else []
+    return (
         doc.version,
         [s.code for s in steps],
         [s.position for s in steps],
@@ -81,7 +75,6 @@ async def create_steps(
         [",".join(s.escalate_to) for s in steps],
         [s.due_at for s in steps],
     )
-    return len(steps)
 
 
 def _rid(referral_id: str) -> uuid.UUID:

@@ -16,7 +16,7 @@ from msgspec import Meta
 from services.intake.core.auth import Caller
 from services.intake.core.dependencies import CallerDb
 from services.intake.core.problems import Problem
-from services.intake.protocol.service import create_steps
+from services.intake.protocol.service import new_step_columns
 from services.intake.referrals.matches import record_matches
 from services.intake.referrals.matching import blind_tokens
 from services.intake.referrals.schemas import ContactPreferences, ReferralIn, ReferralPage, ReferralView
@@ -159,6 +159,7 @@ async def submit(
         updated_at=now,
         do_not_contact=data.youth.do_not_contact is True,
     )
+    steps = new_step_columns(age_on(data.youth.date_of_birth, today), now)
     try:
         # Group commit (shared.groupcommit): concurrent submissions share one transaction and one
         # commit, each as its own caller; a failing one is retried alone, so it never fails another.
@@ -190,6 +191,8 @@ async def submit(
                 request_hash,
                 msgspec.json.encode(view),
                 key,
+                # The child-protection steps a minor's referral triggers (issue 18), in the same statement.
+                *steps,
             )
             mark_outbox_written()  # the statement above wrote referral.received into the outbox
             if data.youth.do_not_contact is True:
@@ -201,10 +204,6 @@ async def submit(
             # A separate statement (batches as one per referral): the youth's blind indexes and any
             # probable match with an earlier referral, before routing can read this one.
             await record_matches(conn, referral_id, tokens)
-            # The child-protection steps a minor's referral triggers (issue 18), in the same transaction.
-            await create_steps(
-                conn, referral_id, caller.partner_id, age_on(data.youth.date_of_birth, today), now
-            )
 
         # Batches in flight at once can cross on the same Idempotency-Key (each waits for the other's
         # uncommitted key): a deadlock rolls back without effect, so it is retried like any conflict.
