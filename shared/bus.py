@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import re
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
@@ -449,9 +450,33 @@ async def _handle_one(
             log.warning("consumer.ack_failed", consumer=spec.durable, error=type(exc).__name__)
 
 
+# After a stop, how long to keep handing back what the last pull request still delivers: the server
+# honours that request until its expiry, and on a loaded machine its messages can arrive after the
+# client's own timeout gave up on it (seen: 50 left ack-pending after a graceful stop under load).
+_RETURN_QUIET_S = 0.1
+_RETURN_MAX_S = 2.0
+
+
 async def _return_undelivered(sub: JetStreamContext.PullSubscription) -> None:
     """Nak what the server delivered into the subscription after the last fetch gave up, so another
-    worker gets it at once rather than after the ack wait (best effort, public API only).
+    worker gets it at once rather than after the ack wait (best effort, public API only). Repeats until
+    nothing new has arrived for ``_RETURN_QUIET_S`` (at most ``_RETURN_MAX_S``).
+    """
+    deadline = time.monotonic() + _RETURN_MAX_S
+    returned = await _nak_buffered(sub)
+    quiet_since = time.monotonic()
+    while time.monotonic() < deadline and time.monotonic() - quiet_since < _RETURN_QUIET_S:
+        await asyncio.sleep(0.02)
+        more = await _nak_buffered(sub)
+        if more:
+            returned += more
+            quiet_since = time.monotonic()
+    if returned:
+        log.info("consumer.returned_on_stop", count=returned)
+
+
+async def _nak_buffered(sub: JetStreamContext.PullSubscription) -> int:
+    """Nak the messages buffered in the subscription; how many.
 
     ``pending_msgs`` counts the buffered messages; ``fetch(1)`` hands a buffered one out without asking
     the server (it skips status messages; only when nothing but those is left does it ask, briefly).
@@ -470,8 +495,7 @@ async def _return_undelivered(sub: JetStreamContext.PullSubscription) -> None:
                 with contextlib.suppress(Exception):
                     await m.nak()
                     returned += 1
-    if returned:
-        log.info("consumer.returned_on_stop", count=returned)
+    return returned
 
 
 async def run_consumer(
