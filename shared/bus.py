@@ -450,52 +450,34 @@ async def _handle_one(
             log.warning("consumer.ack_failed", consumer=spec.durable, error=type(exc).__name__)
 
 
-# After a stop, how long to keep handing back what the last pull request still delivers: the server
-# honours that request until its expiry, and on a loaded machine its messages can arrive after the
-# client's own timeout gave up on it (seen: 50 left ack-pending after a graceful stop under load).
-_RETURN_QUIET_S = 0.1
-_RETURN_MAX_S = 2.0
+# Pull requests reach the server a little after the client sends them, so they expire there a little
+# later than the client's own timeout; wait this much more before taking what they delivered.
+_LATE_MARGIN_S = 0.1
 
 
-async def _return_undelivered(sub: JetStreamContext.PullSubscription) -> None:
-    """Nak what the server delivered into the subscription after the last fetch gave up, so another
-    worker gets it at once rather than after the ack wait (best effort, public API only). Repeats until
-    nothing new has arrived for ``_RETURN_QUIET_S`` (at most ``_RETURN_MAX_S``).
+async def _late_deliveries(sub: JetStreamContext.PullSubscription, requests_end: float) -> list[Msg]:
+    """The messages the server delivered into the subscription after the consume loop's last fetch gave
+    up on them (a fetch times out on the client while the server is still answering it).
+
+    First wait until every pull request the subscription opened has expired on the server
+    (``requests_end``, a monotonic time, plus a margin): until then a late one can still arrive. Then read
+    the buffer itself, not with ``fetch()``: a fetch that finds only status messages asks the server for
+    more, which would start the whole thing again.
     """
-    deadline = time.monotonic() + _RETURN_MAX_S
-    returned = await _nak_buffered(sub)
-    quiet_since = time.monotonic()
-    while time.monotonic() < deadline and time.monotonic() - quiet_since < _RETURN_QUIET_S:
-        await asyncio.sleep(0.02)
-        more = await _nak_buffered(sub)
-        if more:
-            returned += more
-            quiet_since = time.monotonic()
-    if returned:
-        log.info("consumer.returned_on_stop", count=returned)
-
-
-async def _nak_buffered(sub: JetStreamContext.PullSubscription) -> int:
-    """Nak the messages buffered in the subscription; how many.
-
-    ``pending_msgs`` counts the buffered messages; ``fetch(1)`` hands a buffered one out without asking
-    the server (it skips status messages; only when nothing but those is left does it ask, briefly).
-    """
-    returned = 0
-    for _ in range(sub.pending_msgs):
-        if sub.pending_msgs <= 0:
-            break
+    await asyncio.sleep(max(0.0, requests_end - time.monotonic()) + _LATE_MARGIN_S)
+    # The pull subscription's own message queue: nats-py offers no public way to read it without asking
+    # the server for more.
+    inner = sub._sub
+    late: list[Msg] = []
+    for _ in range(inner.pending_msgs):
         try:
-            msgs = await sub.fetch(1, timeout=0.05)
+            m = await inner.next_msg(timeout=0.01)
         except Exception:
             break
-        for m in msgs:
-            # Status messages (no messages, timeouts, heartbeats) have no ack subject.
-            if (m.reply or "").startswith("$JS.ACK."):
-                with contextlib.suppress(Exception):
-                    await m.nak()
-                    returned += 1
-    return returned
+        # Status messages (no messages, timeouts, heartbeats) have no ack subject.
+        if (m.reply or "").startswith("$JS.ACK."):
+            late.append(m)
+    return late
 
 
 async def run_consumer(
@@ -520,6 +502,8 @@ async def run_consumer(
     store = dead_letters if dead_letters is not None else _default_dead_letters
     sub: JetStreamContext.PullSubscription | None = None
     inflight: set[asyncio.Task[None]] = set()
+    # When the last pull request opened on ``sub`` expires (fetch's timeout is its expiry).
+    requests_end = 0.0
     try:
         while not stop.is_set():
             free = concurrency - len(inflight)
@@ -530,8 +514,10 @@ async def run_consumer(
                 if sub is None:
                     sub = await js.pull_subscribe_bind(durable=spec.durable, stream=STREAM)
                 if inflight:
+                    requests_end = time.monotonic() + 0.02
                     msgs = await sub.fetch(free, timeout=0.02)
                 else:
+                    requests_end = time.monotonic() + 1.0
                     msgs = await sub.fetch(1, timeout=1.0)
             except (nats.errors.TimeoutError, TimeoutError):
                 continue  # an empty fetch ends in a timeout: nothing to do, not an error
@@ -562,9 +548,16 @@ async def run_consumer(
             await asyncio.wait(inflight, timeout=30)
         if sub is not None:
             # Messages the server delivered after the last fetch gave up wait in the subscription's
-            # queue; hand them back now (nak: redelivered at once to another worker) rather than
-            # leaving them to the ack wait.
-            await _return_undelivered(sub)
+            # queue. They are ours (delivered, ack pending): handle them like the rest, commit then
+            # ack, rather than hand them back. A nak'd message stays ack-pending on the server until
+            # another worker fetches it, and a message dropped with the subscription until the ack wait.
+            late = [
+                asyncio.create_task(_handle_one(spec, handler, m, store))
+                for m in await _late_deliveries(sub, requests_end)
+            ]
+            if late:
+                log.info("consumer.handled_on_stop", consumer=spec.durable, count=len(late))
+                await asyncio.wait(late, timeout=30)
             # A live pull subscription makes nc.drain() hang for its whole timeout.
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()

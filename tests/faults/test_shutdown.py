@@ -93,7 +93,7 @@ async def test_sigterm_and_kill_mid_batch_never_ack_before_commit(platform: Plat
         assert code == 0 and took < 15, platform.log_tail("routing")
         assert 0 < done < BACKLOG, "SIGTERM should land mid-backlog"
         # Drained: nothing it had fetched is left unacked, and everything acked had committed.
-        assert unacked == 0
+        assert unacked == 0, platform.log_tail("routing")
         assert total - pending - unacked <= committed
 
         code, _, done = await _stop_mid_batch(platform, conn, "kill")
