@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any, cast
 
 import asyncpg
@@ -14,18 +13,10 @@ from services.notify.worker import make_handler as notify_handler
 from services.routing.worker import expire_offers
 from services.routing.worker import make_handler as routing_handler
 from shared.config import load_settings
-from shared.db import create_pool
 from shared.events import AssignmentDeclined, ReferralReceived, decode_event
 from shared.outbox import enqueue
 
 SETTINGS = load_settings({}, secret_key="x", pii_master_key="", database_url="unused")
-
-
-@pytest.fixture
-async def pool(seeded_db: tuple[str, dict[str, Any]]) -> AsyncIterator[asyncpg.Pool]:
-    p = await create_pool(seeded_db[0], max_size=4)
-    yield p
-    await p.close()
 
 
 @pytest.fixture

@@ -5,13 +5,11 @@ however often the event is delivered."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
 
 import asyncpg
-import pytest
 
 from services.intake.core.auth import Caller
 from services.intake.core.keys import Keys
@@ -20,7 +18,6 @@ from services.intake.protocol.service import complete, new_step_columns, use_pro
 from services.intake.protocol.sweep import escalate_overdue
 from services.notify.worker import make_handler as notify_handler
 from shared.config import load_settings
-from shared.db import create_pool
 from shared.events import ProtocolOverdue, decode_event
 
 SETTINGS = load_settings({}, secret_key="x", pii_master_key="", database_url="unused")
@@ -43,13 +40,6 @@ async def _insert_steps(
     columns = new_step_columns(age, received)
     await conn.execute(_INSERT_STEPS, rid, partner_id, *columns)
     return len(columns[1])
-
-
-@pytest.fixture
-async def pool(seeded_db: tuple[str, dict[str, Any]]) -> AsyncIterator[asyncpg.Pool]:
-    p = await create_pool(seeded_db[0], max_size=4)
-    yield p
-    await p.close()
 
 
 async def _child_referral(pool: asyncpg.Pool, partner_id: str, status: str, hours_ago: float) -> str:

@@ -8,7 +8,6 @@ import asyncio
 import random
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,19 +17,12 @@ import pytest
 
 from services.routing.engine import Routed, decide, facts_for, route_batch, route_referral
 from services.routing.rules import Candidates, load_rules
-from shared.db import create_pool, load_sql, transaction
+from shared.db import load_sql, transaction
 from shared.events import ReferralAssigned, decode_event
 from tests.integration.test_routing_engine import _random_roster, _referral
 
 pytestmark = pytest.mark.asyncio
 RULES = load_rules()
-
-
-@pytest.fixture
-async def pool(seeded_db: tuple[str, dict[str, Any]]) -> AsyncIterator[asyncpg.Pool]:
-    p = await create_pool(seeded_db[0], max_size=4)
-    yield p
-    await p.close()
 
 
 @pytest.fixture

@@ -34,13 +34,6 @@ RULES = load_rules()
 
 
 @pytest.fixture
-async def pool(seeded_db: tuple[str, dict[str, Any]]) -> AsyncIterator[asyncpg.Pool]:
-    p = await create_pool(seeded_db[0], max_size=4)
-    yield p
-    await p.close()
-
-
-@pytest.fixture
 async def app_pool(seeded_db: tuple[str, dict[str, Any]]) -> AsyncIterator[asyncpg.Pool]:
     """Connected as the services' role, so row-level security applies as in production."""
     p = await create_pool(service_dsn(seeded_db[0]), max_size=2)
