@@ -5,6 +5,7 @@ the same case managers neither deadlock nor overrun."""
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import uuid
 from collections import Counter
@@ -51,10 +52,14 @@ async def _counts(pool: asyncpg.Pool) -> dict[str, tuple[int, int]]:
 async def _scarce(pool: asyncpg.Pool, rng: random.Random) -> None:
     """A large region (walks stop early) where most case managers have one place or none left."""
     await _random_roster(pool, rng, 400)
-    await pool.execute(
-        "UPDATE case_managers SET capacity = greatest(capacity, 1),"
-        " active_count = greatest(capacity, 1) - CASE WHEN random() < 0.3 THEN 1 ELSE 0 END"
-    )
+    # Seeded on the connection that runs the update: an unseeded random() left enough places now and
+    # then for the scenario not to run out (a flaky "and run out of places").
+    async with pool.acquire() as conn:
+        await conn.execute("SELECT setseed($1::float8)", rng.random() - 0.5)
+        await conn.execute(
+            "UPDATE case_managers SET capacity = greatest(capacity, 1),"
+            " active_count = greatest(capacity, 1) - CASE WHEN random() < 0.3 THEN 1 ELSE 0 END"
+        )
 
 
 async def test_a_batch_chooses_as_one_referral_after_the_other(pool: asyncpg.Pool, partner: str) -> None:
@@ -196,4 +201,26 @@ async def test_a_batch_claims_and_locks_its_events_in_one_statement(pool: asyncp
     assert all(r["previous_offers"] == [] for r in rows)
     async with transaction(pool) as conn:
         again = await conn.fetch(sql, "routing-test", events, referrals)
+        # The locks leave intake's foreign-key checks on these referrals (KEY SHARE, e.g. a youth
+        # match naming one) free to go on while the batch is routed.
+        async with transaction(pool) as other:
+            locked = await other.fetchval("SELECT id FROM referrals WHERE id = $1 FOR KEY SHARE NOWAIT", uuid.UUID(a))
+            assert str(locked) == a
     assert [r["claimed"] for r in again] == [False, False, False]
+
+
+def _scans(node: dict[str, Any]) -> list[dict[str, Any]]:
+    return [node, *(scan for child in node.get("Plans", []) for scan in _scans(child))]
+
+
+async def test_a_batch_looks_its_referrals_up_by_key_whatever_the_statistics(pool: asyncpg.Pool) -> None:
+    # The flat join this statement used to be let a planner that thought referrals nearly empty walk
+    # the whole primary key in order for every batch; each referral must be one probe by its id.
+    sql = load_sql("services.routing", "claim_and_lock_many")
+    async with transaction(pool) as conn:
+        # What a sort looks like to a planner that expects a few rows of referrals and many events:
+        # dearer than reading the primary key in order (the plan the old statement got in the bench).
+        await conn.execute("SET LOCAL enable_sort = off")
+        plan = await conn.fetchval(f"EXPLAIN (FORMAT JSON) {sql}", "routing-test", [uuid.uuid4()], [uuid.uuid4()])
+    scans = [n for n in _scans(json.loads(plan)[0]["Plan"]) if n.get("Relation Name") == "referrals"]
+    assert scans and all("Index Cond" in n and "referral_id" in n["Index Cond"] for n in scans), scans

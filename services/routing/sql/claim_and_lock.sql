@@ -11,4 +11,4 @@ SELECT r.*, EXISTS (SELECT 1 FROM claim) AS claimed,
              WHERE a.referral_id = r.id AND a.state IN ('declined', 'expired')) AS previous_offers
 FROM referrals r
 WHERE r.id = $3
-FOR UPDATE OF r
+FOR NO KEY UPDATE OF r

@@ -1,4 +1,4 @@
 -- A referral still waiting in the queue for a case manager, unless another worker has it right now.
 SELECT * FROM referrals
 WHERE id = $1 AND status = 'unroutable' AND unroutable_reason = 'no_eligible_case_manager'
-FOR UPDATE SKIP LOCKED
+FOR NO KEY UPDATE SKIP LOCKED
