@@ -16,6 +16,7 @@ from services.notify.store import (
     cancel_for_referral,
     webhook_body,
 )
+from services.notify.subscribers import SubscriberChecks
 from shared.bus import CONSUMERS, ConsumerSpec, Handler, Poison, claim_event
 from shared.casework import local_date
 from shared.codes import FHIR_TASK_STATUS, SHARE_STATUS_SCOPE
@@ -452,16 +453,6 @@ async def _task_updated(conn: asyncpg.Connection, event: ReferralStatusChanged, 
         )
 
 
-async def _has_subscriber(pool: asyncpg.Pool, partner_id: str) -> bool:
-    """Whether the partner has an active webhook endpoint subscribed to status changes or FHIR Task
-    changes (migration 0010: autocommit statements, not a transaction)."""
-    return bool(
-        await pool.fetchval(
-            load_sql(_SQL, "has_subscriber"), partner_id, "referral.status_changed", TASK_UPDATED
-        )
-    )
-
-
 async def queue_webhook_test(conn: asyncpg.Connection, event: WebhookTestRequested) -> bool:
     """Insert the requested ``webhook.test`` delivery in the caller's transaction (which claimed the
     event), after re-reading the endpoint: the event's ids are intake's word, the database is ours.
@@ -507,6 +498,8 @@ def make_handler(pool: asyncpg.Pool, settings: Settings) -> Handler:
     # Events handled at the same moment share one transaction and one commit (shared.groupcommit):
     # each is claimed and fanned out exactly as alone, and acked after that commit.
     group = GroupCommit(pool, max_batch=BATCH_MAX, max_inflight=BATCHES_IN_FLIGHT)
+    # Whether a status change has anyone to tell: webhook subscribers to status changes or FHIR Tasks.
+    has_subscriber = SubscriberChecks(pool, ("referral.status_changed", TASK_UPDATED))
 
     async def handle(event: AnyEvent) -> None:
         if isinstance(event, WebhookTestRequested):
@@ -532,7 +525,7 @@ def make_handler(pool: asyncpg.Pool, settings: Settings) -> Handler:
         ):
             return  # not ours (filtered subjects make this rare); ack and move on
 
-        if isinstance(event, ReferralStatusChanged) and not await _has_subscriber(pool, event.partner_id):
+        if isinstance(event, ReferralStatusChanged) and not await has_subscriber(event.partner_id):
             # Nothing to send, so nothing to record either: a read-only check instead of a claim
             # (an insert and a commit flushed to disk) for every status change of every referral.
             return

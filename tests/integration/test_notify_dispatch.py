@@ -10,7 +10,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import asyncpg
 import pytest
@@ -23,6 +23,7 @@ from services.notify.commands import serve_commands
 from services.notify.dispatcher import Dispatcher
 from services.notify.metrics import delivery_counts
 from services.notify.reminders import remind_offers
+from services.notify.subscribers import SubscriberChecks
 from services.notify.worker import consumer_spec, make_handler
 from shared.bus import Poison, connect
 from shared.casework import local_date
@@ -1041,3 +1042,42 @@ def test_notify_consumes_webhook_test_requests() -> None:
         subject_for(WebhookTestRequested(endpoint_id="e", partner_id="p", delivery_id="d"))
         in consumer_spec().subjects
     )
+
+
+class _Counting:
+    """The services' pool, counting the statements run through it; each waits for `gate` to open."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+        self.statements: list[int] = []
+        self.gate = asyncio.Event()
+
+    async def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
+        self.statements.append(len(args[0]))
+        await self.gate.wait()
+        return await self.pool.fetch(sql, *args)
+
+
+async def test_status_changes_at_the_same_moment_ask_for_subscribers_in_one_statement(env: Env) -> None:
+    # Whether a status change has anyone to tell, asked by every event notify has in hand: those asked
+    # together share one statement, and each gets its own partner's answer.
+    subscribed, other = env.partner, env.creds["partners"][1]["id"]
+    await env.endpoint("https://example.org/hook")
+    counting = _Counting(env.pool)
+    checks = SubscriberChecks(cast(asyncpg.Pool, counting), ("referral.status_changed", "task.updated"))
+    first = asyncio.create_task(checks(other))
+    await asyncio.sleep(0.05)
+    assert counting.statements == [1]  # asked alone: no wait when idle
+    later = asyncio.gather(checks(subscribed), checks(str(uuid.uuid4())), checks(subscribed), checks(other))
+    await asyncio.sleep(0.05)
+    assert counting.statements == [1]  # the others wait for the statement in flight
+    counting.gate.set()
+    assert await first is False
+    assert await later == [True, False, True, False]
+    assert counting.statements == [1, 3]  # then go together, each partner once
+    # A malformed id is that event's poison, not its neighbours' failure.
+    bad, good = await asyncio.gather(checks("not-a-uuid"), checks(subscribed), return_exceptions=True)
+    assert isinstance(bad, Poison) and good is True
+    # An endpoint that stops being active is seen by the next question.
+    await env.db.execute("UPDATE webhook_endpoints SET state = 'disabled' WHERE partner_id = $1", subscribed)
+    assert await checks(subscribed) is False

@@ -204,7 +204,9 @@ async def test_a_batch_claims_and_locks_its_events_in_one_statement(pool: asyncp
         # The locks leave intake's foreign-key checks on these referrals (KEY SHARE, e.g. a youth
         # match naming one) free to go on while the batch is routed.
         async with transaction(pool) as other:
-            locked = await other.fetchval("SELECT id FROM referrals WHERE id = $1 FOR KEY SHARE NOWAIT", uuid.UUID(a))
+            locked = await other.fetchval(
+                "SELECT id FROM referrals WHERE id = $1 FOR KEY SHARE NOWAIT", uuid.UUID(a)
+            )
             assert str(locked) == a
     assert [r["claimed"] for r in again] == [False, False, False]
 
@@ -221,6 +223,8 @@ async def test_a_batch_looks_its_referrals_up_by_key_whatever_the_statistics(poo
         # What a sort looks like to a planner that expects a few rows of referrals and many events:
         # dearer than reading the primary key in order (the plan the old statement got in the bench).
         await conn.execute("SET LOCAL enable_sort = off")
-        plan = await conn.fetchval(f"EXPLAIN (FORMAT JSON) {sql}", "routing-test", [uuid.uuid4()], [uuid.uuid4()])
+        plan = await conn.fetchval(
+            f"EXPLAIN (FORMAT JSON) {sql}", "routing-test", [uuid.uuid4()], [uuid.uuid4()]
+        )
     scans = [n for n in _scans(json.loads(plan)[0]["Plan"]) if n.get("Relation Name") == "referrals"]
     assert scans and all("Index Cond" in n and "referral_id" in n["Index Cond"] for n in scans), scans
