@@ -107,6 +107,7 @@ class GroupCommit:
         self._leaders: set[asyncio.Task[None]] = set()
         self.batches = 0
         self.works = 0
+        self.identity_switches = 0
 
     async def run(self, work: Work[T], identity: Identity = SYSTEM, *, payload: Any = None) -> T:
         """Run `work` in a (shared) transaction as `identity`; its result once that has committed.
@@ -166,10 +167,16 @@ class GroupCommit:
                         raise RuntimeError("a together function must answer every work of its batch")
                     if ctx.run(outbox_written_in):
                         mark_outbox_written()
+                if self._together_fn is None:
+                    # Works of one caller side by side (stable: each caller's in arrival order): one
+                    # identity switch per caller in the batch, not one per work. Concurrent callers
+                    # have no order among them to keep.
+                    batch.sort(key=_caller_key)
                 current = SYSTEM
                 for index, item in enumerate(batch if self._together_fn is None else []):
                     if item.identity != current:
                         await conn.execute(identity_sql(item.identity))
+                        self.identity_switches += 1
                         current = item.identity
                     ctx = item.context.copy()
                     ctx.run(enter_batch_item, self._setup)
@@ -197,6 +204,11 @@ class GroupCommit:
             _settle(item.future, result=result)
         self.batches += 1
         self.works += len(batch)
+
+
+def _caller_key(item: _Item) -> tuple[str, str, str, str]:
+    who = item.identity
+    return (who.role, who.partner_id, who.actor_id, who.region)
 
 
 def _quote(name: str) -> str:

@@ -15,6 +15,7 @@ from litestar.openapi import OpenAPIConfig
 from services.intake.admin.controller import ROUTES as ADMIN_ROUTES
 from services.intake.admin.dashboard import Dashboard
 from services.intake.cases.controller import ROUTES as CASE_ROUTES
+from services.intake.core.auth import api_key_lookup
 from services.intake.core.body import StrictBody
 from services.intake.core.dependencies import DEPENDENCIES
 from services.intake.core.health import healthz, readyz
@@ -66,6 +67,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         hub = NotificationHub(settings.database_url)
         bus = BusLink(settings, pool, "intake")
         app.state.pool = pool
+        app.state.api_keys = api_key_lookup(pool)
         app.state.hub = hub
         app.state.bus = bus
         app.state.dashboard = Dashboard(pool, bus, regions.codes)

@@ -53,6 +53,8 @@ async def test_concurrent_works_share_transactions_and_keep_their_identity(pool:
     # Each work ran as its own caller even inside a shared transaction.
     assert all(r["partner"] == f"p{r['n'] % 3}" for r in rows)
     assert [r["xid"] for r in rows] == xids
+    # A batch's works of one caller run side by side: one identity switch per caller and batch.
+    assert group.identity_switches <= 3 * group.batches < 100 * 2 // 3
 
 
 async def test_one_failing_work_fails_alone_and_its_neighbours_commit(pool: asyncpg.Pool) -> None:
