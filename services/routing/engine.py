@@ -192,6 +192,54 @@ async def _walk(
         rows = await conn.fetch(load_sql(_SQL, sql), *args, size)
 
 
+def _filters(facts: ReferralFacts, excluded: frozenset[str]) -> tuple[Any, ...]:
+    """The walks' filters ($1-$7 of walk.sql): region, language, excluding specialisms, excluded case
+    managers, need mask, needs to cover, fitting specialisms."""
+    return (
+        facts.region,
+        facts.language,
+        specialism_mask(excluding_specialisms(facts)),
+        list(excluded),
+        need_mask(facts.needs),
+        facts.min_covered,
+        specialism_mask(matching_specialisms(facts)),
+    )
+
+
+def _pages(rules: Rules) -> tuple[int, int]:
+    """First pages: the main walk's, and a smaller one for the two walks over few people."""
+    limit = rules.candidates.limit
+    return max(4 * limit, 64), max(4 * limit, 16)
+
+
+async def _steer(conn: asyncpg.Connection) -> None:
+    # Row-level security's policy expressions make the planner expect almost no matching rows, so it
+    # reads the whole region and sorts rather than walk an index in order and stop at the limit; and
+    # it re-plans these statements every time (milliseconds under RLS). Steer it. SET LOCAL lasts until
+    # the routing transaction ends; what follows in it are primary-key lookups and inserts. The worker
+    # passes it to transaction(setup=...), which saves this round trip.
+    if not local_setup_applied(WALK_PLAN):
+        await conn.execute(WALK_PLAN)
+        mark_local_setup(WALK_PLAN)
+
+
+async def first_pages(
+    conn: asyncpg.Connection, wanted: Sequence[tuple[ReferralFacts, frozenset[str]]], rules: Rules
+) -> list[list[asyncpg.Record]]:
+    """walk_first.sql for several referrals (facts, excluded) in one statement: what gather(...,
+    first=) takes, in the same order. Read before the batch writes anything, so each is what gather
+    would have read for itself at that moment."""
+    await _steer(conn)
+    columns = list(zip(*(_filters(facts, excluded) for facts, excluded in wanted), strict=True))
+    # Arrays of arrays must be rectangular: each referral's excluded ids as one comma-joined text.
+    columns[3] = tuple(",".join(ids) for ids in columns[3])
+    rows = await conn.fetch(load_sql(_SQL, "walk_first_many"), *(list(c) for c in columns), *_pages(rules))
+    pages: list[list[asyncpg.Record]] = [[] for _ in wanted]
+    for r in rows:
+        pages[r["i"] - 1].append(r)
+    return pages
+
+
 async def gather(
     conn: asyncpg.Connection,
     facts: ReferralFacts,
@@ -199,6 +247,7 @@ async def gather(
     youth_key: bytes | None,
     rules: Rules,
     reserved: Mapping[str, int] = _NONE_RESERVED,
+    first: Sequence[asyncpg.Record] | None = None,
 ) -> Gathered:
     """The bounded candidate set, which holds the policy's exact best ``limit`` case managers.
 
@@ -212,29 +261,13 @@ async def gather(
     limit = rules.candidates.limit
     buckets = bucket_scores(facts, rules.weights)
     balance = balance_weight(facts, rules.weights)
-    mask = need_mask(facts.needs)
-    fits = specialism_mask(matching_specialisms(facts))
-    filters = (
-        facts.region,
-        facts.language,
-        specialism_mask(excluding_specialisms(facts)),
-        list(excluded),
-        mask,
-        facts.min_covered,
-        fits,
-    )
+    filters = _filters(facts, excluded)
+    mask, fits = filters[4], filters[6]
     full = len(facts.needs) * 2
-    # Row-level security's policy expressions make the planner expect almost no matching rows, so it
-    # reads the whole region and sorts rather than walk an index in order and stop at the limit; and
-    # it re-plans these statements every time (milliseconds under RLS). Steer it. SET LOCAL lasts until
-    # the routing transaction ends; what follows in it are primary-key lookups and inserts. The worker
-    # passes it to transaction(setup=...), which saves this round trip.
-    if not local_setup_applied(WALK_PLAN):
-        await conn.execute(WALK_PLAN)
-        mark_local_setup(WALK_PLAN)
-    # First pages: the main walk's, and a smaller one for the two walks over few people.
-    page, small_page = max(4 * limit, 64), max(4 * limit, 16)
-    first = await conn.fetch(load_sql(_SQL, "walk_first"), *filters, page, small_page)
+    await _steer(conn)
+    page, small_page = _pages(rules)
+    if first is None:  # else read with the batch's (first_pages)
+        first = await conn.fetch(load_sql(_SQL, "walk_first"), *filters, page, small_page)
     walks: list[_Walk] = []
     groups = [("plain", "walk", buckets[full], page)]
     if fits:
@@ -322,10 +355,12 @@ async def decide(
     youth_key: bytes | None,
     rules: Rules,
     reserved: Mapping[str, int] = _NONE_RESERVED,
+    first: Sequence[asyncpg.Record] | None = None,
 ) -> tuple[Decision, Gathered]:
     """Read the candidates and let the policy choose (no writes): the routing decision proper.
-    ``reserved``: places already planned in this transaction, counted as load (see _walk)."""
-    gathered = await gather(conn, facts, excluded, youth_key, rules, reserved)
+    ``reserved``: places already planned in this transaction, counted as load (see _walk); ``first``:
+    the walks' first pages if already read (first_pages)."""
+    gathered = await gather(conn, facts, excluded, youth_key, rules, reserved, first)
     facts = msgspec.structs.replace(facts, previous_case_managers=gathered.continuity)
     return choose(facts, gathered.candidates, excluded, rules.weights), gathered
 
@@ -463,9 +498,17 @@ async def route_batch(
             break
         reserved: Counter[str] = Counter()
         wanted: list[tuple[int, str]] = []
+        # The first round's walks start from pages read for the whole batch in one statement; later
+        # rounds come after places were taken, so they read their own.
+        firsts: dict[int, list[asyncpg.Record]] = {}
+        if round_ == 0 and len(pending) > 1:
+            pages = await first_pages(conn, [(plans[i].facts, plans[i].excluded) for i in pending], rules)
+            firsts = dict(zip(pending, pages, strict=True))
         for i in pending:
             p = plans[i]
-            decision, gathered = await decide(conn, p.facts, p.excluded, p.ref["youth_key"], rules, reserved)
+            decision, gathered = await decide(
+                conn, p.facts, p.excluded, p.ref["youth_key"], rules, reserved, firsts.get(i)
+            )
             records[i] = _record(p, rules, decision, gathered, decision.chosen, taken[i])
             if decision.chosen is not None:
                 wanted.append((i, decision.chosen))

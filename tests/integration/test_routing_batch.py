@@ -16,8 +16,10 @@ import asyncpg
 import msgspec
 import pytest
 
-from services.routing.engine import Routed, decide, facts_for, route_batch, route_referral
+from services.routing.engine import Routed, decide, facts_for, first_pages, route_batch, route_referral
+from services.routing.policy import excluding_specialisms, matching_specialisms, need_mask, specialism_mask
 from services.routing.rules import Candidates, load_rules
+from shared.codes import NEED_CODES
 from shared.db import load_sql, transaction
 from shared.events import ReferralAssigned, decode_event
 from tests.integration.test_routing_engine import _random_roster, _referral
@@ -228,3 +230,54 @@ async def test_a_batch_looks_its_referrals_up_by_key_whatever_the_statistics(poo
         )
     scans = [n for n in _scans(json.loads(plan)[0]["Plan"]) if n.get("Relation Name") == "referrals"]
     assert scans and all("Index Cond" in n and "referral_id" in n["Index Cond"] for n in scans), scans
+
+
+async def test_a_batch_reads_its_first_pages_in_one_statement_as_each_would_alone(
+    pool: asyncpg.Pool, partner: str
+) -> None:
+    # first_pages (walk_first_many.sql) for a batch must give each referral exactly the rows, in the
+    # order, that walk_first.sql gives it alone: the walks' exactness rests on that order.
+    rng = random.Random(13)
+    await _random_roster(pool, rng, 300)
+    ids = [
+        await _referral(
+            pool,
+            partner,
+            region=rng.choice(("south_la", "san_fernando_valley")),
+            needs=tuple(rng.sample(NEED_CODES, rng.randint(1, 3))),
+            language=rng.choice(("en", "es", "ko")),
+            age=rng.choice((12, 16, 19, 23)),
+        )
+        for _ in range(24)
+    ]
+    conn: asyncpg.Connection
+    async with transaction(pool) as conn:
+        refs = await _locked(conn, ids)
+        assignable = await conn.fetch("SELECT staff_id FROM case_managers WHERE status = 'active'")
+        wanted = [
+            # Some exclude case managers (earlier offers), one of them several.
+            (
+                facts_for(r, RULES, datetime.now(UTC)),
+                frozenset(str(a["staff_id"]) for a in rng.sample(assignable, k)),
+            )
+            for r, k in zip(refs, [0, 1, 0, 3] * 6, strict=True)
+        ]
+        together = await first_pages(conn, wanted, RULES)
+        page, small = max(4 * RULES.candidates.limit, 64), max(4 * RULES.candidates.limit, 16)
+        for (facts, excluded), got in zip(wanted, together, strict=True):
+            alone = await conn.fetch(
+                load_sql("services.routing", "walk_first"),
+                facts.region,
+                facts.language,
+                specialism_mask(excluding_specialisms(facts)),
+                list(excluded),
+                need_mask(facts.needs),
+                facts.min_covered,
+                specialism_mask(matching_specialisms(facts)),
+                page,
+                small,
+            )
+            assert [(r["walk"], r["staff_id"]) for r in got] == [
+                (r["walk"], r["staff_id"]) for r in sorted(alone, key=lambda r: r["walk"])
+            ]
+        assert sum(len(p) for p in together) > 100, "the scenario should read many"
