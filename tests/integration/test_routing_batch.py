@@ -16,7 +16,15 @@ import asyncpg
 import msgspec
 import pytest
 
-from services.routing.engine import Routed, decide, facts_for, first_pages, route_batch, route_referral
+from services.routing.engine import (
+    WALK_PLAN,
+    Routed,
+    decide,
+    facts_for,
+    first_pages,
+    route_batch,
+    route_referral,
+)
 from services.routing.policy import excluding_specialisms, matching_specialisms, need_mask, specialism_mask
 from services.routing.rules import Candidates, load_rules
 from shared.codes import NEED_CODES
@@ -281,3 +289,16 @@ async def test_a_batch_reads_its_first_pages_in_one_statement_as_each_would_alon
                 (r["walk"], r["staff_id"]) for r in sorted(alone, key=lambda r: r["walk"])
             ]
         assert sum(len(p) for p in together) > 100, "the scenario should read many"
+
+
+async def test_the_walk_plan_settings_last_for_the_routing_transaction_only(pool: asyncpg.Pool) -> None:
+    settings = ("plan_cache_mode", "enable_seqscan", "enable_bitmapscan", "enable_sort")
+    async with transaction(pool, setup=WALK_PLAN) as conn:
+        assert [await conn.fetchval(f"SHOW {s}") for s in settings] == [
+            "force_generic_plan",
+            "off",
+            "off",
+            "off",
+        ]
+    async with pool.acquire() as other:
+        assert [await other.fetchval(f"SHOW {s}") for s in settings] == ["auto", "on", "on", "on"]
