@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
@@ -37,7 +38,7 @@ from shared.events import (
     WebhookTestRequested,
     tag_of,
 )
-from shared.groupcommit import GroupCommit
+from shared.groupcommit import GroupCommit, ItemFailed
 
 __all__ = ["consumer_spec", "fan_out", "make_handler", "queue_webhook_test"]
 
@@ -159,12 +160,23 @@ async def _status_disagrees(
     return "status_never_reached"
 
 
-async def disagreement(conn: asyncpg.Connection, event: AnyEvent) -> str | None:
+class _Unread:
+    """The referral an event names has not been read yet (disagreement reads it)."""
+
+
+UNREAD = _Unread()
+
+
+async def disagreement(
+    conn: asyncpg.Connection, event: AnyEvent, known: asyncpg.Record | _Unread | None = UNREAD
+) -> str | None:
     """Why the database contradicts ``event`` (a code), or None when it bears it out.
 
     The bus is authenticated, but an event is still only its publisher's word: who is told what is
     decided by the referral, assignment and history rows the event names, re-read here. (The facts a
     notification shows are re-read too where they matter: the partner and status of a status change.)
+    ``known``: the event_referral.sql row (None: no such referral) when the batch already read it in
+    this transaction (read_event_referrals).
     """
     referral_id = getattr(event, "referral_id", None)
     if referral_id is None:
@@ -174,7 +186,10 @@ async def disagreement(conn: asyncpg.Connection, event: AnyEvent) -> str | None:
         return "no_such_referral"
     assignment_id = getattr(event, "assignment_id", None)
     aid = _uuid(assignment_id) if assignment_id is not None else None
-    referral = await conn.fetchrow(load_sql(_SQL, "event_referral"), rid, aid)
+    if isinstance(known, _Unread):
+        referral = await conn.fetchrow(load_sql(_SQL, "event_referral"), rid, aid)
+    else:
+        referral = known
     if referral is None:
         return "no_such_referral"
     if isinstance(event, ReferralAssigned):
@@ -214,7 +229,12 @@ async def disagreement(conn: asyncpg.Connection, event: AnyEvent) -> str | None:
 
 
 async def fan_out(
-    conn: asyncpg.Connection, event: AnyEvent, settings: Settings, *, write: bool = True
+    conn: asyncpg.Connection,
+    event: AnyEvent,
+    settings: Settings,
+    *,
+    write: bool = True,
+    known: asyncpg.Record | _Unread | None = UNREAD,
 ) -> _Fanout:
     """Decide and write what ``event`` produces, inside the caller's transaction (which claimed it; with
     ``write=False`` nothing is written, for ``_Fanout.claim_and_write`` to claim and write at once).
@@ -227,7 +247,7 @@ async def fan_out(
     asks the case manager to check the contact preference first.
     """
     out = _Fanout(conn, event.event_id, email=bool(settings.smtp_host))
-    refused = await disagreement(conn, event)
+    refused = await disagreement(conn, event, known)
     if refused is not None:
         # Dropped (the caller's claim keeps a redelivery from trying again); the event id says which.
         log.warning("notify.event_dropped", event_id=event.event_id, event_type=tag_of(event), reason=refused)
@@ -494,54 +514,156 @@ BATCHES_IN_FLIGHT = 2
 CONSUMER_CONCURRENCY = 4 * BATCH_MAX
 
 
+async def read_event_referrals(
+    conn: asyncpg.Connection, events: Sequence[AnyEvent]
+) -> list[asyncpg.Record | _Unread | None]:
+    """The event_referral.sql row of every event of a batch (None: no such referral) in one statement;
+    UNREAD for an event naming no referral, or a malformed id (disagreement then judges it alone)."""
+    named: list[tuple[int, uuid.UUID, uuid.UUID | None]] = []
+    for index, event in enumerate(events):
+        rid = _uuid(getattr(event, "referral_id", None)) if hasattr(event, "referral_id") else None
+        assignment_id = getattr(event, "assignment_id", None)
+        aid = _uuid(assignment_id) if assignment_id is not None else None
+        if rid is not None and (assignment_id is None or aid is not None):
+            named.append((index, rid, aid))
+    found: list[asyncpg.Record | _Unread | None] = [UNREAD] * len(events)
+    if not named:
+        return found
+    rows = await conn.fetch(
+        load_sql(_SQL, "event_referrals"), [rid for _, rid, _ in named], [aid for _, _, aid in named]
+    )
+    for index, _, _ in named:
+        found[index] = None  # read: no such referral unless a row says otherwise
+    for r in rows:
+        found[named[r["i"] - 1][0]] = r
+    return found
+
+
+async def claim_and_write_many(conn: asyncpg.Connection, outs: Sequence[_Fanout]) -> set[str]:
+    """_Fanout.claim_and_write for several events' fan-outs at once (distinct events): one statement
+    claims them all and writes the claimed ones' in-app notifications; then their deliveries. The
+    claimed event ids come back."""
+    rows = [(out.event_id, *n[:2], *n[3:]) for out in outs for n in out.inapp]
+    events, recipients, kinds, referrals, assignments, data = (
+        list(zip(*rows, strict=True)) if rows else [()] * 6
+    )
+    claimed = {
+        str(r["event_id"])
+        for r in await conn.fetch(
+            load_sql(_SQL, "claim_and_notify_many"),
+            CONSUMER,
+            [out.event_id for out in outs],
+            list(events),
+            list(recipients),
+            list(kinds),
+            list(referrals),
+            list(assignments),
+            [msgspec.json.encode(d).decode() for d in data],
+        )
+    }
+    await add_deliveries(conn, [d for out in outs if out.event_id in claimed for d in out.outbound])
+    return claimed
+
+
+_OURS = (
+    ReferralAssigned
+    | AssignmentReminder
+    | AssignmentExpired
+    | AssignmentCancelled
+    | ReferralUnroutable
+    | ReferralStatusChanged
+    | ReferralWithdrawn
+    | FollowupDue
+    | ConsentExpiring
+    | ProtocolOverdue
+    | WebhookTestRequested
+)
+
+
 def make_handler(pool: asyncpg.Pool, settings: Settings) -> Handler:
-    # Events handled at the same moment share one transaction and one commit (shared.groupcommit):
-    # each is claimed and fanned out exactly as alone, and acked after that commit.
-    group = GroupCommit(pool, max_batch=BATCH_MAX, max_inflight=BATCHES_IN_FLIGHT)
+    async def work_alone(conn: asyncpg.Connection, event: AnyEvent) -> _Fanout | None:
+        """One event, claimed and fanned out in its transaction (shared with its batch's others)."""
+        if isinstance(event, WebhookTestRequested):
+            if await claim_event(conn, CONSUMER, event.event_id):
+                await queue_webhook_test(conn, event)
+            return None
+        if isinstance(event, ReferralAssigned):
+            # Every referral's offer: its fan-out only reads, so the claim rides on the notification
+            # insert (one statement fewer per referral). A redelivery re-reads, then finds the claim
+            # taken and writes nothing.
+            out = await fan_out(conn, event, settings, write=False)
+            return out if await out.claim_and_write(CONSUMER) else None
+        if not await claim_event(conn, CONSUMER, event.event_id):
+            return None
+        return await fan_out(conn, event, settings)
+
+    async def together(conn: asyncpg.Connection, events: list[AnyEvent]) -> list[_Fanout | None]:
+        """A batch of events at once, each with the outcome it would have alone: the referrals they
+        name read in one statement, and each run of consecutive offers claimed with its in-app
+        notifications in one statement (flushed before any other event, so effects keep their
+        order: a withdrawal later in the batch still cancels an offer's deliveries)."""
+        known = await read_event_referrals(conn, events)
+        results: list[_Fanout | None] = []
+        offers: list[tuple[int, _Fanout]] = []
+
+        async def flush() -> None:
+            if not offers:
+                return
+            try:
+                claimed = await claim_and_write_many(conn, [out for _, out in offers])
+            except Exception as exc:
+                raise ItemFailed(offers[0][0]) from exc
+            for index, out in offers:
+                if out.event_id not in claimed:
+                    results[index] = None
+            offers.clear()
+
+        for index, event in enumerate(events):
+            try:
+                if isinstance(event, ReferralAssigned):
+                    if any(out.event_id == event.event_id for _, out in offers):
+                        results.append(None)  # a second delivery of one event in one batch
+                        continue
+                    out = await fan_out(conn, event, settings, write=False, known=known[index])
+                    offers.append((index, out))
+                    results.append(out)
+                    continue
+                await flush()
+                if isinstance(event, WebhookTestRequested):
+                    results.append(await work_alone(conn, event))
+                elif await claim_event(conn, CONSUMER, event.event_id):
+                    results.append(await fan_out(conn, event, settings, known=known[index]))
+                else:
+                    results.append(None)  # an earlier delivery already did it
+            except ItemFailed:
+                raise
+            except Exception as exc:
+                raise ItemFailed(index) from exc
+        await flush()
+        return results
+
+    # Events handled at the same moment share one transaction and one commit (shared.groupcommit),
+    # as one call over the batch (`together`); each is claimed and fanned out as alone, and acked
+    # after that commit. A lone event, or one a batch gave up on, runs `work_alone`.
+    group = GroupCommit(pool, max_batch=BATCH_MAX, max_inflight=BATCHES_IN_FLIGHT, together=together)
     # Whether a status change has anyone to tell: webhook subscribers to status changes or FHIR Tasks.
     has_subscriber = SubscriberChecks(pool, ("referral.status_changed", TASK_UPDATED))
 
     async def handle(event: AnyEvent) -> None:
-        if isinstance(event, WebhookTestRequested):
-
-            async def test_work(conn: asyncpg.Connection) -> None:
-                if await claim_event(conn, CONSUMER, event.event_id):
-                    await queue_webhook_test(conn, event)
-
-            await retrying(lambda: group.run(test_work))
-            return
-        if not isinstance(
-            event,
-            ReferralAssigned
-            | AssignmentReminder
-            | AssignmentExpired
-            | AssignmentCancelled
-            | ReferralUnroutable
-            | ReferralStatusChanged
-            | ReferralWithdrawn
-            | FollowupDue
-            | ConsentExpiring
-            | ProtocolOverdue,
-        ):
+        if not isinstance(event, _OURS):
             return  # not ours (filtered subjects make this rare); ack and move on
-
+        if _uuid(event.event_id) is None:
+            # Checked before it joins a batch: its claim would fail the batch's statement.
+            raise Poison(f"{tag_of(event)} with a malformed event id")
         if isinstance(event, ReferralStatusChanged) and not await has_subscriber(event.partner_id):
             # Nothing to send, so nothing to record either: a read-only check instead of a claim
             # (an insert and a commit flushed to disk) for every status change of every referral.
             return
 
         async def work(conn: asyncpg.Connection) -> _Fanout | None:
-            if isinstance(event, ReferralAssigned):
-                # Every referral's offer: its fan-out only reads, so the claim rides on the
-                # notification insert (one statement fewer per referral). A redelivery re-reads, then
-                # finds the claim taken and writes nothing.
-                out = await fan_out(conn, event, settings, write=False)
-                return out if await out.claim_and_write(CONSUMER) else None
-            if not await claim_event(conn, CONSUMER, event.event_id):
-                return None
-            return await fan_out(conn, event, settings)
+            return await work_alone(conn, event)
 
-        out = await retrying(lambda: group.run(work))
+        out = await retrying(lambda: group.run(work, payload=event))
         if out is not None and (out.inapp or out.outbound):
             log.info(
                 "notify.fanned_out",

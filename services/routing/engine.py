@@ -223,21 +223,52 @@ async def _steer(conn: asyncpg.Connection) -> None:
         mark_local_setup(WALK_PLAN)
 
 
-async def first_pages(
-    conn: asyncpg.Connection, wanted: Sequence[tuple[ReferralFacts, frozenset[str]]], rules: Rules
-) -> list[list[asyncpg.Record]]:
-    """walk_first.sql for several referrals (facts, excluded) in one statement: what gather(...,
-    first=) takes, in the same order. Read before the batch writes anything, so each is what gather
-    would have read for itself at that moment."""
+class ReadAhead(msgspec.Struct, frozen=True):
+    """What a batch read for one of its referrals before any walk (read_ahead), for gather(known=)."""
+
+    # The first page of every walk (walk_first.sql's rows).
+    first: list[asyncpg.Record]
+    # candidates.sql's 'multi' and 'continuity' rows for this referral.
+    multi: list[asyncpg.Record]
+    continuity: list[asyncpg.Record]
+    # Up to name_all_up_to + 1 of the referral's region's case managers, by id ('member').
+    members: list[asyncpg.Record]
+
+
+async def read_ahead(
+    conn: asyncpg.Connection,
+    wanted: Sequence[tuple[ReferralFacts, frozenset[str], bytes | None]],
+    rules: Rules,
+) -> list[ReadAhead]:
+    """For several referrals (facts, excluded, youth key), in two statements for all of them, what
+    gather reads for each before and after its walks, except the walks' best when a region is too big
+    to name everyone: walk_first_many.sql and candidates_many.sql. Read before the batch writes
+    anything, so each is what gather would have read for itself at that moment."""
     await _steer(conn)
-    columns = list(zip(*(_filters(facts, excluded) for facts, excluded in wanted), strict=True))
+    columns = list(zip(*(_filters(facts, excluded) for facts, excluded, _ in wanted), strict=True))
     # Arrays of arrays must be rectangular: each referral's excluded ids as one comma-joined text.
     columns[3] = tuple(",".join(ids) for ids in columns[3])
-    rows = await conn.fetch(load_sql(_SQL, "walk_first_many"), *(list(c) for c in columns), *_pages(rules))
-    pages: list[list[asyncpg.Record]] = [[] for _ in wanted]
+    arrays = [list(c) for c in columns]
+    rows = await conn.fetch(load_sql(_SQL, "walk_first_many"), *arrays, *_pages(rules))
+    ahead = [ReadAhead([], [], [], []) for _ in wanted]
     for r in rows:
-        pages[r["i"] - 1].append(r)
-    return pages
+        ahead[r["i"] - 1].first.append(r)
+    rows = await conn.fetch(
+        load_sql(_SQL, "candidates_many"),
+        *arrays,
+        [youth_key for _, _, youth_key in wanted],
+        [uuid.UUID(facts.id) for facts, _, _ in wanted],
+        rules.candidates.name_all_up_to + 1,
+    )
+    members: dict[str, list[asyncpg.Record]] = {}
+    for r in rows:
+        if r["source"] == "member":
+            members.setdefault(r["region"], []).append(r)
+        else:
+            getattr(ahead[r["i"] - 1], r["source"]).append(r)
+    for (facts, _, _), known in zip(wanted, ahead, strict=True):
+        known.members.extend(members.get(facts.region or "", []))
+    return ahead
 
 
 async def gather(
@@ -247,7 +278,7 @@ async def gather(
     youth_key: bytes | None,
     rules: Rules,
     reserved: Mapping[str, int] = _NONE_RESERVED,
-    first: Sequence[asyncpg.Record] | None = None,
+    known: ReadAhead | None = None,
 ) -> Gathered:
     """The bounded candidate set, which holds the policy's exact best ``limit`` case managers.
 
@@ -266,8 +297,10 @@ async def gather(
     full = len(facts.needs) * 2
     await _steer(conn)
     page, small_page = _pages(rules)
-    if first is None:  # else read with the batch's (first_pages)
-        first = await conn.fetch(load_sql(_SQL, "walk_first"), *filters, page, small_page)
+    # The first pages: read with the batch's (read_ahead), or now.
+    first = (
+        known.first if known else await conn.fetch(load_sql(_SQL, "walk_first"), *filters, page, small_page)
+    )
     walks: list[_Walk] = []
     groups = [("plain", "walk", buckets[full], page)]
     if fits:
@@ -295,26 +328,40 @@ async def gather(
     small = all(w.first_page for w in walks)
     members = rules.candidates.name_all_up_to + 1 if small else 0
     top = [cid for _, cid in walks[-1].best]
-    rows = await conn.fetch(
-        load_sql(_SQL, "candidates"),
-        facts.region,
-        top,
-        youth_key,
-        facts.id,
-        members,
-        fits,
-        facts.language,
-        filters[2],
-        list(excluded),
-        mask,
-        facts.min_covered,
-    )
+    rows: list[tuple[str, asyncpg.Record]] | None = None
+    if known is not None and small and len(known.members) <= rules.candidates.name_all_up_to:
+        # The whole region was read ahead, and the walks' best are among it (every walk reads case
+        # managers of this region): candidates.sql's rows without a statement of our own.
+        by_id = {str(r["staff_id"]): r for r in known.members}
+        if all(cid in by_id for cid in top):
+            rows = [
+                *(("top", by_id[cid]) for cid in top),
+                *(("multi", r) for r in known.multi),
+                *(("continuity", r) for r in known.continuity),
+                *(("member", r) for r in known.members),
+            ]
+    if rows is None:
+        fetched = await conn.fetch(
+            load_sql(_SQL, "candidates"),
+            facts.region,
+            top,
+            youth_key,
+            facts.id,
+            members,
+            fits,
+            facts.language,
+            filters[2],
+            list(excluded),
+            mask,
+            facts.min_covered,
+        )
+        rows = [(r["source"], r) for r in fetched]
     seen: dict[str, Candidate] = {}
     continuity: set[str] = set()
     multi = 0
-    named_all = small and sum(r["source"] == "member" for r in rows) <= rules.candidates.name_all_up_to
-    for r in rows:
-        source, cid = r["source"], str(r["staff_id"])
+    named_all = small and sum(source == "member" for source, _ in rows) <= rules.candidates.name_all_up_to
+    for source, r in rows:
+        cid = str(r["staff_id"])
         if source == "continuity":
             continuity.add(cid)
         elif source == "multi":
@@ -355,12 +402,12 @@ async def decide(
     youth_key: bytes | None,
     rules: Rules,
     reserved: Mapping[str, int] = _NONE_RESERVED,
-    first: Sequence[asyncpg.Record] | None = None,
+    known: ReadAhead | None = None,
 ) -> tuple[Decision, Gathered]:
     """Read the candidates and let the policy choose (no writes): the routing decision proper.
-    ``reserved``: places already planned in this transaction, counted as load (see _walk); ``first``:
-    the walks' first pages if already read (first_pages)."""
-    gathered = await gather(conn, facts, excluded, youth_key, rules, reserved, first)
+    ``reserved``: places already planned in this transaction, counted as load (see _walk); ``known``:
+    what the batch read ahead for this referral (read_ahead)."""
+    gathered = await gather(conn, facts, excluded, youth_key, rules, reserved, known)
     facts = msgspec.structs.replace(facts, previous_case_managers=gathered.continuity)
     return choose(facts, gathered.candidates, excluded, rules.weights), gathered
 
@@ -498,16 +545,16 @@ async def route_batch(
             break
         reserved: Counter[str] = Counter()
         wanted: list[tuple[int, str]] = []
-        # The first round's walks start from pages read for the whole batch in one statement; later
-        # rounds come after places were taken, so they read their own.
-        firsts: dict[int, list[asyncpg.Record]] = {}
+        # The first round reads what it can for the whole batch in two statements (read_ahead); later
+        # rounds come after places were taken, so each referral reads its own.
+        ahead: dict[int, ReadAhead] = {}
         if round_ == 0 and len(pending) > 1:
-            pages = await first_pages(conn, [(plans[i].facts, plans[i].excluded) for i in pending], rules)
-            firsts = dict(zip(pending, pages, strict=True))
+            asked = [(plans[i].facts, plans[i].excluded, plans[i].ref["youth_key"]) for i in pending]
+            ahead = dict(zip(pending, await read_ahead(conn, asked, rules), strict=True))
         for i in pending:
             p = plans[i]
             decision, gathered = await decide(
-                conn, p.facts, p.excluded, p.ref["youth_key"], rules, reserved, firsts.get(i)
+                conn, p.facts, p.excluded, p.ref["youth_key"], rules, reserved, ahead.get(i)
             )
             records[i] = _record(p, rules, decision, gathered, decision.chosen, taken[i])
             if decision.chosen is not None:

@@ -7,6 +7,7 @@ import uuid
 from typing import Any, cast
 
 import asyncpg
+import msgspec
 import pytest
 
 from services.notify.worker import make_handler as notify_handler
@@ -207,3 +208,54 @@ async def test_stalled_referral_is_routed_by_the_sweep(pool: asyncpg.Pool, creds
         ReferralReceived(referral_id=old, partner_id=creds["partners"][0]["id"])
     )
     assert await pool.fetchval("SELECT count(*) FROM assignments WHERE referral_id = $1", old) == 1
+
+
+async def test_a_batch_of_events_is_fanned_out_as_each_would_be_alone(
+    pool: asyncpg.Pool, creds: dict[str, Any]
+) -> None:
+    """Events handled at the same moment go through notify's batch path (one read of their referrals,
+    each run of offers claimed with its notifications in one statement) with the outcome each has
+    alone: a redelivery inside the batch, one claimed before and a forged one write nothing."""
+    partner = creds["partners"][0]["id"]
+    route = routing_handler(pool, SETTINGS)
+    rids = [await _referral(pool, partner) for _ in range(6)]
+    for rid in rids:
+        await route(ReferralReceived(referral_id=rid, partner_id=partner))
+    out_of_area = await _referral(pool, partner, region=None)
+    await route(ReferralReceived(referral_id=out_of_area, partner_id=partner))
+    offers = {
+        e.referral_id: e for e in await _outbox(pool, "refnet.referral.assigned") if e.referral_id in rids
+    }
+    (unroutable,) = [
+        e for e in await _outbox(pool, "refnet.referral.unroutable") if e.referral_id == out_of_area
+    ]
+    a = [offers[rid] for rid in rids]
+    someone_else = next(c["id"] for c in creds["case_managers"] if c["id"] != a[2].case_manager_id)
+    forged = msgspec.structs.replace(a[2], case_manager_id=someone_else)
+    await pool.execute(
+        "INSERT INTO processed_messages (consumer, event_id) VALUES ('notify', $1)", a[3].event_id
+    )
+    handle = notify_handler(pool, SETTINGS)
+    await asyncio.gather(*(handle(e) for e in (a[0], a[1], a[1], forged, a[3], unroutable, a[4], a[5])))
+
+    rows = await pool.fetch(
+        "SELECT referral_id, recipient_id, kind FROM notifications WHERE referral_id = ANY ($1::uuid[])",
+        [*rids, out_of_area],
+    )
+    got = sorted((str(r["referral_id"]), str(r["recipient_id"]), r["kind"]) for r in rows)
+    supervisors = await pool.fetch(
+        "SELECT id FROM staff WHERE role = 'supervisor' AND deactivated_at IS NULL"
+    )
+    assert got == sorted(
+        [(rids[i], a[i].case_manager_id, "offer") for i in (0, 1, 4, 5)]
+        + [(out_of_area, str(s["id"]), "unroutable") for s in supervisors]
+    )
+    claims = await pool.fetch(
+        "SELECT event_id, cmin FROM processed_messages WHERE consumer = 'notify' AND event_id = ANY ($1::uuid[])",
+        [e.event_id for e in (*a, unroutable)],
+    )
+    assert len(claims) == 7  # each once, the forged offer's too (dropped, never tried again)
+    # The offers before the unroutable event were claimed by one statement, those after it by another.
+    cmin = {str(r["event_id"]): r["cmin"] for r in claims}
+    assert cmin[a[0].event_id] == cmin[a[1].event_id] == cmin[a[2].event_id]
+    assert cmin[a[4].event_id] == cmin[a[5].event_id] != cmin[a[0].event_id]

@@ -18,10 +18,12 @@ import pytest
 
 from services.routing.engine import (
     WALK_PLAN,
+    ReadAhead,
     Routed,
     decide,
     facts_for,
-    first_pages,
+    gather,
+    read_ahead,
     route_batch,
     route_referral,
 )
@@ -240,13 +242,19 @@ async def test_a_batch_looks_its_referrals_up_by_key_whatever_the_statistics(poo
     assert scans and all("Index Cond" in n and "referral_id" in n["Index Cond"] for n in scans), scans
 
 
-async def test_a_batch_reads_its_first_pages_in_one_statement_as_each_would_alone(
-    pool: asyncpg.Pool, partner: str
-) -> None:
-    # first_pages (walk_first_many.sql) for a batch must give each referral exactly the rows, in the
-    # order, that walk_first.sql gives it alone: the walks' exactness rests on that order.
-    rng = random.Random(13)
-    await _random_roster(pool, rng, 300)
+async def _read_ahead_matches_alone(pool: asyncpg.Pool, partner: str, rng: random.Random) -> list[ReadAhead]:
+    """read_ahead for a batch of varied referrals gives each the first pages (rows and order) that
+    walk_first.sql gives it alone, and gather with it the same candidates as gather alone."""
+    key = rng.randbytes(32)
+    earlier = await _referral(pool, partner, youth_key=key, status="accepted")
+    someone = await pool.fetchval("SELECT staff_id FROM case_managers WHERE status = 'active' LIMIT 1")
+    await pool.execute(
+        "INSERT INTO assignments (id, referral_id, case_manager_id, state, respond_by)"
+        " VALUES ($1, $2, $3, 'accepted', now())",
+        uuid.uuid4(),
+        earlier,
+        someone,
+    )
     ids = [
         await _referral(
             pool,
@@ -255,24 +263,27 @@ async def test_a_batch_reads_its_first_pages_in_one_statement_as_each_would_alon
             needs=tuple(rng.sample(NEED_CODES, rng.randint(1, 3))),
             language=rng.choice(("en", "es", "ko")),
             age=rng.choice((12, 16, 19, 23)),
+            # Some the same youth as an earlier referral: continuity is read ahead too.
+            youth_key=key if n % 5 == 0 else None,
         )
-        for _ in range(24)
+        for n in range(24)
     ]
     conn: asyncpg.Connection
     async with transaction(pool) as conn:
         refs = await _locked(conn, ids)
         assignable = await conn.fetch("SELECT staff_id FROM case_managers WHERE status = 'active'")
-        wanted = [
+        asked = [
             # Some exclude case managers (earlier offers), one of them several.
             (
                 facts_for(r, RULES, datetime.now(UTC)),
                 frozenset(str(a["staff_id"]) for a in rng.sample(assignable, k)),
+                r["youth_key"],
             )
             for r, k in zip(refs, [0, 1, 0, 3] * 6, strict=True)
         ]
-        together = await first_pages(conn, wanted, RULES)
+        ahead = await read_ahead(conn, asked, RULES)
         page, small = max(4 * RULES.candidates.limit, 64), max(4 * RULES.candidates.limit, 16)
-        for (facts, excluded), got in zip(wanted, together, strict=True):
+        for (facts, excluded, youth_key), known in zip(asked, ahead, strict=True):
             alone = await conn.fetch(
                 load_sql("services.routing", "walk_first"),
                 facts.region,
@@ -285,10 +296,38 @@ async def test_a_batch_reads_its_first_pages_in_one_statement_as_each_would_alon
                 page,
                 small,
             )
-            assert [(r["walk"], r["staff_id"]) for r in got] == [
+            assert [(r["walk"], r["staff_id"]) for r in known.first] == [
                 (r["walk"], r["staff_id"]) for r in sorted(alone, key=lambda r: r["walk"])
             ]
-        assert sum(len(p) for p in together) > 100, "the scenario should read many"
+            with_known = await gather(conn, facts, excluded, youth_key, RULES, known=known)
+            by_itself = await gather(conn, facts, excluded, youth_key, RULES)
+            assert sorted(with_known.candidates, key=lambda c: c.id) == sorted(
+                by_itself.candidates, key=lambda c: c.id
+            )
+            assert msgspec.structs.replace(with_known, candidates=()) == msgspec.structs.replace(
+                by_itself, candidates=()
+            )
+        assert any(g.continuity for g in [await gather(conn, *a, RULES) for a in asked])
+    return ahead
+
+
+async def test_a_batch_reads_ahead_for_a_small_roster_as_each_would_alone(
+    pool: asyncpg.Pool, partner: str
+) -> None:
+    # The demo network: regions small enough to name everyone, so gather needs no statement of its own.
+    ahead = await _read_ahead_matches_alone(pool, partner, random.Random(17))
+    assert all(0 < len(k.members) <= RULES.candidates.name_all_up_to for k in ahead)
+
+
+async def test_a_batch_reads_ahead_for_a_large_roster_as_each_would_alone(
+    pool: asyncpg.Pool, partner: str
+) -> None:
+    # Too many to name everyone: the walks' best are read by gather itself, the rest still ahead.
+    rng = random.Random(13)
+    await _random_roster(pool, rng, 300)
+    ahead = await _read_ahead_matches_alone(pool, partner, rng)
+    assert all(len(k.members) == RULES.candidates.name_all_up_to + 1 for k in ahead)
+    assert sum(len(k.first) for k in ahead) > 100, "the scenario should read many"
 
 
 async def test_the_walk_plan_settings_last_for_the_routing_transaction_only(pool: asyncpg.Pool) -> None:
