@@ -1073,7 +1073,7 @@ async def test_status_changes_at_the_same_moment_ask_for_subscribers_in_one_stat
     assert counting.statements == [1]  # the others wait for the statement in flight
     counting.gate.set()
     assert await first is False
-    assert await later == [True, False, True, False]
+    assert list(await later) == [True, False, True, False]
     assert counting.statements == [1, 3]  # then go together, each partner once
     # A malformed id is that event's poison, not its neighbours' failure.
     bad, good = await asyncio.gather(checks("not-a-uuid"), checks(subscribed), return_exceptions=True)

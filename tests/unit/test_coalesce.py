@@ -37,7 +37,7 @@ async def test_alone_at_once_then_the_rest_together_each_key_once() -> None:
     assert answers.calls == [["a"]]  # the rest wait for the call in flight
     answers.gate.set()
     assert await first == 1
-    assert await later == [2, 3, 2, None]  # a key without an answer gets the default
+    assert list(await later) == [2, 3, 2, None]  # a key without an answer gets the default
     assert answers.calls == [["a"], ["bb", "ccc", "xx"]]
     assert ask.calls == 2
 
