@@ -298,9 +298,10 @@ async def gather(
     await _steer(conn)
     page, small_page = _pages(rules)
     # The first pages: read with the batch's (read_ahead), or now.
-    first = (
-        known.first if known else await conn.fetch(load_sql(_SQL, "walk_first"), *filters, page, small_page)
-    )
+    if known is not None:
+        first = known.first
+    else:
+        first = await conn.fetch(load_sql(_SQL, "walk_first"), *filters, page, small_page)
     walks: list[_Walk] = []
     groups = [("plain", "walk", buckets[full], page)]
     if fits:
