@@ -21,9 +21,11 @@ class Coalesced(Generic[K, V]):
     (a revoked key, a disabled endpoint) is never answered from an earlier call. A key missing from the
     call's answer gets ``default``. A call that fails fails the questions in it, not those of the next.
 
-    Hand-written, not shared.groupcommit: that shares one transaction between works which each run
-    their own statements; here the point is one statement for many read-mostly questions, outside any
-    transaction.
+    Hand-written: shared.groupcommit shares one transaction between works which each run their own
+    statements, and aiodataloader (the DataLoader pattern) batches only the keys asked within one
+    event-loop tick and caches answers. Requests reach a server on different ticks, so that would
+    batch next to nothing, and a cached answer could outlive a revoked key; here questions wait for the
+    call in flight, which is what gathers them under load, and nothing is kept after it is answered.
     """
 
     def __init__(self, answer_many: Callable[[list[K]], Awaitable[Mapping[K, V]]], default: V) -> None:
