@@ -105,22 +105,7 @@ class _Fanout:
     async def claim_and_write(self, consumer: str) -> bool:
         """Claim the event and write its in-app notifications in one statement, then its deliveries;
         False (nothing written) when an earlier delivery of the event already claimed it."""
-        columns = list(zip(*self.inapp, strict=True)) if self.inapp else [()] * 6
-        recipients, kinds, _events, referrals, assignments, data = columns
-        claimed = await self.conn.fetchval(
-            load_sql(_SQL, "claim_and_notify"),
-            consumer,
-            self.event_id,
-            list(recipients),
-            list(kinds),
-            list(referrals),
-            list(assignments),
-            [msgspec.json.encode(d).decode() for d in data],
-        )
-        if not claimed:
-            return False
-        await add_deliveries(self.conn, self.outbound)
-        return True
+        return self.event_id in await claim_and_write_many(self.conn, [self], consumer)
 
 
 async def _status_shared(conn: asyncpg.Connection, referral_id: str) -> bool:
@@ -132,6 +117,16 @@ def _uuid(value: str | None) -> uuid.UUID | None:
         return uuid.UUID(str(value))
     except ValueError:
         return None
+
+
+def _named_ids(event: AnyEvent) -> tuple[uuid.UUID | None, uuid.UUID | None]:
+    """The referral and assignment an event names (None: none, or not an id): what event_referral.sql
+    reads for it."""
+    assignment_id = getattr(event, "assignment_id", None)
+    return (
+        _uuid(getattr(event, "referral_id", None)),
+        _uuid(assignment_id) if assignment_id is not None else None,
+    )
 
 
 def _assignment_disagrees(
@@ -181,11 +176,9 @@ async def disagreement(
     referral_id = getattr(event, "referral_id", None)
     if referral_id is None:
         return None  # webhook.test_requested: queue_webhook_test re-reads its endpoint itself
-    rid = _uuid(referral_id)
+    rid, aid = _named_ids(event)
     if rid is None:
         return "no_such_referral"
-    assignment_id = getattr(event, "assignment_id", None)
-    aid = _uuid(assignment_id) if assignment_id is not None else None
     if isinstance(known, _Unread):
         referral = await conn.fetchrow(load_sql(_SQL, "event_referral"), rid, aid)
     else:
@@ -518,13 +511,11 @@ async def read_event_referrals(
     conn: asyncpg.Connection, events: Sequence[AnyEvent]
 ) -> list[asyncpg.Record | _Unread | None]:
     """The event_referral.sql row of every event of a batch (None: no such referral) in one statement;
-    UNREAD for an event naming no referral, or a malformed id (disagreement then judges it alone)."""
+    UNREAD for an event naming no referral, or a malformed one (disagreement judges it without a read)."""
     named: list[tuple[int, uuid.UUID, uuid.UUID | None]] = []
     for index, event in enumerate(events):
-        rid = _uuid(getattr(event, "referral_id", None)) if hasattr(event, "referral_id") else None
-        assignment_id = getattr(event, "assignment_id", None)
-        aid = _uuid(assignment_id) if assignment_id is not None else None
-        if rid is not None and (assignment_id is None or aid is not None):
+        rid, aid = _named_ids(event)
+        if rid is not None:
             named.append((index, rid, aid))
     found: list[asyncpg.Record | _Unread | None] = [UNREAD] * len(events)
     if not named:
@@ -539,7 +530,7 @@ async def read_event_referrals(
     return found
 
 
-async def claim_and_write_many(conn: asyncpg.Connection, outs: Sequence[_Fanout]) -> set[str]:
+async def claim_and_write_many(conn: asyncpg.Connection, outs: Sequence[_Fanout], consumer: str) -> set[str]:
     """_Fanout.claim_and_write for several events' fan-outs at once (distinct events): one statement
     claims them all and writes the claimed ones' in-app notifications; then their deliveries. The
     claimed event ids come back."""
@@ -551,7 +542,7 @@ async def claim_and_write_many(conn: asyncpg.Connection, outs: Sequence[_Fanout]
         str(r["event_id"])
         for r in await conn.fetch(
             load_sql(_SQL, "claim_and_notify_many"),
-            CONSUMER,
+            consumer,
             [out.event_id for out in outs],
             list(events),
             list(recipients),
@@ -610,7 +601,7 @@ def make_handler(pool: asyncpg.Pool, settings: Settings) -> Handler:
             if not offers:
                 return
             try:
-                claimed = await claim_and_write_many(conn, [out for _, out in offers])
+                claimed = await claim_and_write_many(conn, [out for _, out in offers], CONSUMER)
             except Exception as exc:
                 raise ItemFailed(offers[0][0]) from exc
             for index, out in offers:

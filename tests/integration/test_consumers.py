@@ -88,7 +88,7 @@ async def test_redelivered_assigned_event_notifies_once(pool: asyncpg.Pool, cred
 async def test_an_assigned_event_claimed_before_writes_no_notification(
     pool: asyncpg.Pool, creds: dict[str, Any]
 ) -> None:
-    """The offer's claim rides on its notification insert (claim_and_notify.sql): a claim an earlier
+    """The offer's claim rides on its notification insert (claim_and_notify_many.sql): a claim an earlier
     delivery committed means nothing is written, and the unclaimed event writes exactly one."""
     rid = await _referral(pool, creds["partners"][0]["id"])
     await routing_handler(pool, SETTINGS)(
