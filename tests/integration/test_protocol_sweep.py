@@ -21,7 +21,7 @@ from shared.config import load_settings
 from shared.events import ProtocolOverdue, decode_event
 
 SETTINGS = load_settings({}, secret_key="x", pii_master_key="", database_url="unused")
-# The steps part of create_referral.sql, for referrals these tests insert by hand.
+# The steps part of create_referrals.sql (for one referral), for referrals these tests insert by hand.
 _INSERT_STEPS = """
 INSERT INTO protocol_steps (referral_id, partner_id, protocol_version, code, position, roles, clock_from,
                             clock_minutes, reference_required, outcomes, escalate_to, due_at)

@@ -57,9 +57,9 @@ def active_protocol() -> ProtocolFile:
 
 
 def new_step_columns(age_years: int | None, received_at: datetime) -> tuple[Any, ...]:
-    """The new referral's steps as the referral statement inserts them (create_referral.sql, $25 to $34: the
-    protocol version, then one array per column, in step order); empty arrays unless a protocol covers
-    the youth's age. Written in the referral's own statement: one round trip fewer per child."""
+    """The new referral's steps as the referral statement takes them (create_referrals.sql flattens a
+    batch's): the protocol version, then one array per column, in step order; empty arrays unless a
+    protocol covers the youth's age. Written in the referral's own statement: no round trip per child."""
     doc = active_protocol()
     protocol = doc.for_age(age_years)
     steps = new_steps(protocol.steps, received_at) if protocol is not None else []

@@ -7,7 +7,7 @@ import binascii
 import hashlib
 import uuid
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 import asyncpg
 import msgspec
@@ -18,35 +18,37 @@ from services.intake.core.dependencies import CallerDb
 from services.intake.core.problems import Problem
 from services.intake.protocol.service import new_step_columns
 from services.intake.referrals.matches import record_matches
-from services.intake.referrals.matching import blind_tokens
+from services.intake.referrals.matching import Token, blind_tokens
 from services.intake.referrals.schemas import ContactPreferences, ReferralIn, ReferralPage, ReferralView
 from services.intake.referrals.validation import age_on, check_origin, check_referral
 from shared.casework import local_date
 from shared.codes import REFERRAL_STATUSES, SHARE_STATUS_SCOPE
 from shared.crypto import KeyRing
-from shared.db import load_sql, mark_outbox_written, retrying
+from shared.db import Identity, identity_sql, load_sql, mark_outbox_written, retrying
 from shared.events import ReferralReceived, encode_event, subject_for
-from shared.groupcommit import GroupCommit
+from shared.groupcommit import GroupCommit, ItemFailed
 from shared.regions import Catalogue
 from shared.youthkey import youth_key
 
 __all__ = [
+    "NewReferral",
     "Submitted",
     "deny_evaluator",
     "list_referrals",
+    "prepare",
     "read_referral",
     "referral_view",
+    "store_many",
+    "store_one",
     "submit",
     "visibility_args",
     "visible_referrals",
 ]
 
 _PKG = "services.intake.referrals"
-_CREATE = load_sql(_PKG, "create_referral")
+_CREATE = load_sql(_PKG, "create_referrals")
 _VISIBLE = load_sql(_PKG, "visible_referrals")
 _IDEMPOTENT_RESPONSE = load_sql(_PKG, "idempotent_response")
-_MARK_DO_NOT_CONTACT = load_sql(_PKG, "mark_do_not_contact")
-_SET_CONTACT = load_sql(_PKG, "set_contact")
 
 
 # One group committer per pool (per intake process): submissions at the same moment share a commit.
@@ -59,9 +61,84 @@ SUBMIT_BATCHES_IN_FLIGHT = 2
 def _group(pool: asyncpg.Pool) -> GroupCommit:
     entry = _GROUPS.get(id(pool))
     if entry is None or entry[0] is not pool:
-        group = GroupCommit(pool, max_batch=SUBMIT_BATCH_MAX, max_inflight=SUBMIT_BATCHES_IN_FLIGHT)
+        group = GroupCommit(
+            pool, together=store_many, max_batch=SUBMIT_BATCH_MAX, max_inflight=SUBMIT_BATCHES_IN_FLIGHT
+        )
         _GROUPS[id(pool)] = entry = (pool, group)
     return entry[1]
+
+
+class NewReferral(msgspec.Struct, frozen=True):
+    """A validated, sealed submission ready to store: who submits it, its row of create_referrals.sql
+    ($1 to $27, one element each), its protocol steps (new_step_columns) and its blind indexes."""
+
+    identity: Identity
+    row: tuple[Any, ...]
+    steps: tuple[Any, ...]
+    tokens: list[Token]
+
+    @property
+    def referral_id(self) -> str:
+        return str(self.row[0])
+
+
+async def _create(conn: asyncpg.Connection, news: list[NewReferral]) -> None:
+    """One statement for `news` (all of the transaction's current identity): the columns as arrays,
+    every referral's steps flattened into one set of step arrays that name their referral."""
+    columns = [list(col) for col in zip(*(n.row for n in news), strict=True)]
+    steps: list[list[Any]] = [[] for _ in range(11)]
+    for n in news:
+        version, *step_columns = n.steps
+        steps[0].extend([n.referral_id] * len(step_columns[0]))
+        steps[1].extend([version] * len(step_columns[0]))
+        for target, values in zip(steps[2:], step_columns, strict=True):
+            target.extend(values)
+    await conn.execute(_CREATE, *columns, *steps)
+    mark_outbox_written()  # the statement above wrote each referral.received into the outbox
+
+
+async def store_one(conn: asyncpg.Connection, new: NewReferral) -> None:
+    """A referral alone (the caller's identity is the transaction's)."""
+    await _create(conn, [new])
+    # A separate statement: the youth's blind indexes and any probable match with an earlier
+    # referral, before routing can read this one.
+    await record_matches(conn, new.referral_id, new.tokens)
+
+
+async def store_many(conn: asyncpg.Connection, news: list[NewReferral]) -> list[None]:
+    """A group commit's referrals: per caller (identity switched once each) one create statement for
+    all of that caller's referrals, then each one's blind indexes and matches in arrival order.
+
+    Semantics are those of one transaction per referral, one after the other: concurrent callers have
+    no order among them to keep, and a caller's own referrals keep theirs, so a youth submitted twice
+    in one batch is matched with the earlier one as if they had come apart. Any database error is
+    the batch's ItemFailed: the first referral of the statement that failed runs alone, its
+    neighbours again (a batch statement cannot say which row failed; errors here are rare conflicts).
+    """
+    order = sorted(range(len(news)), key=lambda i: _identity_key(news[i].identity))
+    start = 0
+    while start < len(order):
+        identity = news[order[start]].identity
+        end = start
+        while end < len(order) and news[order[end]].identity == identity:
+            end += 1
+        group = order[start:end]
+        await conn.execute(identity_sql(identity))
+        try:
+            await _create(conn, [news[i] for i in group])
+        except asyncpg.PostgresError as exc:
+            raise ItemFailed(group[0]) from exc
+        for i in group:
+            try:
+                await record_matches(conn, news[i].referral_id, news[i].tokens)
+            except asyncpg.PostgresError as exc:
+                raise ItemFailed(i) from exc
+        start = end
+    return [None] * len(news)
+
+
+def _identity_key(identity: Identity) -> tuple[str, str, str, str]:
+    return (identity.role, identity.actor_id, identity.partner_id, identity.region)
 
 
 class Submitted(msgspec.Struct, frozen=True):
@@ -126,6 +203,55 @@ async def submit(
             "; ".join(e.message for e in errors),
             errors=[{"field": e.field, "message": e.message} for e in errors],
         )
+    new, view = prepare(
+        caller,
+        db.identity,
+        data,
+        now,
+        regions=regions,
+        keyring=keyring,
+        youth_secret=youth_secret,
+        idempotency_key=idempotency_key,
+        request_hash=request_hash,
+        trace_id=trace_id,
+    )
+    try:
+        # Group commit (shared.groupcommit): concurrent submissions share one transaction and one
+        # commit, and each caller's referrals one statement (store_many); a failing one is retried
+        # alone, so it never fails another. Everything runs on `conn`: it may run again if a neighbour
+        # fails.
+        async def store(conn: asyncpg.Connection) -> None:
+            await store_one(conn, new)
+
+        # Batches in flight at once can cross on the same Idempotency-Key (each waits for the other's
+        # uncommitted key): a deadlock rolls back without effect, so it is retried like any conflict.
+        await retrying(lambda: _group(db.pool).run(store, db.identity, payload=new))
+    except asyncpg.UniqueViolationError:
+        # A concurrent request with the same Idempotency-Key won the race.
+        if idempotency_key is not None:
+            replay = await _replay(db, caller, idempotency_key, request_hash)
+            if replay is not None:
+                return replay
+        raise Problem(409, "A conflicting request was processed at the same time; retry.") from None
+    return Submitted(view)
+
+
+def prepare(
+    caller: Caller,
+    identity: Identity,
+    data: ReferralIn,
+    now: datetime,
+    *,
+    regions: Catalogue,
+    keyring: KeyRing,
+    youth_secret: bytes,
+    idempotency_key: str | None,
+    request_hash: bytes,
+    trace_id: str = "",
+) -> tuple[NewReferral, ReferralView]:
+    """A validated submission made ready to store (sealed, keyed, its steps and blind indexes computed,
+    no database needed), and the answer its caller gets once it has committed."""
+    today = local_date(now)
     referral_id = str(uuid.uuid4())
     region = regions.resolve(data.location.zip, data.location.lat, data.location.lon)
     intake_attrs = msgspec.to_builtins(data.intake) if data.intake is not None else {}
@@ -159,63 +285,43 @@ async def submit(
         updated_at=now,
         do_not_contact=data.youth.do_not_contact is True,
     )
-    steps = new_step_columns(age_on(data.youth.date_of_birth, today), now)
-    try:
-        # Group commit (shared.groupcommit): concurrent submissions share one transaction and one
-        # commit, each as its own caller; a failing one is retried alone, so it never fails another.
-        # Per-referral writes go inside `store`, on `conn`: it may run again if a neighbour fails.
-        async def store(conn: asyncpg.Connection) -> None:
-            await conn.execute(
-                _CREATE,
-                referral_id,
-                caller.partner_id,
-                region,
-                list(data.needs),
-                data.language,
-                data.urgency,
-                age_on(data.youth.date_of_birth, today),
-                intake_attrs,
-                now,
-                sealed.key_id,
-                sealed.wrapped_key,
-                sealed.nonce,
-                sealed.ciphertext,
-                data.consent.method,
-                list(data.consent.scope),
-                data.consent.obtained_at,
-                data.consent.expires_at,
-                event.event_id,
-                subject_for(event),
-                encode_event(event),
-                idempotency_key,
-                request_hash,
-                msgspec.json.encode(view),
-                key,
-                # The child-protection steps a minor's referral triggers (issue 18), in the same statement.
-                *steps,
-            )
-            mark_outbox_written()  # the statement above wrote referral.received into the outbox
-            if data.youth.do_not_contact is True:
-                await conn.execute(_MARK_DO_NOT_CONTACT, referral_id)
-            if isinstance(data.contact, ContactPreferences):
-                await conn.execute(
-                    _SET_CONTACT, referral_id, data.contact.safe_channel, data.contact.voicemail_ok
-                )
-            # A separate statement (batches as one per referral): the youth's blind indexes and any
-            # probable match with an earlier referral, before routing can read this one.
-            await record_matches(conn, referral_id, tokens)
-
-        # Batches in flight at once can cross on the same Idempotency-Key (each waits for the other's
-        # uncommitted key): a deadlock rolls back without effect, so it is retried like any conflict.
-        await retrying(lambda: _group(db.pool).run(store, db.identity))
-    except asyncpg.UniqueViolationError:
-        # A concurrent request with the same Idempotency-Key won the race.
-        if idempotency_key is not None:
-            replay = await _replay(db, caller, idempotency_key, request_hash)
-            if replay is not None:
-                return replay
-        raise Problem(409, "A conflicting request was processed at the same time; retry.") from None
-    return Submitted(view)
+    contact = data.contact if isinstance(data.contact, ContactPreferences) else None
+    new = NewReferral(
+        identity=identity,
+        row=(
+            referral_id,
+            caller.partner_id,
+            region,
+            ",".join(data.needs),
+            data.language,
+            data.urgency,
+            age_on(data.youth.date_of_birth, today),
+            intake_attrs,
+            now,
+            sealed.key_id,
+            sealed.wrapped_key,
+            sealed.nonce,
+            sealed.ciphertext,
+            data.consent.method,
+            ",".join(data.consent.scope),
+            data.consent.obtained_at,
+            data.consent.expires_at,
+            event.event_id,
+            subject_for(event),
+            encode_event(event),
+            idempotency_key,
+            request_hash,
+            msgspec.json.encode(view),
+            key,
+            data.youth.do_not_contact is True,
+            contact.safe_channel if contact is not None else None,
+            contact.voicemail_ok if contact is not None else None,
+        ),
+        # The child-protection steps a minor's referral triggers (issue 18), in the same statement.
+        steps=new_step_columns(age_on(data.youth.date_of_birth, today), now),
+        tokens=tokens,
+    )
+    return new, view
 
 
 async def _replay(db: CallerDb, caller: Caller, key: str, request_hash: bytes) -> Submitted | None:
