@@ -317,11 +317,11 @@ async def test_policies_read_the_identity_once_per_statement(db: asyncpg.Connect
 
 
 async def test_per_referral_functions_plan_once_per_session(db: asyncpg.Connection) -> None:
-    # Migration 0098: PL/pgSQL re-plans a query with (array) parameters on every call unless told to
-    # keep its generic plan; the youth lookup cost 0.3-0.5 ms of planning per referral that way.
+    # Migrations 0098/0099: PL/pgSQL re-plans a query with (array) parameters on every call unless told
+    # to keep its generic plan; the youth lookup cost 0.3-0.5 ms of planning per referral that way.
     rows = await db.fetch(
         "SELECT proname, proconfig FROM pg_proc WHERE proname = ANY ($1::text[])",
-        ["refnet_youth_candidates", "refnet_authenticate_api_key", "refnet_has_webhook_subscriber"],
+        ["refnet_youth_candidates_many", "refnet_authenticate_api_key", "refnet_has_webhook_subscriber"],
     )
     assert len(rows) == 3
     for r in rows:

@@ -47,23 +47,38 @@ class MatchView(msgspec.Struct, kw_only=True):
     found_at: datetime
 
 
-async def record_matches(conn: asyncpg.Connection, referral_id: str, tokens: list[Token]) -> int:
-    """Store the referral's blind indexes and its probable matches, in the caller's transaction."""
-    if not tokens:
+async def record_matches(conn: asyncpg.Connection, referrals: list[tuple[str, list[Token]]]) -> int:
+    """Store the referrals' blind indexes and their probable matches, in the caller's transaction: one
+    statement for all of them (a caller's referrals in a group commit), each matched as if stored
+    alone after the ones before it in `referrals` (refnet_youth_candidates_many)."""
+    rids: list[str] = []
+    places: list[int] = []
+    kinds: list[str] = []
+    values: list[bytes] = []
+    mine_tri: list[int] = []
+    for referral_id, tokens in referrals:
+        if not tokens:  # no youth-key secret: nothing to match on
+            continue
+        rids.append(referral_id)
+        places.extend([len(rids)] * len(tokens))
+        kinds.extend(t.kind for t in tokens)
+        values.extend(t.value for t in tokens)
+        mine_tri.append(sum(t.kind == "first_tri" for t in tokens))
+    if not rids:
         return 0
-    kinds = [t.kind for t in tokens]
-    values = [t.value for t in tokens]
-    mine_tri = kinds.count("first_tri")
-    rows = await conn.fetch(_YOUTH_CANDIDATES, referral_id, kinds, values)
     found = []
-    for r in rows:
-        match = score(frozenset(r["shared"]), r["shared_tri"], mine_tri, r["their_tri"])
+    per_referral: dict[str, int] = {}
+    for r in await conn.fetch(_YOUTH_CANDIDATES, rids, places, kinds, values):
+        n = r["i"] - 1
+        match = score(frozenset(r["shared"]), r["shared_tri"], mine_tri[n], r["their_tri"])
         if match is not None:
-            found.append((uuid.uuid4(), referral_id, r["other"], match.score, list(match.reasons)))
+            found.append((uuid.uuid4(), rids[n], r["other"], match.score, list(match.reasons)))
+            per_referral[rids[n]] = per_referral.get(rids[n], 0) + 1
     if found:
         await conn.executemany(_INSERT_YOUTH_MATCH, found)
-        # Ids only: which referrals, never why in terms of the youth's details.
-        log.info("youth.possible_match", referral_id=referral_id, matches=len(found))
+        for referral_id, matches in per_referral.items():
+            # Ids only: which referrals, never why in terms of the youth's details.
+            log.info("youth.possible_match", referral_id=referral_id, matches=matches)
     return len(found)
 
 

@@ -102,12 +102,12 @@ async def store_one(conn: asyncpg.Connection, new: NewReferral) -> None:
     await _create(conn, [new])
     # A separate statement: the youth's blind indexes and any probable match with an earlier
     # referral, before routing can read this one.
-    await record_matches(conn, new.referral_id, new.tokens)
+    await record_matches(conn, [(new.referral_id, new.tokens)])
 
 
 async def store_many(conn: asyncpg.Connection, news: list[NewReferral]) -> list[None]:
     """A group commit's referrals: per caller (identity switched once each) one create statement for
-    all of that caller's referrals, then each one's blind indexes and matches in arrival order.
+    all of that caller's referrals, then one for their blind indexes and matches, in arrival order.
 
     Semantics are those of one transaction per referral, one after the other: concurrent callers have
     no order among them to keep, and a caller's own referrals keep theirs, so a youth submitted twice
@@ -126,13 +126,9 @@ async def store_many(conn: asyncpg.Connection, news: list[NewReferral]) -> list[
         await conn.execute(identity_sql(identity))
         try:
             await _create(conn, [news[i] for i in group])
+            await record_matches(conn, [(news[i].referral_id, news[i].tokens) for i in group])
         except asyncpg.PostgresError as exc:
             raise ItemFailed(group[0]) from exc
-        for i in group:
-            try:
-                await record_matches(conn, news[i].referral_id, news[i].tokens)
-            except asyncpg.PostgresError as exc:
-                raise ItemFailed(i) from exc
         start = end
     return [None] * len(news)
 
