@@ -21,9 +21,11 @@ AS $$
 BEGIN
     RETURN QUERY
     WITH g AS MATERIALIZED (
+        -- A scalar subquery, not EXISTS: a semi-join's generic plan read all the partner's referrals
+        -- (referrals_partner_updated) instead of looking up a few by key.
         SELECT q.rid, q.n::integer AS n
         FROM unnest(rids) WITH ORDINALITY AS q(rid, n)
-        WHERE EXISTS (SELECT 1 FROM referrals r WHERE r.id = q.rid AND r.partner_id = refnet_partner())
+        WHERE (SELECT r.partner_id FROM referrals r WHERE r.id = q.rid) = refnet_partner()
     ), given AS MATERIALIZED (
         -- As the token rows are stored (a referral's list as given), for the candidates within the call.
         SELECT u.n, u.k, u.t FROM unnest(idx, kinds, tokens) AS u(n, k, t)

@@ -203,3 +203,26 @@ async def test_a_repeated_idempotency_key_fails_its_statement(
     with pytest.raises(asyncpg.UniqueViolationError):
         async with transaction(app_pool, caller.identity) as conn:
             await store_one(conn, news[2])
+
+
+async def test_candidates_only_for_the_callers_own_referrals(
+    app_pool: asyncpg.Pool, seeded_db: tuple[str, dict[str, Any]]
+) -> None:
+    # Two referrals of the same youth by different partners; the second's candidates name the first,
+    # but only when asked by the second's own partner.
+    callers = _callers(seeded_db)
+    subs = _submissions(callers)
+    first, second = _prepared([subs[1], (callers[0], subs[4][1], None)], datetime.now(UTC))
+    assert first.identity != second.identity
+    for new in (first, second):
+        async with transaction(app_pool, new.identity) as conn:
+            await store_one(conn, new)
+    tokens = second.tokens
+    args = ([second.referral_id], [1] * len(tokens), [t.kind for t in tokens], [t.value for t in tokens])
+    sql = "SELECT i, other FROM refnet_youth_candidates_many($1::uuid[], $2::int[], $3::text[], $4::bytea[])"
+    async with transaction(app_pool, second.identity) as conn:
+        own = await conn.fetch(sql, *args)
+    async with transaction(app_pool, first.identity) as conn:
+        other = await conn.fetch(sql, *args)
+    assert [(r["i"], str(r["other"])) for r in own] == [(1, first.referral_id)]
+    assert other == []
