@@ -6,4 +6,4 @@ WITH ins AS (
     INSERT INTO youth_tokens (referral_id, kind, token)
     SELECT ($1::uuid[])[u.n], u.k, u.t FROM unnest($2::int[], $3::text[], $4::bytea[]) AS u(n, k, t)
 )
-SELECT i, other, shared, shared_tri, their_tri FROM refnet_youth_candidates_many($1, $2, $3, $4)
+SELECT i, other, shared, shared_tri, their_tri FROM refnet_youth_candidates_many($1::uuid[], $2::int[], $3::text[], $4::bytea[])
