@@ -226,3 +226,28 @@ async def test_candidates_only_for_the_callers_own_referrals(
         other = await conn.fetch(sql, *args)
     assert [(r["i"], str(r["other"])) for r in own] == [(1, first.referral_id)]
     assert other == []
+
+
+async def test_the_youth_lookup_reads_the_blocking_index(
+    pool: asyncpg.Pool, app_pool: asyncpg.Pool, seeded_db: tuple[str, dict[str, Any]]
+) -> None:
+    # Only blocking tokens are indexed by token (0099): the lookup must prove the partial index applies,
+    # else it reads youth_tokens whole (or a whole index) for every referral.
+    callers = _callers(seeded_db)
+    news = _prepared(_submissions(callers), datetime.now(UTC))
+    for new in news[:-1]:
+        async with transaction(app_pool, new.identity) as conn:
+            await store_one(conn, new)
+    stats = (
+        "SELECT s.seq_scan, i.idx_scan FROM pg_stat_user_tables s JOIN pg_stat_user_indexes i"
+        " ON i.relid = s.relid WHERE s.relname = 'youth_tokens' AND i.indexrelname = 'youth_tokens_blocking'"
+    )
+    async with pool.acquire() as conn:
+        before = await conn.fetchrow(stats)
+    async with transaction(app_pool, news[-1].identity) as conn:
+        await store_one(conn, news[-1])
+        await conn.execute("SELECT pg_stat_force_next_flush()")
+    async with pool.acquire() as conn:
+        after = await conn.fetchrow(stats)
+    assert after["seq_scan"] == before["seq_scan"]
+    assert after["idx_scan"] > before["idx_scan"]
