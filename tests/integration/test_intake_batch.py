@@ -244,10 +244,12 @@ async def test_the_youth_lookup_reads_the_blocking_index(
     )
     async with pool.acquire() as conn:
         before = await conn.fetchrow(stats)
+    assert before is not None
     async with transaction(app_pool, news[-1].identity) as conn:
         await store_one(conn, news[-1])
         await conn.execute("SELECT pg_stat_force_next_flush()")
     async with pool.acquire() as conn:
         after = await conn.fetchrow(stats)
+    assert after is not None
     assert after["seq_scan"] == before["seq_scan"]
     assert after["idx_scan"] > before["idx_scan"]
