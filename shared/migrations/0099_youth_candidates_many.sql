@@ -42,7 +42,8 @@ BEGIN
         UNION ALL
         SELECT DISTINCT a.n, rids[b.n], true
         FROM mine a JOIN mine b ON b.k = a.k AND b.t = a.t AND b.n < a.n
-        WHERE a.k IN ('exact', 'dob', 'phone') AND a.n IN (SELECT g.n FROM g)
+        -- Both ends authorised: an earlier referral of the call counts only if it is the caller's too.
+        WHERE a.k IN ('exact', 'dob', 'phone') AND a.n IN (SELECT g.n FROM g) AND b.n IN (SELECT g.n FROM g)
     ), theirs AS (
         SELECT b.n, b.other, y.kind AS k, y.token AS t
         FROM blocked b JOIN youth_tokens y ON y.referral_id = b.other

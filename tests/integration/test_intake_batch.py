@@ -226,6 +226,15 @@ async def test_candidates_only_for_the_callers_own_referrals(
         other = await conn.fetch(sql, *args)
     assert [(r["i"], str(r["other"])) for r in own] == [(1, first.referral_id)]
     assert other == []
+    # Within a call too: an earlier referral in it that is not the caller's (here one that does not
+    # exist) is no candidate, however alike its tokens.
+    ghost = str(uuid.uuid4())
+    n = len(tokens)
+    both = ([ghost, second.referral_id], [1] * n + [2] * n, args[2] * 2, args[3] * 2)
+    async with transaction(app_pool, second.identity) as conn:
+        rows = await conn.fetch(sql, *both)
+    assert ghost not in {str(r["other"]) for r in rows}
+    assert {(r["i"], str(r["other"])) for r in rows} == {(2, first.referral_id)}
 
 
 async def test_the_youth_lookup_reads_the_blocking_index(
