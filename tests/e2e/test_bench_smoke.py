@@ -45,3 +45,26 @@ def test_the_benchmark_runs_to_the_end(tmp_path: Path) -> None:
     [step] = result["steps"]
     assert step["accepted"] > 0 and step["errors"] == 0, step
     assert step["statements_per_referral"] > 0, step
+
+
+def test_the_intake_store_benchmark_batches_by_caller(tmp_path: Path) -> None:
+    # bench.intake_store (the serial measurement docs/performance.md quotes) runs, and shows what it
+    # claims: alone, one referral statement and one youth statement per referral; in a batch of 20
+    # referrals over the demo's partners, one of each per partner, not per referral.
+    out = tmp_path / "store.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.intake_store", "--referrals", "20", "--json", str(out)],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    doc = json.loads(out.read_text())
+    by_batch = {r["batch"]: r for r in doc["results"]}
+    assert by_batch[1]["referral_calls_per_referral"] == by_batch[1]["youth_calls_per_referral"] == 1.0
+    partners = doc["partners"]
+    assert 1 < partners < 20
+    for kind in ("referral", "youth"):
+        assert by_batch[64][f"{kind}_calls_per_referral"] == round(partners / 20, 2), by_batch[64]
