@@ -941,7 +941,10 @@ async def verify_delivery(w: World, t: Target, role: str, r: httpx.Response) -> 
 
 async def verify_replayed(w: World, t: Target, role: str, r: httpx.Response) -> None:
     assert r.json()["id"] == t.extra["delivery_id"]
-    assert r.json()["state"] == "pending"
+    # Back in the sending queue, no longer dead. Notify's dispatcher is woken by the replay and may
+    # have tried the endpoint (nobody listens there) before intake reads the row back: then "failed"
+    # (seen in CI on a slow machine), else still "pending".
+    assert r.json()["state"] in ("pending", "failed"), r.json()
 
 
 async def verify_dead_letter(w: World, t: Target, role: str, r: httpx.Response) -> None:
