@@ -44,8 +44,9 @@ SERVICE_ROLE = "refnet_app"
 T = TypeVar("T")
 
 
-class Identity(msgspec.Struct, frozen=True):
-    """Who is acting: written into transaction-local settings so row-level security and audit see it."""
+class Identity(msgspec.Struct, frozen=True, order=True):
+    """Who is acting: written into transaction-local settings so row-level security and audit see it.
+    Ordered (field by field) so a batch can put each caller's works side by side."""
 
     role: str
     actor_id: str = ""

@@ -171,7 +171,7 @@ class GroupCommit:
                     # Works of one caller side by side (stable: each caller's in arrival order): one
                     # identity switch per caller in the batch, not one per work. Concurrent callers
                     # have no order among them to keep.
-                    batch.sort(key=_caller_key)
+                    batch.sort(key=lambda item: item.identity)
                 current = SYSTEM
                 for index, item in enumerate(batch if self._together_fn is None else []):
                     if item.identity != current:
@@ -204,11 +204,6 @@ class GroupCommit:
             _settle(item.future, result=result)
         self.batches += 1
         self.works += len(batch)
-
-
-def _caller_key(item: _Item) -> tuple[str, str, str, str]:
-    who = item.identity
-    return (who.role, who.partner_id, who.actor_id, who.region)
 
 
 def _quote(name: str) -> str:

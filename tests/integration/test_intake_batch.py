@@ -103,7 +103,7 @@ def _prepared(
 
 def _grouped(news: list[NewReferral]) -> list[NewReferral]:
     """The order a batch stores in: by caller (stable), as store_many does."""
-    return sorted(news, key=lambda n: (n.identity.role, n.identity.actor_id, n.identity.partner_id))
+    return sorted(news, key=lambda n: n.identity)
 
 
 async def _dump(pool: asyncpg.Pool, order: list[NewReferral]) -> dict[str, list[tuple[Any, ...]]]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import itertools
 import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -115,26 +116,16 @@ async def store_many(conn: asyncpg.Connection, news: list[NewReferral]) -> list[
     the batch's ItemFailed: the first referral of the statement that failed runs alone, its
     neighbours again (a batch statement cannot say which row failed; errors here are rare conflicts).
     """
-    order = sorted(range(len(news)), key=lambda i: _identity_key(news[i].identity))
-    start = 0
-    while start < len(order):
-        identity = news[order[start]].identity
-        end = start
-        while end < len(order) and news[order[end]].identity == identity:
-            end += 1
-        group = order[start:end]
+    order = sorted(range(len(news)), key=lambda i: news[i].identity)  # stable: arrival order kept
+    for identity, members in itertools.groupby(order, key=lambda i: news[i].identity):
+        group = list(members)
         await conn.execute(identity_sql(identity))
         try:
             await _create(conn, [news[i] for i in group])
             await record_matches(conn, [(news[i].referral_id, news[i].tokens) for i in group])
         except asyncpg.PostgresError as exc:
             raise ItemFailed(group[0]) from exc
-        start = end
     return [None] * len(news)
-
-
-def _identity_key(identity: Identity) -> tuple[str, str, str, str]:
-    return (identity.role, identity.actor_id, identity.partner_id, identity.region)
 
 
 class Submitted(msgspec.Struct, frozen=True):
