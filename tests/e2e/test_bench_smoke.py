@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from tests.support.platform import ROOT
 
@@ -24,11 +25,11 @@ CONTRACT_FIELDS = (
 )
 
 
-def test_the_benchmark_runs_to_the_end(tmp_path: Path) -> None:
-    out = tmp_path / "bench.json"
-    argv = ["--quick", "--rates", "20", "--duration", "2", "--no-search", "--json", str(out)]
+def _run(module: str, args: list[str], tmp_path: Path) -> dict[str, Any]:
+    """Run a benchmark module as a user would (a process of its own); its JSON results."""
+    out = tmp_path / "results.json"
     proc = subprocess.run(
-        [sys.executable, "-m", "bench", *argv],
+        [sys.executable, "-m", module, *args, "--json", str(out)],
         cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
         capture_output=True,
@@ -36,7 +37,12 @@ def test_the_benchmark_runs_to_the_end(tmp_path: Path) -> None:
         timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    result = json.loads(out.read_text())
+    result: dict[str, Any] = json.loads(out.read_text())
+    return result
+
+
+def test_the_benchmark_runs_to_the_end(tmp_path: Path) -> None:
+    result = _run("bench", ["--quick", "--rates", "20", "--duration", "2", "--no-search"], tmp_path)
     for field in CONTRACT_FIELDS:
         assert isinstance(result[field], int | float), (field, result[field])
     # The replay ran the services' recorded SQL (every statement of it: pgbench stops at an error).
@@ -51,17 +57,7 @@ def test_the_intake_store_benchmark_batches_by_caller(tmp_path: Path) -> None:
     # bench.intake_store (the serial measurement docs/performance.md quotes) runs, and shows what it
     # claims: alone, one referral statement and one youth statement per referral; in a batch of 20
     # referrals over the demo's partners, one of each per partner, not per referral.
-    out = tmp_path / "store.json"
-    proc = subprocess.run(
-        [sys.executable, "-m", "bench.intake_store", "--referrals", "20", "--json", str(out)],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    doc = json.loads(out.read_text())
+    doc = _run("bench.intake_store", ["--referrals", "20"], tmp_path)
     by_batch = {r["batch"]: r for r in doc["results"]}
     assert by_batch[1]["referral_calls_per_referral"] == by_batch[1]["youth_calls_per_referral"] == 1.0
     partners = doc["partners"]
