@@ -10,7 +10,7 @@ as it changes):
 2. the services stop and the database is filled, set-based (``generate_series``, one statement per
    table), with ``--referrals`` closed past referrals and what each left behind (offer, routing decision,
    status transition, in-app notification, email delivery, processed-message claims for every consumer,
-   idempotency record, data key, sealed PII, consent, sealed audit records, youth tokens and matches, protocol steps), ``--case-managers`` case
+   idempotency record, data key, sealed PII, consent, sealed audit records, youth blind indexes and matches, protocol steps), ``--case-managers`` case
    managers, then VACUUM ANALYZE;
 3. a copy of that database is taken (``CREATE DATABASE ... TEMPLATE``): the state before the capture;
 4. the services start again and ``--capture`` referrals go through them with ``log_statement = all``
@@ -212,11 +212,15 @@ _FILL: tuple[tuple[str, str], ...] = (
            FROM gen a JOIN gen b ON b.g = a.g + 1 WHERE a.g % 20 = 0""",
     ),
     (
-        "youth_tokens",
-        """INSERT INTO youth_tokens (referral_id, kind, token)
-           SELECT id, k.kind, sha256((k.kind || (g % 700000))::bytea)
-           FROM (SELECT DISTINCT kind FROM youth_tokens) k, gen
-           WHERE g <= $1::bigint / (SELECT greatest(count(DISTINCT kind), 1) FROM youth_tokens)""",
+        "youth_blind",
+        # Every referral's blind indexes; a token value is shared by at most two referrals, the phone
+        # present for half of them.
+        """INSERT INTO youth_blind (referral_id, dob, exact, phone, first, last, first_tri)
+           SELECT id, sha256(('dob' || g % 700000)::bytea), sha256(('exact' || g % 700000)::bytea),
+                  CASE WHEN g % 2 = 0 THEN sha256(('phone' || g % 700000)::bytea) END,
+                  sha256(('first' || g % 700000)::bytea), sha256(('last' || g % 700000)::bytea),
+                  ARRAY(SELECT sha256(('tri' || (g + k) % 5000)::bytea) FROM generate_series(1, 6) k)
+           FROM gen""",
     ),
     (
         "protocol_steps",

@@ -521,10 +521,12 @@ async def test_same_youth_from_a_second_partner_is_flagged_and_routed_to_the_sam
     )
     assert audited == cm
     # Nothing of it at rest in clear: the blind indexes are keyed hashes.
-    tokens = await db.fetch("SELECT token FROM youth_tokens WHERE referral_id = $1", second)
-    assert tokens and all(
-        b"Zixwandra" not in bytes(t["token"]) and b"0177" not in bytes(t["token"]) for t in tokens
+    row = await db.fetchrow(
+        "SELECT dob, exact, phone, first, last, first_tri FROM youth_blind WHERE referral_id = $1", second
     )
+    assert row is not None and row["phone"] is not None and row["first_tri"]
+    tokens = [bytes(v) for v in (*row.values(), *row["first_tri"]) if isinstance(v, bytes)]
+    assert tokens and all(b"Zixwandra" not in t and b"0177" not in t for t in tokens)
 
 
 # ---------------------------------------------------------------------------- consent over two years
@@ -608,6 +610,9 @@ async def test_a_renewal_keeps_an_engaged_case_past_the_old_expiry_and_an_unrene
         timeout=15,
     )
     assert await _details(client, tokens[lapsed], lapsed) == 410
+    # The blind indexes go with the details (refnet_forget_youth): nothing links this youth any more.
+    blind = "SELECT count(*) FROM youth_blind WHERE referral_id = $1"
+    assert await db.fetchval(blind, lapsed) == 0 and await db.fetchval(blind, renewed) == 1
     await asyncio.sleep(2)  # a couple more sweeps
     assert await _details(client, tokens[renewed], renewed) == 200
     row = await db.fetchrow("SELECT status, pii_shredded_at FROM referrals WHERE id = $1", renewed)

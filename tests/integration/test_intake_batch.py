@@ -14,6 +14,7 @@ import msgspec
 import pytest
 
 from services.intake.core.auth import Caller
+from services.intake.referrals.matches import BlindRows
 from services.intake.referrals.schemas import ReferralIn
 from services.intake.referrals.service import NewReferral, prepare, store_many, store_one
 from shared.crypto import KeyRing
@@ -41,7 +42,8 @@ _DUMP = {
     "FROM outbox WHERE subject = 'refnet.referral.received'",
     "audit_log": "SELECT target_id::uuid AS rid, actor_role, actor_id, partner_id, action FROM audit_log "
     "WHERE action = 'pii.write'",
-    "youth_tokens": "SELECT referral_id AS rid, kind, token FROM youth_tokens",
+    "youth_blind": "SELECT referral_id AS rid, dob, exact, phone, first, last,"
+    " (SELECT array_agg(t ORDER BY t) FROM unnest(first_tri) AS t) AS first_tri FROM youth_blind",
     "youth_matches": "SELECT referral_id AS rid, other_referral_id AS other, score, reasons FROM youth_matches",
 }
 
@@ -158,7 +160,7 @@ async def _forget_first_run(pool: asyncpg.Pool, news: list[NewReferral]) -> None
     """Take the first run's youth out of matching (as if another youth): tokens only, as superuser."""
     async with pool.acquire() as conn:
         await conn.execute(
-            "DELETE FROM youth_tokens WHERE referral_id = ANY($1::uuid[])", [n.referral_id for n in news]
+            "DELETE FROM youth_blind WHERE referral_id = ANY($1::uuid[])", [n.referral_id for n in news]
         )
 
 
@@ -217,9 +219,11 @@ async def test_candidates_only_for_the_callers_own_referrals(
     for new in (first, second):
         async with transaction(app_pool, new.identity) as conn:
             await store_one(conn, new)
-    tokens = second.tokens
-    args = ([second.referral_id], [1] * len(tokens), [t.kind for t in tokens], [t.value for t in tokens])
-    sql = "SELECT i, other FROM refnet_youth_candidates_many($1::uuid[], $2::int[], $3::text[], $4::bytea[])"
+    args = BlindRows.of([(second.referral_id, second.tokens)]).args()
+    sql = (
+        "SELECT i, other FROM refnet_youth_candidates_many($1::uuid[], $2::bytea[], $3::bytea[], $4::bytea[],"
+        " $5::bytea[], $6::bytea[], $7::int[], $8::bytea[])"
+    )
     async with transaction(app_pool, second.identity) as conn:
         own = await conn.fetch(sql, *args)
     async with transaction(app_pool, first.identity) as conn:
@@ -229,27 +233,27 @@ async def test_candidates_only_for_the_callers_own_referrals(
     # Within a call too: an earlier referral in it that is not the caller's (here one that does not
     # exist) is no candidate, however alike its tokens.
     ghost = str(uuid.uuid4())
-    n = len(tokens)
-    both = ([ghost, second.referral_id], [1] * n + [2] * n, args[2] * 2, args[3] * 2)
+    both = BlindRows.of([(ghost, second.tokens), (second.referral_id, second.tokens)]).args()
     async with transaction(app_pool, second.identity) as conn:
         rows = await conn.fetch(sql, *both)
     assert ghost not in {str(r["other"]) for r in rows}
     assert {(r["i"], str(r["other"])) for r in rows} == {(2, first.referral_id)}
 
 
-async def test_the_youth_lookup_reads_the_blocking_index(
+async def test_the_youth_lookup_reads_the_blocking_indexes(
     pool: asyncpg.Pool, app_pool: asyncpg.Pool, seeded_db: tuple[str, dict[str, Any]]
 ) -> None:
-    # Only blocking tokens are indexed by token (0099): the lookup must prove the partial index applies,
-    # else it reads youth_tokens whole (or a whole index) for every referral.
+    # Candidates are found by a blocking token (0100: an index per kind, two of them partial): the lookup
+    # must use them, never read youth_blind whole for every referral.
     callers = _callers(seeded_db)
     news = _prepared(_submissions(callers), datetime.now(UTC))
     for new in news[:-1]:
         async with transaction(app_pool, new.identity) as conn:
             await store_one(conn, new)
     stats = (
-        "SELECT s.seq_scan, i.idx_scan FROM pg_stat_user_tables s JOIN pg_stat_user_indexes i"
-        " ON i.relid = s.relid WHERE s.relname = 'youth_tokens' AND i.indexrelname = 'youth_tokens_blocking'"
+        "SELECT s.seq_scan, sum(i.idx_scan) FILTER (WHERE i.indexrelname <> 'youth_blind_pkey') AS idx_scan"
+        " FROM pg_stat_user_tables s JOIN pg_stat_user_indexes i ON i.relid = s.relid"
+        " WHERE s.relname = 'youth_blind' GROUP BY s.seq_scan"
     )
     async with pool.acquire() as conn:
         before = await conn.fetchrow(stats)

@@ -300,3 +300,43 @@ async def test_interrupted_no_transaction_migration_refuses_then_resumes(
     rows = await _fetch(empty_db, "SELECT partial_statements FROM schema_migrations WHERE version = 2")
     assert rows[0]["partial_statements"] is None
     assert await apply_migrations(empty_db, d) == []
+
+
+async def test_0100_moves_every_blind_index_into_one_row_per_referral(empty_db: str, tmp_path: Path) -> None:
+    # A database of 0099 with stored tokens (one row per token) upgrades to one row per referral with
+    # every token in its column and the trigrams as a set; shredding then deletes the row.
+    old = _write(
+        tmp_path / "old", {f"{m.label}.sql": m.sql for m in available_migrations() if m.version < 100}
+    )
+    await apply_migrations(empty_db, old)
+    full, bare = "6e3a8d8e-0000-4000-8000-000000000001", "6e3a8d8e-0000-4000-8000-000000000002"
+    tokens = [
+        (full, "dob", b"d1"),
+        (full, "exact", b"e1"),
+        (full, "phone", b"p1"),
+        (full, "first", b"f1"),
+        (full, "last", b"l1"),
+        (full, "first_tri", b"t1"),
+        (full, "first_tri", b"t2"),
+        (full, "first_tri", b"t3"),
+        (bare, "dob", b"d1"),
+        (bare, "first", b"f2"),
+    ]
+    conn = await asyncpg.connect(empty_db)
+    try:
+        await conn.executemany(
+            "INSERT INTO youth_tokens (referral_id, kind, token) VALUES ($1, $2, $3)", tokens
+        )
+    finally:
+        await conn.close()
+    assert await apply_migrations(empty_db) == [m.label for m in available_migrations() if m.version >= 100]
+    rows = await _fetch(
+        empty_db,
+        "SELECT referral_id::text AS rid, dob, exact, phone, first, last,"
+        " (SELECT array_agg(t ORDER BY t) FROM unnest(first_tri) AS t) AS tri FROM youth_blind ORDER BY 1",
+    )
+    assert [tuple(r.values()) for r in rows] == [
+        (full, b"d1", b"e1", b"p1", b"f1", b"l1", [b"t1", b"t2", b"t3"]),
+        (bare, b"d1", None, None, b"f2", None, None),  # no trigrams: '{}', whose unnest aggregates to NULL
+    ]
+    assert "youth_tokens" not in await _tables(empty_db)

@@ -20,7 +20,7 @@ from services.intake.referrals.matching import Token, score
 from shared import audit
 from shared.db import load_sql
 
-__all__ = ["MatchView", "decide", "list_matches", "record_matches"]
+__all__ = ["BlindRows", "MatchView", "decide", "list_matches", "record_matches"]
 
 log = structlog.get_logger("refnet.intake")
 
@@ -30,6 +30,8 @@ _INSERT_YOUTH_MATCH = load_sql(_PKG, "insert_youth_match")
 _YOUTH_MATCHES_OF = load_sql(_PKG, "youth_matches_of")
 _DECIDE_YOUTH_MATCH = load_sql(_PKG, "decide_youth_match")
 _STAFF_ROLES = ("case_manager", "supervisor", "admin")
+# youth_blind's columns in the order youth_candidates.sql takes them ($2-$6).
+_ONE_PER_REFERRAL = ("dob", "exact", "phone", "first", "last")
 
 
 class MatchView(msgspec.Struct, kw_only=True):
@@ -47,28 +49,48 @@ class MatchView(msgspec.Struct, kw_only=True):
     found_at: datetime
 
 
+class BlindRows(msgspec.Struct):
+    """Referrals' blind indexes as youth_candidates.sql takes them: one element per referral for each kind
+    but the trigrams (at most one token of each), the trigrams flattened with their referral's place."""
+
+    rids: list[str]
+    columns: dict[str, list[bytes | None]]
+    tri_places: list[int]
+    tris: list[bytes]
+    mine_tri: list[int]
+
+    @classmethod
+    def of(cls, referrals: list[tuple[str, list[Token]]]) -> BlindRows:
+        rows = cls([], {kind: [] for kind in _ONE_PER_REFERRAL}, [], [], [])
+        for referral_id, tokens in referrals:
+            if not tokens:  # no youth-key secret: nothing to match on
+                continue
+            rows.rids.append(referral_id)
+            by_kind = {t.kind: t.value for t in tokens if t.kind != "first_tri"}
+            for kind, column in rows.columns.items():
+                column.append(by_kind.get(kind))
+            trigrams = [t.value for t in tokens if t.kind == "first_tri"]
+            rows.tri_places.extend([len(rows.rids)] * len(trigrams))
+            rows.tris.extend(trigrams)
+            rows.mine_tri.append(len(trigrams))
+        return rows
+
+    def args(self) -> tuple[object, ...]:
+        """$1-$8 of youth_candidates.sql (and refnet_youth_candidates_many)."""
+        return (self.rids, *self.columns.values(), self.tri_places, self.tris)
+
+
 async def record_matches(conn: asyncpg.Connection, referrals: list[tuple[str, list[Token]]]) -> int:
     """Store the referrals' blind indexes and their probable matches, in the caller's transaction: one
     statement for all of them (a caller's referrals in a group commit), each matched as if stored
     alone after the ones before it in `referrals` (refnet_youth_candidates_many)."""
-    rids: list[str] = []
-    places: list[int] = []
-    kinds: list[str] = []
-    values: list[bytes] = []
-    mine_tri: list[int] = []
-    for referral_id, tokens in referrals:
-        if not tokens:  # no youth-key secret: nothing to match on
-            continue
-        rids.append(referral_id)
-        places.extend([len(rids)] * len(tokens))
-        kinds.extend(t.kind for t in tokens)
-        values.extend(t.value for t in tokens)
-        mine_tri.append(sum(t.kind == "first_tri" for t in tokens))
-    if not rids:
+    blind = BlindRows.of(referrals)
+    if not blind.rids:
         return 0
+    rids, mine_tri = blind.rids, blind.mine_tri
     found = []
     per_referral: dict[str, int] = {}
-    for r in await conn.fetch(_YOUTH_CANDIDATES, rids, places, kinds, values):
+    for r in await conn.fetch(_YOUTH_CANDIDATES, *blind.args()):
         n = r["i"] - 1
         match = score(frozenset(r["shared"]), r["shared_tri"], mine_tri[n], r["their_tri"])
         if match is not None:
