@@ -17,6 +17,8 @@ from pathlib import Path
 
 import asyncpg
 
+from shared.db import load_sql
+
 EXPECTED = Path(__file__).with_name("expected_schema.txt")
 UPDATE_VAR = "REFNET_UPDATE_SCHEMA"
 SCHEMAS = ("public",)
@@ -326,3 +328,16 @@ async def test_per_referral_functions_plan_once_per_session(db: asyncpg.Connecti
     assert len(rows) == 3
     for r in rows:
         assert "plan_cache_mode=force_generic_plan" in r["proconfig"], r["proname"]
+
+
+async def test_the_api_key_lookup_keeps_its_generic_plan(db: asyncpg.Connection) -> None:
+    # Migration 0101: with the function's default estimates a custom plan always looked cheaper, so the
+    # statement every API request runs was planned again on every call.
+    lookup = await db.prepare(load_sql("services.intake.core", "authenticate_api_keys"))
+    for i in range(10):
+        assert await lookup.fetch([bytes([i]) * 32]) == []
+    plans = await db.fetchrow(
+        "SELECT generic_plans, custom_plans FROM pg_prepared_statements WHERE name = $1",
+        lookup.get_name(),
+    )
+    assert plans is not None and plans["custom_plans"] <= 5 and plans["generic_plans"] >= 5, dict(plans or {})
