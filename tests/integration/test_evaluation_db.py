@@ -131,6 +131,35 @@ async def test_unchanged_status_records_nothing(world: dict[str, Any]) -> None:
     assert await world["admin"].fetchval("SELECT count(*) FROM referral_transitions") == 0
 
 
+async def test_one_statement_over_many_referrals_records_each_change(world: dict[str, Any]) -> None:
+    # Routing changes a batch's statuses in one UPDATE; the statement trigger (0102) records one row
+    # per changed referral, none for an unchanged one, and one illegal change refuses them all.
+    admin, app = world["admin"], world["app"]
+    moved = [await _referral(admin, world["partner"], "received") for _ in range(3)]
+    still = await _referral(admin, world["partner"], "assigned")
+    update = "UPDATE referrals SET status = 'assigned', updated_at = now() WHERE id = ANY ($1::uuid[])"
+    async with app.transaction():
+        await _as(app, "system", actor="router-1")
+        await app.execute("SELECT set_config('app.transition_reason', 'batch', true)")
+        assert await app.execute(update, [*moved, still]) == "UPDATE 4"
+    rows = await admin.fetch(
+        "SELECT referral_id::text AS rid, from_status, to_status, actor_id, reason FROM referral_transitions"
+    )
+    assert sorted(
+        (r["rid"], r["from_status"], r["to_status"], r["actor_id"], r["reason"]) for r in rows
+    ) == sorted((str(rid), "received", "assigned", "router-1", "batch") for rid in moved)
+    closed = await _referral(admin, world["partner"], "closed")
+    fresh = await _referral(admin, world["partner"], "received")
+    with pytest.raises(
+        asyncpg.CheckViolationError, match=f"illegal referral status transition closed -> assigned .*{closed}"
+    ):
+        async with app.transaction():
+            await _as(app, "system")
+            await app.execute(update, [fresh, closed])
+    assert await admin.fetchval("SELECT status FROM referrals WHERE id = $1", fresh) == "received"
+    assert await admin.fetchval("SELECT count(*) FROM referral_transitions") == len(moved)
+
+
 async def test_history_cannot_be_written_by_the_service_role(world: dict[str, Any]) -> None:
     rid = await _referral(world["admin"], world["partner"], "received")
     app = world["app"]
