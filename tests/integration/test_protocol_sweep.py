@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import asyncpg
+import pytest
 
 from services.intake.core.auth import Caller
 from services.intake.core.keys import Keys
@@ -169,3 +170,19 @@ async def test_a_clock_from_another_step_starts_when_it_is_completed(
         )
     finally:
         use_protocol("")
+
+
+async def test_an_escalation_event_names_one_step(
+    pool: asyncpg.Pool, seeded_db: tuple[str, dict[str, Any]]
+) -> None:
+    # The unique index on escalation_event_id is partial since 0103 (steps not escalated have none):
+    # still one step per event, and any number of steps without one.
+    partner = seeded_db[1]["partners"][0]["id"]
+    first = await _child_referral(pool, partner, "unroutable", hours_ago=0)
+    second = await _child_referral(pool, partner, "unroutable", hours_ago=0)
+    assert await pool.fetchval("SELECT count(*) FROM protocol_steps WHERE escalation_event_id IS NULL") >= 10
+    event = str(uuid.uuid4())
+    mark = "UPDATE protocol_steps SET escalation_event_id = $2 WHERE referral_id = $1 AND code = 'hotline_report'"
+    await pool.execute(mark, first, event)
+    with pytest.raises(asyncpg.UniqueViolationError):
+        await pool.execute(mark, second, event)
