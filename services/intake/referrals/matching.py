@@ -10,8 +10,8 @@ whether the shared tokens make them probably the same youth. Nothing here decryp
 
 from __future__ import annotations
 
-import hashlib
 import hmac
+import re
 from datetime import date
 
 import jellyfish
@@ -37,6 +37,7 @@ BLOCKING_KINDS = ("exact", "dob", "phone")
 PROBABLE = 0.6
 _WEIGHTS = {"dob": 0.35, "phone": 0.35, "first_name": 0.3, "last_name": 0.1}
 _PHONE_DIGITS = 7
+_NOT_ASCII_DIGIT = re.compile(r"[^0-9]+")
 
 
 class Token(msgspec.Struct, frozen=True):
@@ -50,12 +51,14 @@ class Match(msgspec.Struct, frozen=True):
 
 
 def _mac(secret: bytes, kind: str, text: str) -> bytes:
-    return hmac.new(secret, _DOMAIN + kind.encode() + b"\x00" + text.encode(), hashlib.sha256).digest()
+    # hmac.digest: the one-shot C path, several times faster than hmac.new(...).digest() (about eleven
+    # tokens per referral).
+    return hmac.digest(secret, _DOMAIN + kind.encode() + b"\x00" + text.encode(), "sha256")
 
 
 def phone_digits(phone: str | None) -> str:
     """The last seven digits (the local number): area codes and formatting vary between partners."""
-    digits = "".join(ch for ch in phone or "" if ch.isascii() and ch.isdigit())
+    digits = _NOT_ASCII_DIGIT.sub("", phone or "")
     return digits[-_PHONE_DIGITS:] if len(digits) >= _PHONE_DIGITS else ""
 
 
