@@ -34,6 +34,7 @@ __all__ = [
     "retrying",
     "rls_bypassed",
     "service_dsn",
+    "switch_identity",
     "transaction",
     "without_comments",
 ]
@@ -144,6 +145,9 @@ async def create_pool(
 # Set by anything that inserts outbox rows inside `transaction()`; after the commit the relays of this
 # process are woken directly, without waiting for a NOTIFY round trip or the next poll.
 _outbox_written: ContextVar[bool] = ContextVar("refnet_outbox_written", default=False)
+# The identity the current `transaction()` runs as (its `app.*` settings), so a switch to the same one
+# costs nothing (`switch_identity`).
+_identity: ContextVar[Identity | None] = ContextVar("refnet_identity", default=None)
 # Transaction-local settings (SET LOCAL ...) already applied in the current `transaction()`.
 _local_setup: ContextVar[frozenset[str]] = ContextVar("refnet_local_setup", default=frozenset())
 _outbox_hooks: list[Callable[[], None]] = []
@@ -160,10 +164,11 @@ def on_outbox_commit(hook: Callable[[], None]) -> Callable[[], None]:
     return lambda: _outbox_hooks.remove(hook) if hook in _outbox_hooks else None
 
 
-def enter_batch_item(setup: str) -> None:
+def enter_batch_item(setup: str, identity: Identity) -> None:
     """In a fresh context copy for one work of a shared transaction (shared.groupcommit): the
-    transaction's setup counts as applied, and no outbox row is written yet."""
+    transaction's setup counts as applied, it runs as `identity`, and no outbox row is written yet."""
     _local_setup.set(frozenset({setup}) if setup else frozenset())
+    _identity.set(identity)
     _outbox_written.set(False)
 
 
@@ -182,6 +187,16 @@ def identity_sql(identity: Identity) -> str:
     )
     # begin_as.sql is "BEGIN; SELECT set_config(...)": the settings without the BEGIN.
     return begin.split(";", 1)[1].strip()
+
+
+async def switch_identity(conn: asyncpg.Connection, identity: Identity) -> bool:
+    """Make `identity` the running transaction's (one statement), unless it already is; whether it
+    switched. Inside `transaction()` (or a group commit's work), which knows who it runs as."""
+    if _identity.get() == identity:
+        return False
+    await conn.execute(identity_sql(identity))
+    _identity.set(identity)
+    return True
 
 
 def local_setup_applied(statement: str) -> bool:
@@ -226,6 +241,7 @@ async def transaction(
     async with pool.acquire() as conn:
         token = _outbox_written.set(False)
         setup_token = _local_setup.set(frozenset({setup}) if setup else frozenset())
+        identity_token = _identity.set(identity)
         try:
             role, actor = _literal(identity.role), _literal(identity.actor_id)
             partner, region = _literal(identity.partner_id), _literal(identity.region)
@@ -245,6 +261,7 @@ async def transaction(
                 for hook in list(_outbox_hooks):
                     hook()
         finally:
+            _identity.reset(identity_token)
             _local_setup.reset(setup_token)
             _outbox_written.reset(token)
 

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
-from shared.db import Identity, create_pool
+from shared.db import Identity, create_pool, switch_identity
 from shared.groupcommit import GroupCommit, ItemFailed
 
 pytestmark = pytest.mark.asyncio
@@ -158,3 +158,45 @@ async def test_a_together_function_does_a_batch_at_once_and_gives_up_on_one(pool
         rows = await conn.fetch("SELECT n, partner FROM gc_probe ORDER BY n")
     assert [r["n"] for r in rows] == list(range(40))
     assert {r["n"] for r in rows if r["partner"] == "together"} == {n for n in range(40) if n % 10 != 7}
+
+
+async def test_a_batch_begins_as_its_first_caller(pool: asyncpg.Pool) -> None:
+    # The transaction begins as the batch's smallest identity: a batch of one caller switches nothing,
+    # and a together function's switch to that identity is skipped (shared.db.switch_identity).
+    group = GroupCommit(pool, max_batch=16, max_inflight=1)
+
+    def insert(n: int):  # type: ignore[no-untyped-def]
+        async def work(conn: asyncpg.Connection) -> int:
+            return int(await conn.fetchval(_INSERT, n))
+
+        return work
+
+    await asyncio.gather(*(group.run(insert(n), _partner(0)) for n in range(30)))
+    assert group.batches < 30 and group.identity_switches == 0
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM gc_probe WHERE partner = 'p0'") == 30
+
+    switched: list[tuple[str, bool, str]] = []
+
+    async def together(conn: asyncpg.Connection, payloads: list[Identity]) -> list[None]:
+        for identity in sorted(set(payloads)):
+            did = await switch_identity(conn, identity)
+            switched.append(
+                (identity.partner_id, did, await conn.fetchval("SELECT current_setting('app.partner_id')"))
+            )
+        return [None] * len(payloads)
+
+    both = GroupCommit(pool, together=together, max_batch=16, max_inflight=1)
+
+    async def noop(conn: asyncpg.Connection) -> None:
+        return None
+
+    await asyncio.gather(
+        *(both.run(noop, _partner(n), payload=_partner(n)) for n in range(1, 3) for _ in range(5))
+    )
+    # Each batch: no switch for the first caller (already in force), one for the second; each
+    # statement after a switch ran as the caller switched to.
+    assert switched and all(partner == setting for partner, _, setting in switched)
+    firsts = [did for partner, did, _ in switched if partner == "p1"]
+    assert firsts and not any(firsts)
+    assert all(did for partner, did, _ in switched if partner == "p2")

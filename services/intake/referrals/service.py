@@ -25,7 +25,7 @@ from services.intake.referrals.validation import age_on, check_origin, check_ref
 from shared.casework import local_date
 from shared.codes import REFERRAL_STATUSES, SHARE_STATUS_SCOPE
 from shared.crypto import KeyRing
-from shared.db import Identity, identity_sql, load_sql, mark_outbox_written, retrying
+from shared.db import Identity, load_sql, mark_outbox_written, retrying, switch_identity
 from shared.events import ReferralReceived, encode_event, subject_for
 from shared.groupcommit import GroupCommit, ItemFailed
 from shared.regions import Catalogue
@@ -119,7 +119,8 @@ async def store_many(conn: asyncpg.Connection, news: list[NewReferral]) -> list[
     order = sorted(range(len(news)), key=lambda i: news[i].identity)  # stable: arrival order kept
     for identity, members in itertools.groupby(order, key=lambda i: news[i].identity):
         group = list(members)
-        await conn.execute(identity_sql(identity))
+        # The first caller's is the transaction's own (shared.groupcommit): no switch for it.
+        await switch_identity(conn, identity)
         try:
             await _create(conn, [news[i] for i in group])
             await record_matches(conn, [(news[i].referral_id, news[i].tokens) for i in group])
