@@ -8,7 +8,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
-from typing import Any
+from typing import Any, NamedTuple
 
 import asyncpg
 import msgspec
@@ -573,6 +573,7 @@ async def route_batch(
                 pending.append(i)
     routed: list[Routed] = []
     offers: list[tuple[Any, ...]] = []
+    queued: list[_Queued] = []
     for i, p in enumerate(plans):
         record = records[i]
         assert record is not None  # every plan was settled or decided at least once
@@ -581,7 +582,9 @@ async def route_batch(
             record = msgspec.structs.replace(
                 record, outcome="no_eligible_case_manager", chosen=None, taken_meanwhile=tuple(taken[i])
             )
-        routed.append(await _write(conn, p, rules, record, chosen[i], offers))
+        routed.append(await _write(conn, p, rules, record, chosen[i], offers, queued))
+    # The queue first: its events went into the outbox before the offers' when each was written alone.
+    await _queue_many(conn, queued, rules.version)
     await _offer_many(conn, offers, now, rules.version)
     if plans:
         metrics.decisions_timed(time.perf_counter() - started, len(plans))
@@ -623,9 +626,11 @@ async def _write(
     record: DecisionRecord,
     chosen: str | None,
     offers: list[tuple[Any, ...]] | None = None,
+    queued: list[_Queued] | None = None,
 ) -> Routed:
-    """Record the decision and carry it out: the offer (its place taken) or the queue. With ``offers``,
-    an offer's statement parameters go there, for one statement over the batch (_offer_many)."""
+    """Record the decision and carry it out: the offer (its place taken) or the queue. With ``offers``
+    and ``queued``, what the statements would write goes there instead, for one statement of each over
+    the batch (_offer_many, _queue_many)."""
     ref = plan.ref
     if record.outcome == "no_eligible_case_manager" and not record.named_all:
         # A region too large to name everyone: count why they could not take it (a full scan, but
@@ -645,6 +650,11 @@ async def _write(
         routed = await _offer(
             conn, ref, chosen, rules, plan.now, plan.offers_so_far + 1, plan.trace_id, decision_row, offers
         )
+    elif queued is not None:
+        queued.append(
+            _Queued(decision_row, record.outcome, _queue_events(ref, record.outcome, plan.trace_id))
+        )
+        routed = Routed("unroutable", record.outcome)
     else:
         await conn.execute(load_sql(_SQL, "insert_decision"), *decision_row)
         routed = await _queue(conn, ref, record.outcome, plan.trace_id)
@@ -735,6 +745,11 @@ async def _offer_many(
 async def _queue(conn: asyncpg.Connection, ref: asyncpg.Record, reason: str, trace_id: str) -> Routed:
     """Move the referral to ``unroutable`` (the supervisor queue), keeping how long it has waited there."""
     await conn.execute(load_sql(_SQL, "mark_unroutable"), ref["id"], reason)
+    await enqueue(conn, *_queue_events(ref, reason, trace_id))
+    return Routed("unroutable", reason)
+
+
+def _queue_events(ref: asyncpg.Record, reason: str, trace_id: str) -> list[Event]:
     events: list[Event] = []
     if ref["status"] != "unroutable" or ref["unroutable_reason"] != reason:
         events.append(
@@ -743,8 +758,38 @@ async def _queue(conn: asyncpg.Connection, ref: asyncpg.Record, reason: str, tra
             )
         )
     events.extend(_status_change(ref, "unroutable", trace_id))
-    await enqueue(conn, *events)
-    return Routed("unroutable", reason)
+    return events
+
+
+class _Queued(NamedTuple):
+    """A batch's referral for the queue: its decision record's row, the reason and its events."""
+
+    decision_row: tuple[Any, ...]
+    reason: str
+    events: list[Event]
+
+
+async def _queue_many(conn: asyncpg.Connection, queued: list[_Queued], version: str) -> None:
+    """A batch's queued referrals (as _queue, after insert_decision, for each) in one statement."""
+    if not queued:
+        return
+    rows = [q.decision_row for q in queued]
+    events = [e for q in queued for e in q.events]
+    await conn.execute(
+        load_sql(_SQL, "decide_and_queue_many"),
+        [r[0] for r in rows],
+        [r[1] for r in rows],
+        [r[2] for r in rows],
+        [r[3] for r in rows],
+        [r[5] for r in rows],
+        version,
+        [q.reason for q in queued],
+        [e.event_id for e in events],
+        [subject_for(e) for e in events],
+        [encode_event(e) for e in events],
+    )
+    if events:
+        mark_outbox_written()
 
 
 def _status_change(ref: asyncpg.Record, status: str, trace_id: str) -> list[Event]:

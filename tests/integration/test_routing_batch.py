@@ -89,15 +89,20 @@ async def test_a_batch_chooses_as_one_referral_after_the_other(pool: asyncpg.Poo
                 routed = await route_batch(conn, [(r, "") for r in refs], rules)
             else:
                 routed = [await route_referral(conn, r, rules) for r in refs]
-            raise _Rollback(routed)
+            raise _Rollback(routed, await _written(conn, ids))
 
     results = []
+    written = []
     for batched in (False, True):
         with pytest.raises(_Rollback) as undone:
             await run(batched)
         results.append(undone.value.routed)
+        written.append(undone.value.written)
     one_by_one, batch = results
     assert [r.case_manager_id for r in batch] == [r.case_manager_id for r in one_by_one]
+    # And the same rows: statuses, queue reasons, decisions, transitions and events, the queued ones
+    # written by one statement for the batch (decide_and_queue_many.sql) as the offers are.
+    assert written[1] == written[0]
     offered = Counter(r.case_manager_id for r in batch if r.case_manager_id)
     assert sum(offered.values()) > 10, "the scenario should offer many"
     assert any(r.status == "unroutable" for r in batch), "and run out of places"
@@ -150,8 +155,29 @@ async def test_two_batches_at_once_neither_deadlock_nor_overrun(pool: asyncpg.Po
 
 
 class _Rollback(Exception):
-    def __init__(self, routed: list[Routed]) -> None:
+    def __init__(self, routed: list[Routed], written: dict[str, list[tuple[Any, ...]]] | None = None) -> None:
         self.routed = routed
+        self.written = written
+
+
+async def _written(conn: asyncpg.Connection, ids: list[str]) -> dict[str, list[tuple[Any, ...]]]:
+    """What routing wrote about the referrals, without its fresh ids and clocks (and without the
+    decision records' explanations, which count a batch's reservations as they were made)."""
+    queries = {
+        "referrals": "SELECT id, status, unroutable_reason, queued_at IS NOT NULL FROM referrals WHERE id = ANY ($1::uuid[])",
+        "decisions": "SELECT referral_id, outcome, chosen_id, policy_version FROM routing_decisions"
+        " WHERE referral_id = ANY ($1::uuid[])",
+        "transitions": "SELECT referral_id, from_status, to_status, actor_role, reason FROM referral_transitions"
+        " WHERE referral_id = ANY ($1::uuid[])",
+        "assignments": "SELECT referral_id, case_manager_id, state, attempt FROM assignments WHERE referral_id = ANY ($1::uuid[])",
+        "events": "SELECT subject, (regexp_match(encode(payload, 'escape'), '\"referral_id\":\"([0-9a-f-]{36})'))[1] FROM outbox"
+        " WHERE (regexp_match(encode(payload, 'escape'), '\"referral_id\":\"([0-9a-f-]{36})'))[1]::uuid = ANY ($1::uuid[])",
+    }
+    out = {}
+    for name, sql in queries.items():
+        rows = await conn.fetch(sql, ids)
+        out[name] = sorted(tuple(str(v) for v in r.values()) for r in rows)
+    return out
 
 
 async def test_a_later_round_never_waits_for_a_row_held_elsewhere(pool: asyncpg.Pool, partner: str) -> None:
