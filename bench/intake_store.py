@@ -43,7 +43,7 @@ _progress = progress_to_stderr("bench.intake_store")
 _KEYRING = KeyRing({"bench": "YmVuY2gtb25seS1rZXktMzItYnl0ZXMtbG9uZy0hISE="}, "bench")
 _YOUTH_SECRET = b"bench-only youth secret, 32 byte"
 # The statements a stored referral costs, by the start of their text (comments stripped by the server).
-_KINDS = {"referral": "WITH v AS MATERIALIZED", "youth": "WITH ins AS", "identity": "SELECT set_config"}
+_KINDS = {"referral": "WITH v AS MATERIALIZED", "youth": "WITH tris AS", "identity": "SELECT set_config"}
 _STATS = """
 SELECT s.query, s.calls, s.total_exec_time + s.total_plan_time AS ms
 FROM pg_stat_statements s JOIN pg_roles r ON r.oid = s.userid
