@@ -30,16 +30,23 @@ WHERE r.status <> 'unroutable'
 # routing_decisions.decided_at and notifications.created_at default to now(), the start of the
 # consumer's transaction, which splits each hop into "waiting to be consumed" and "working".
 _LATENCIES = """
+WITH r AS MATERIALIZED (
+    SELECT id, status, received_at FROM referrals WHERE received_at >= $1 AND received_at < $2
+)
 SELECT r.id::text AS id, r.status, r.received_at, d.decided_at, a.offered_at, n.created_at AS notified_at
-FROM referrals r
+FROM r
 LEFT JOIN assignments a ON a.referral_id = r.id AND a.attempt = 1
-LEFT JOIN LATERAL (
-    SELECT min(decided_at) AS decided_at FROM routing_decisions WHERE referral_id = r.id
-) d ON true
-LEFT JOIN LATERAL (
-    SELECT min(created_at) AS created_at FROM notifications WHERE referral_id = r.id
-) n ON true
-WHERE r.received_at >= $1 AND r.received_at < $2
+-- Grouped once, not a subquery per referral: notifications has no index on referral_id (nothing in
+-- the services reads it that way), and a lookup per referral scanned the table for each of them
+-- (1,800 sequential scans, 1.6 s, after one 6-second step at 300/s).
+LEFT JOIN (
+    SELECT referral_id, min(decided_at) AS decided_at FROM routing_decisions
+    WHERE referral_id IN (SELECT id FROM r) GROUP BY referral_id
+) d ON d.referral_id = r.id
+LEFT JOIN (
+    SELECT referral_id, min(created_at) AS created_at FROM notifications
+    WHERE referral_id IN (SELECT id FROM r) GROUP BY referral_id
+) n ON n.referral_id = r.id
 """
 
 # The hops of one referral, in order; they add up to received → notified.
