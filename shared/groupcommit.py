@@ -14,11 +14,11 @@ from shared.db import (
     SYSTEM,
     Identity,
     enter_batch_item,
-    identity_sql,
     load_sql,
     mark_local_setup,
     mark_outbox_written,
     outbox_written_in,
+    switch_identity,
     transaction,
     without_comments,
 )
@@ -177,14 +177,11 @@ class GroupCommit:
                         raise RuntimeError("a together function must answer every work of its batch")
                     if ctx.run(outbox_written_in):
                         mark_outbox_written()
-                current = first
                 for index, item in enumerate(batch if self._together_fn is None else []):
-                    if item.identity != current:
-                        await conn.execute(identity_sql(item.identity))
+                    if await switch_identity(conn, item.identity):
                         self.identity_switches += 1
-                        current = item.identity
                     ctx = item.context.copy()
-                    ctx.run(enter_batch_item, self._setup, current)
+                    ctx.run(enter_batch_item, self._setup, item.identity)
                     try:
                         results.append(await asyncio.create_task(item.work(conn), context=ctx))
                     except Exception as exc:
