@@ -10,7 +10,7 @@ import asyncpg
 import pytest
 
 from shared.db import Identity, create_pool, switch_identity
-from shared.groupcommit import GroupCommit, ItemFailed
+from shared.groupcommit import GroupCommit, ItemFailed, Work
 
 pytestmark = pytest.mark.asyncio
 
@@ -30,6 +30,15 @@ async def pool(db_dsn: str) -> AsyncIterator[asyncpg.Pool]:
     await pool.close()
 
 
+def _insert(n: int) -> Work[int]:
+    """A work that inserts probe row `n` as its caller; its transaction's id."""
+
+    async def work(conn: asyncpg.Connection) -> int:
+        return int(await conn.fetchval(_INSERT, n))
+
+    return work
+
+
 def _partner(n: int) -> Identity:
     return Identity(role="partner", partner_id=f"p{n % 3}")
 
@@ -37,13 +46,7 @@ def _partner(n: int) -> Identity:
 async def test_concurrent_works_share_transactions_and_keep_their_identity(pool: asyncpg.Pool) -> None:
     group = GroupCommit(pool, max_batch=16, max_inflight=2)
 
-    def insert(n: int):  # type: ignore[no-untyped-def]
-        async def work(conn: asyncpg.Connection) -> int:
-            return int(await conn.fetchval(_INSERT, n))
-
-        return work
-
-    xids = await asyncio.gather(*(group.run(insert(n), _partner(n)) for n in range(100)))
+    xids = await asyncio.gather(*(group.run(_insert(n), _partner(n)) for n in range(100)))
     assert group.works == 100
     # Fewer transactions than works: they were batched (a lone caller would get its own).
     assert len(set(xids)) == group.batches < 100
@@ -165,13 +168,7 @@ async def test_a_batch_begins_as_its_first_caller(pool: asyncpg.Pool) -> None:
     # and a together function's switch to that identity is skipped (shared.db.switch_identity).
     group = GroupCommit(pool, max_batch=16, max_inflight=1)
 
-    def insert(n: int):  # type: ignore[no-untyped-def]
-        async def work(conn: asyncpg.Connection) -> int:
-            return int(await conn.fetchval(_INSERT, n))
-
-        return work
-
-    await asyncio.gather(*(group.run(insert(n), _partner(0)) for n in range(30)))
+    await asyncio.gather(*(group.run(_insert(n), _partner(0)) for n in range(30)))
     assert group.batches < 30 and group.identity_switches == 0
     async with pool.acquire() as conn:
         assert await conn.fetchval("SELECT count(*) FROM gc_probe WHERE partner = 'p0'") == 30
