@@ -62,6 +62,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         from shared.logging import configure_logging
 
         configure_logging(settings.log_format, settings.log_level, service="intake")
+        import services.intake.app  # noqa: F401  (imported now, so settle_heap freezes it)
+        from shared.runtime import settle_heap
+
+        settle_heap()
         config = uvicorn.Config(
             "services.intake.app:configured_app",
             factory=True,
@@ -96,14 +100,18 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     # REFNET_CONSUMER_ACK_WAIT_SECONDS / _MAX_DELIVER, and dead letters into this service's database.
     configure_consumers(settings)
+    from shared.runtime import settle_heap
+
     if args.service == "routing":
         from services.routing.service import serve as serve_routing
 
+        settle_heap()
         # The consumer (with its periodic duties) and the manual-assignment command endpoint.
         _run_service(serve_routing(settings))
     else:
         from services.notify.service import serve
 
+        settle_heap()
         # The consumer (with its reminder sweep) and the webhook/email dispatcher, in one process.
         _run_service(serve(settings))
     return 0

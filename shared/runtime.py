@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import signal
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING
@@ -23,12 +24,27 @@ from shared.outbox import OutboxRelay
 if TYPE_CHECKING:
     from nats.micro.service import Service
 
-__all__ = ["BusLink", "CommandServer", "run_worker"]
+__all__ = ["BusLink", "CommandServer", "run_worker", "settle_heap"]
 
 # Starts a service's NATS command endpoints (shared.commands.serve_command) once the bus is ready.
 CommandServer = Callable[[NATS, asyncpg.Pool, Settings], Awaitable["Service"]]
 
 log = structlog.get_logger("refnet.runtime")
+
+# Young collections every 10,000 net allocations instead of 700: a request or message allocates
+# hundreds of container objects that die with it; collected 14 times less often, fewer of them are
+# still alive (and promoted) when a collection runs. Older generations keep their defaults.
+_GC_THRESHOLD = (10_000, 10, 10)
+
+
+def settle_heap() -> None:
+    """For a service process, once its modules are imported: what start-up allocated (some 100,000
+    objects: modules, classes, the app) is frozen, so no collection traverses it again, and young
+    collections run less often. A full collection of the unfrozen heap cost intake ~40 ms, and the
+    collector took ~4% of intake's CPU at 400 referrals/s (py-spy --native, stop 25)."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*_GC_THRESHOLD)
 
 
 class BusLink:
