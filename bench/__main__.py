@@ -34,7 +34,7 @@ from bench._replay import BENCH_APP, build_script, parse_log, snapshot_uuids, st
 from bench._report import markdown_report, percentile
 from bench._sampler import ResourceSampler, cpu_seconds, machine_cpu_seconds, postgres_cpu_seconds
 from bench._scratch import commit_id, progress_to_stderr
-from bench._stats import pg_counts
+from bench._stats import pg_counts, statement_times, top_statements
 from refnet_dev.platform import Platform
 from shared.bus import STREAM
 from shared.db import SERVICE_ROLE
@@ -182,6 +182,7 @@ def _cpu_snapshot(plat: Platform) -> dict[str, float]:
 def _step(plat: Platform, rate: float, warmup: float, duration: float, drain_limit: float) -> dict[str, Any]:
     """One fixed offered rate: load, drain, and what it cost."""
     counts_before = asyncio.run(pg_counts(plat.admin_dsn))
+    times_before = asyncio.run(statement_times(plat.admin_dsn))
     cpu_before = _cpu_snapshot(plat)
     busy0, total0 = machine_cpu_seconds()
     result, lag = asyncio.run(_offer(plat, rate, warmup, duration))
@@ -189,6 +190,7 @@ def _step(plat: Platform, rate: float, warmup: float, duration: float, drain_lim
     busy1, total1 = machine_cpu_seconds()
     cpu_after = _cpu_snapshot(plat)
     counts = asyncio.run(pg_counts(plat.admin_dsn)) - counts_before
+    times_after = asyncio.run(statement_times(plat.admin_dsn))
     plat.check_alive()
     ok = [lat * 1000 for _, lat, status in result.samples if status == 201]
     errors = len(result.samples) - len(ok)
@@ -222,6 +224,8 @@ def _step(plat: Platform, rate: float, warmup: float, duration: float, drain_lim
         "statements_per_referral": round(counts.statements / accepted_all, 2),
         "transactions_per_referral": round(counts.transactions / accepted_all, 2),
         "statements_with_control_per_referral": round(counts.all_statements / accepted_all, 2),
+        # Where PostgreSQL's time per referral goes: the statements with the most execution time.
+        "top_statements": top_statements(times_before, times_after, accepted_all),
         "machine_busy_pct": round(100 * (busy1 - busy0) / max(1e-9, total1 - total0), 1),
         "max_outbox_rows": lag.outbox,
         "max_consumer_lag": lag.consumers,

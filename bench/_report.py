@@ -102,4 +102,28 @@ def markdown_report(result: dict[str, Any]) -> str:
     width = max(len(k) for k, _ in rows)
     lines += ["", f"| {'metric'.ljust(width)} | value |", f"|{'-' * (width + 2)}|-------|"]
     lines += [f"| {k.ljust(width)} | {v} |" for k, v in rows]
+    lines += _statements_table(result["steps"])
     return "\n".join(lines)
+
+
+def _statements_table(steps: list[dict[str, Any]], top: int = 8) -> list[str]:
+    """Where PostgreSQL's time went at the highest sustained fixed rate (else the highest one run)."""
+    fixed = [s for s in steps if not s.get("search") and s.get("top_statements")]
+    if not fixed:
+        return []
+    sustained = [s for s in fixed if s["sustained"]]
+    step = max(sustained or fixed, key=lambda s: float(s["offered_rps"]))
+    lines = [
+        "",
+        f"Statements with the most PostgreSQL execution time at {_fmt(step['offered_rps'])}/s, per referral:",
+        "",
+        "| exec µs | calls | rows | WAL records | statement |",
+        "|---:|---:|---:|---:|---|",
+    ]
+    for t in step["top_statements"][:top]:
+        query = str(t["query"]).replace("|", "\\|")[:100]
+        lines.append(
+            f"| {_fmt(t['exec_us_per_referral'])} | {_fmt(t['calls_per_referral'])} "
+            f"| {_fmt(t['rows_per_referral'])} | {_fmt(t['wal_records_per_referral'])} | `{query}` |"
+        )
+    return lines

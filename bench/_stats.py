@@ -6,7 +6,7 @@ import asyncpg
 
 from shared.db import SERVICE_ROLE
 
-__all__ = ["PgCounts", "pg_counts"]
+__all__ = ["PgCounts", "StatementTimes", "pg_counts", "statement_times", "top_statements"]
 
 # Everything the services' role ran; transaction control counted apart (COMMIT/ROLLBACK = one
 # explicit transaction each; BEGIN and SAVEPOINT are not work of their own).
@@ -45,3 +45,59 @@ async def pg_counts(dsn: str) -> PgCounts:
         await conn.close()
     assert row is not None
     return PgCounts(int(row[0]), int(row[1]), int(row[2]))
+
+
+# Per statement (pg_stat_statements' normalised text), what the services' role ran: for the
+# per-step "top statements" (which statements PostgreSQL's time per referral goes to).
+_TIMES = r"""
+SELECT s.queryid, s.query, s.calls, s.rows, s.total_exec_time, s.total_plan_time, s.wal_records
+FROM pg_stat_statements s JOIN pg_roles r ON r.oid = s.userid
+WHERE r.rolname = $1
+"""
+
+StatementTimes = dict[int, tuple[str, int, int, float, float, int]]
+
+
+async def statement_times(dsn: str) -> StatementTimes:
+    """Cumulative calls, rows, execution and planning ms and WAL records per statement."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetch(_TIMES, SERVICE_ROLE)
+    finally:
+        await conn.close()
+    return {
+        int(r["queryid"]): (
+            str(r["query"]),
+            int(r["calls"]),
+            int(r["rows"]),
+            float(r["total_exec_time"]),
+            float(r["total_plan_time"]),
+            int(r["wal_records"]),
+        )
+        for r in rows
+        if r["queryid"] is not None
+    }
+
+
+def top_statements(
+    before: StatementTimes, after: StatementTimes, referrals: int, n: int = 25
+) -> list[dict[str, object]]:
+    """The ``n`` statements with the most execution time between two snapshots, per referral."""
+    per = max(1, referrals)
+    out: list[dict[str, object]] = []
+    for qid, (query, calls, rows, exec_ms, plan_ms, wal) in after.items():
+        _, calls0, rows0, exec0, plan0, wal0 = before.get(qid, ("", 0, 0, 0.0, 0.0, 0))
+        if calls == calls0:
+            continue
+        out.append(
+            {
+                "query": " ".join(query.split())[:160],
+                "calls_per_referral": round((calls - calls0) / per, 3),
+                "rows_per_referral": round((rows - rows0) / per, 2),
+                "exec_us_per_referral": round(1000 * (exec_ms - exec0) / per, 1),
+                "plan_us_per_referral": round(1000 * (plan_ms - plan0) / per, 1),
+                "wal_records_per_referral": round((wal - wal0) / per, 2),
+            }
+        )
+    out.sort(key=lambda t: -float(str(t["exec_us_per_referral"])))
+    return out[:n]
