@@ -237,6 +237,25 @@ async def _route_one(
     return await retrying(once)
 
 
+async def _retry_queued(pool: asyncpg.Pool, referral_id: uuid.UUID, rules: Rules) -> Routed | None:
+    """Route a waiting referral again; if it still finds nobody, remember what it was tried against
+    (queue_tried.sql) so the drain leaves it until that changes (queue_to_drain.sql, migration 0104)."""
+
+    async def once() -> Routed | None:
+        async with transaction(pool) as conn:
+            # Before anything is read: every change this snapshot sees, the routing below sees too.
+            snapshot = await conn.fetchval(load_sql(_SQL, "current_snapshot"))
+            ref = await conn.fetchrow(load_sql(_SQL, "lock_queued_referral"), referral_id)
+            if ref is None:
+                return None  # changed meanwhile, or another worker has it right now
+            routed = await route_referral(conn, ref, rules, quiet=True)
+            if routed.status == "unchanged":
+                await conn.execute(load_sql(_SQL, "queue_tried"), referral_id, snapshot, rules.version)
+            return routed
+
+    return await retrying(once)
+
+
 async def drain_queue(
     pool: asyncpg.Pool, settings: Settings | Rules, *, regions: Sequence[str] | None = None, batch: int = 500
 ) -> int:
@@ -247,10 +266,12 @@ async def drain_queue(
     """
     rules = _rules(settings)
     async with transaction(pool) as conn:
-        ids = await conn.fetch(load_sql(_SQL, "queue_to_drain"), list(regions) if regions else None, batch)
+        ids = await conn.fetch(
+            load_sql(_SQL, "queue_to_drain"), list(regions) if regions else None, batch, rules.version
+        )
     assigned = 0
     for row in ids:
-        routed = await _route_one(pool, row["id"], "lock_queued_referral", rules, quiet=True)
+        routed = await _retry_queued(pool, row["id"], rules)
         if routed is not None and routed.status == "assigned":
             assigned += 1
     if assigned:

@@ -23,7 +23,7 @@ from services.routing.rules import Candidates, load_rules
 from services.routing.worker import drain_queue, expire_offers, make_handler, return_from_away
 from shared.codes import NEED_CODES
 from shared.config import load_settings
-from shared.db import Identity, create_pool, service_dsn, transaction
+from shared.db import Identity, create_pool, load_sql, service_dsn, transaction
 from shared.decisions import DecisionRecord
 from shared.events import AssignmentDeclined, ReferralReceived, decode_event
 from shared.outbox import enqueue
@@ -482,3 +482,63 @@ async def test_roster_import_creates_updates_and_refuses_as_a_whole(
         async with transaction(pool, roster.OPERATOR) as conn:
             await roster.import_roster(conn, roster.OPERATOR, profiles, lambda p: "hash:" + p)
     assert await pool.fetchval("SELECT count(*) FROM staff WHERE email = 'new.two@example.org'") == 0
+
+
+async def _due(pool: asyncpg.Pool, version: str = RULES.version) -> set[str]:
+    rows = await pool.fetch(load_sql("services.routing", "queue_to_drain"), None, 500, version)
+    return {str(r["id"]) for r in rows}
+
+
+async def test_the_queue_retries_a_referral_only_after_what_it_was_tried_against_changed(
+    pool: asyncpg.Pool, app_pool: asyncpg.Pool, creds: dict[str, Any]
+) -> None:
+    partner = creds["partners"][0]["id"]
+    # Nobody speaks Armenian: the region has free places, but nobody is eligible.
+    rid = await _referral(pool, partner, language="hy")
+    await _route(pool, rid, partner)
+    assert await _status(pool, rid) == ("unroutable", "no_eligible_case_manager")
+    assert rid in await _due(pool)  # never tried by the drain yet
+
+    # The services' role (row-level security on) tries it once, and remembers what it tried against.
+    assert await drain_queue(app_pool, SETTINGS) == 0
+    assert await pool.fetchval("SELECT count(*) FROM queue_tries WHERE referral_id = $1", rid) == 1
+    assert rid not in await _due(pool)
+    tried_at = await pool.fetchval("SELECT tried_at FROM queue_tries WHERE referral_id = $1", rid)
+    assert await drain_queue(app_pool, SETTINGS) == 0
+    assert await pool.fetchval("SELECT tried_at FROM queue_tries WHERE referral_id = $1", rid) == tried_at
+
+    south = [c["id"] for c in _south(creds)]
+    valley = [c["id"] for c in creds["case_managers"] if c["regions"] == ["san_fernando_valley"]]
+    # A place taken in its region, or anything in another region: still nothing to try again for.
+    await pool.execute("UPDATE case_managers SET active_count = active_count + 1 WHERE staff_id = $1", south[0])
+    await pool.execute("UPDATE case_managers SET capacity = capacity + 3 WHERE staff_id = $1", valley[0])
+    await pool.execute("UPDATE case_managers SET away_until = '2099-01-01' WHERE staff_id = $1", south[1])
+    assert rid not in await _due(pool)
+    # A place freed in its region, new rules, or a change to the referral itself: tried again.
+    await pool.execute("UPDATE case_managers SET active_count = active_count - 1 WHERE staff_id = $1", south[0])
+    assert rid in await _due(pool)
+    assert await drain_queue(app_pool, SETTINGS) == 0
+    assert rid not in await _due(pool)
+    assert rid in await _due(pool, version="another-policy")
+    await pool.execute("UPDATE referrals SET updated_at = now() WHERE id = $1", rid)
+    assert rid in await _due(pool)
+    assert await drain_queue(app_pool, SETTINGS) == 0
+    assert rid not in await _due(pool)
+
+    # The change that makes it eligible commits after the try began reading, in a transaction that
+    # began before: the try cannot see it, so the referral is tried again once it commits.
+    ana = _by_name(creds, "Ana Reyes")
+    async with pool.acquire() as other:
+        tx = other.transaction()
+        await tx.start()
+        await other.execute(
+            "UPDATE case_managers SET languages = languages || '{hy}', capacity = 50 WHERE staff_id = $1", ana
+        )
+        await pool.execute("UPDATE referrals SET updated_at = now() WHERE id = $1", rid)
+        assert await drain_queue(app_pool, SETTINGS) == 0  # Ana's Armenian is not committed yet
+        assert rid not in await _due(pool)
+        await tx.commit()
+    assert rid in await _due(pool)
+    assert await drain_queue(app_pool, SETTINGS) == 1
+    offer = await _offer(pool, rid)
+    assert offer is not None and str(offer["case_manager_id"]) == ana
