@@ -510,12 +510,16 @@ async def test_the_queue_retries_a_referral_only_after_what_it_was_tried_against
     south = [c["id"] for c in _south(creds)]
     valley = [c["id"] for c in creds["case_managers"] if c["regions"] == ["san_fernando_valley"]]
     # A place taken in its region, or anything in another region: still nothing to try again for.
-    await pool.execute("UPDATE case_managers SET active_count = active_count + 1 WHERE staff_id = $1", south[0])
+    await pool.execute(
+        "UPDATE case_managers SET active_count = active_count + 1 WHERE staff_id = $1", south[0]
+    )
     await pool.execute("UPDATE case_managers SET capacity = capacity + 3 WHERE staff_id = $1", valley[0])
     await pool.execute("UPDATE case_managers SET away_until = '2099-01-01' WHERE staff_id = $1", south[1])
     assert rid not in await _due(pool)
     # A place freed in its region, new rules, or a change to the referral itself: tried again.
-    await pool.execute("UPDATE case_managers SET active_count = active_count - 1 WHERE staff_id = $1", south[0])
+    await pool.execute(
+        "UPDATE case_managers SET active_count = active_count - 1 WHERE staff_id = $1", south[0]
+    )
     assert rid in await _due(pool)
     assert await drain_queue(app_pool, SETTINGS) == 0
     assert rid not in await _due(pool)
