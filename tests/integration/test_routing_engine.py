@@ -4,6 +4,7 @@ capacity frees up, and roster import."""
 
 from __future__ import annotations
 
+import json
 import random
 import uuid
 from collections.abc import AsyncIterator
@@ -16,7 +17,7 @@ import pytest
 
 from services.intake.admin.explain import explain_automatic
 from services.intake.staff import roster
-from services.routing.engine import decide, facts_for
+from services.routing.engine import WALK_PLAN, decide, facts_for
 from services.routing.manual import ManualAssignError, assign_manually
 from services.routing.policy import SPECIALISMS, Candidate, choose, need_mask, specialism_mask
 from services.routing.rules import Candidates, load_rules
@@ -546,3 +547,88 @@ async def test_the_queue_retries_a_referral_only_after_what_it_was_tried_against
     assert await drain_queue(app_pool, SETTINGS) == 1
     offer = await _offer(pool, rid)
     assert offer is not None and str(offer["case_manager_id"]) == ana
+
+
+async def _continuity(app_pool: asyncpg.Pool, rid: str, key: bytes) -> tuple[set[str], set[str]]:
+    """The 'continuity' rows of candidates.sql and of candidates_many.sql (the batch's read-ahead),
+    as the routing transaction runs them (system identity, its planner settings)."""
+    one_args: tuple[Any, ...] = ("south_la", [], key, uuid.UUID(rid), 0, 0, "en", 0, [], 0, 0)
+    many_args = (["south_la"], ["en"], [0], [""], [0], [0], [0], [key], [uuid.UUID(rid)], 1)
+    async with transaction(app_pool, setup=WALK_PLAN) as conn:
+        one = await conn.fetch(load_sql("services.routing", "candidates"), *one_args)
+        many = await conn.fetch(load_sql("services.routing", "candidates_many"), *many_args)
+    return (
+        {str(r["staff_id"]) for r in one if r["source"] == "continuity"},
+        {str(r["staff_id"]) for r in many if r["source"] == "continuity"},
+    )
+
+
+async def test_continuity_finds_earlier_referrals_by_key_and_by_link_in_both_statements(
+    pool: asyncpg.Pool, app_pool: asyncpg.Pool, creds: dict[str, Any]
+) -> None:
+    partner = creds["partners"][0]["id"]
+    key = b"c" * 32
+    cms = [str(c["id"]) for c in creds["case_managers"]][:7]
+    rid = await _referral(pool, partner, youth_key=key)
+
+    async def served(case_manager: str, *, state: str = "accepted", youth_key: bytes | None = None) -> str:
+        earlier = await _referral(pool, partner, youth_key=youth_key, status="accepted")
+        await pool.execute(
+            "INSERT INTO assignments (id, referral_id, case_manager_id, state, respond_by)"
+            " VALUES ($1, $2, $3, $4, now())",
+            uuid.uuid4(),
+            earlier,
+            case_manager,
+            state,
+        )
+        return earlier
+
+    async def link(a: str, b: str, status: str = "linked") -> None:
+        await pool.execute(
+            "INSERT INTO youth_matches (id, referral_id, other_referral_id, score, reasons, status)"
+            " VALUES ($1, $2, $3, 0.9, '{dob}', $4)",
+            uuid.uuid4(),
+            a,
+            b,
+            status,
+        )
+
+    await served(cms[0], youth_key=key)  # same key, accepted: in
+    shredded = await served(cms[1], youth_key=key)  # same key, PII destroyed: out
+    await pool.execute("UPDATE referrals SET pii_shredded_at = now() WHERE id = $1", shredded)
+    await served(cms[2], youth_key=key, state="declined")  # same key, never accepted: out
+    await link(rid, await served(cms[3]))  # linked, this referral first: in
+    await link(await served(cms[4]), rid, status="suggested")  # linked the other way round: in
+    await link(rid, await served(cms[5]), status="dismissed")  # dismissed by staff: out
+    await served(cms[6], youth_key=b"x" * 32)  # another youth: out
+    one, many = await _continuity(app_pool, rid, key)
+    assert one == many == {cms[0], cms[3], cms[4]}
+
+
+def _scans(node: dict[str, Any]) -> list[dict[str, Any]]:
+    return [node, *(s for child in node.get("Plans", []) for s in _scans(child))]
+
+
+@pytest.mark.parametrize("statement", ["candidates", "candidates_many"])
+async def test_continuity_reads_assignments_by_referral_only(
+    pool: asyncpg.Pool, app_pool: asyncpg.Pool, creds: dict[str, Any], statement: str
+) -> None:
+    # The generic plan routing uses (force_generic_plan): a plan that starts from assignments reads
+    # every live assignment for every referral routed (seen at 400 referrals/s: 468 ms a batch). Such a
+    # plan is what the planner makes with many referrals and no assignment yet (a benchmark's start).
+    partner = creds["partners"][0]["id"]
+    await pool.execute(
+        "INSERT INTO referrals (id, partner_id, status, region, needs, language, urgency, age_years, youth_key)"
+        " SELECT gen_random_uuid(), $1, 'assigned', 'south_la', '{housing}', 'en', 'routine', 16,"
+        " sha256(g::text::bytea) FROM generate_series(1, 20000) AS g",
+        partner,
+    )
+    sql = load_sql("services.routing", statement)
+    nulls = ", ".join(["NULL"] * (11 if statement == "candidates" else 10))
+    async with transaction(app_pool, setup=WALK_PLAN) as conn:
+        await conn.execute(f"PREPARE probe AS {sql}")
+        plan = await conn.fetchval(f"EXPLAIN (FORMAT JSON) EXECUTE probe({nulls})")
+    scans = [n for n in _scans(json.loads(plan)[0]["Plan"]) if n.get("Relation Name") == "assignments"]
+    assert scans
+    for scan in scans:
+        assert "referral_id" in scan.get("Index Cond", ""), scan

@@ -21,17 +21,26 @@ WHERE cardinality(regions) > 1 AND status = 'active' AND active_count < capacity
 UNION ALL
 SELECT 'continuity', staff_id, regions, needs, languages, specialisms, capacity, active_count, status
 FROM case_managers
-WHERE staff_id IN (SELECT a.case_manager_id FROM referrals r JOIN assignments a ON a.referral_id = r.id
-                   WHERE r.youth_key = $3::bytea AND r.id <> $4::uuid AND a.state = 'accepted'
-                     -- A youth whose PII was destroyed (consent withdrawn, retention) is not linked.
-                     AND r.pii_shredded_at IS NULL
-                   UNION
-                   SELECT a.case_manager_id FROM youth_matches m
-                   JOIN referrals r
-                     ON r.id = CASE WHEN m.referral_id = $4::uuid THEN m.other_referral_id ELSE m.referral_id END
-                   JOIN assignments a ON a.referral_id = r.id
-                   WHERE (m.referral_id = $4::uuid OR m.other_referral_id = $4::uuid) AND m.status <> 'dismissed'
-                     AND a.state = 'accepted' AND r.pii_shredded_at IS NULL)
+-- Driven from the youth, never from assignments (see candidates_many.sql): each step fenced by OFFSET 0.
+WHERE staff_id IN (
+    SELECT a.case_manager_id
+    FROM ((SELECT r.id FROM referrals r
+           WHERE r.youth_key = $3::bytea AND r.id <> $4::uuid
+             -- A youth whose PII was destroyed (consent withdrawn, retention) is not linked.
+             AND r.pii_shredded_at IS NULL
+           OFFSET 0)
+          UNION
+          (SELECT r.id
+           FROM ((SELECT m.other_referral_id FROM youth_matches m
+                  WHERE m.referral_id = $4::uuid AND m.status <> 'dismissed' OFFSET 0)
+                 UNION ALL
+                 (SELECT m.referral_id FROM youth_matches m
+                  WHERE m.other_referral_id = $4::uuid AND m.status <> 'dismissed' OFFSET 0)) AS linked (id)
+           CROSS JOIN LATERAL (SELECT r.id FROM referrals r
+                               WHERE r.id = linked.id AND r.pii_shredded_at IS NULL OFFSET 0) AS r)
+         ) AS prior
+    CROSS JOIN LATERAL (SELECT a.case_manager_id FROM assignments a
+                        WHERE a.referral_id = prior.id AND a.state = 'accepted' OFFSET 0) AS a)
 UNION ALL
 (SELECT 'member', staff_id, regions, needs, languages, specialisms, capacity, active_count, status
  FROM case_managers
