@@ -27,6 +27,15 @@ __all__ = ["OutboxRelay", "enqueue"]
 log = structlog.get_logger("refnet.outbox")
 
 _CHANNEL = "refnet_outbox"
+# A claim reads the outbox in id order from a floor a little below the lowest id the relay's last
+# claim took, not from the start: every relayed row leaves a dead index entry until autovacuum comes
+# (at most once a minute by default), and a claim from the start stepped over all of them (at 400
+# referrals/s for 40 s the claims cost 0.3 ms of PostgreSQL time per referral, 0.1 with the floor).
+# The margin covers rows committed late by transactions that took their ids earlier (a few hundred
+# ids per batch); one that is later still waits for the next claim from the start, which every relay
+# makes at least once per _FULL_CLAIM_EVERY_S: nothing is skipped for longer than that.
+_FLOOR_MARGIN = 2_000
+_FULL_CLAIM_EVERY_S = 1.0
 
 
 async def enqueue(conn: asyncpg.Connection, *events: Event) -> None:
@@ -68,6 +77,8 @@ class OutboxRelay:
         # None: every subject (a relay with unrestricted NATS credentials).
         self._subjects = list(subjects) if subjects is not None else None
         self._wake = asyncio.Event()
+        self._floor = 0
+        self._full_claim_at = 0.0
         self.published = 0
         self.last_error: str | None = None
 
@@ -123,16 +134,21 @@ class OutboxRelay:
 
     async def relay_once(self) -> int:
         """Publish one batch; return how many rows were published and removed."""
+        now = time.monotonic()
+        floor = self._floor
+        if now - self._full_claim_at >= _FULL_CLAIM_EVERY_S:
+            floor, self._full_claim_at = 0, now
         async with transaction(self._pool, SYSTEM) as conn:
             # Claim and delete in one statement: the rows stay locked by this transaction, and only
             # its commit (after every publish was acknowledged) makes the deletion real. A crash or an
             # exception before then rolls it back and the rows are there for the next relay.
             rows = sorted(
-                await conn.fetch(load_sql("shared", "outbox_claim"), self._batch, self._subjects),
+                await conn.fetch(load_sql("shared", "outbox_claim"), self._batch, self._subjects, floor),
                 key=lambda r: r["id"],
             )
             if not rows:
                 return 0
+            self._floor = max(0, rows[0]["id"] - _FLOOR_MARGIN)
             started = time.monotonic()
             # Publish concurrently (pipelined on one connection); all must be acknowledged by the
             # stream before the rows go, otherwise they are put back (or the transaction rolls back).

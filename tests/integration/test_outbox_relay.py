@@ -190,3 +190,28 @@ async def test_a_failing_relay_backs_off_even_while_commits_keep_waking_it(
     # One try at the start, then one per second of back-off (however long the commits took here).
     assert 1 <= calls <= 2 + (time.monotonic() - started) / 1.0, calls
     assert relay.last_error is not None
+
+
+async def test_a_row_committed_late_below_the_claim_floor_is_relayed_by_the_next_full_claim(
+    pool: asyncpg.Pool, js: JetStreamContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("shared.outbox._FULL_CLAIM_EVERY_S", 0.3)
+    relay = OutboxRelay(pool, js, "unused")
+    late = ReferralReceived(referral_id=str(uuid.uuid4()), partner_id=str(uuid.uuid4()))
+    async with transaction(pool, SYSTEM) as slow:
+        await enqueue(slow, late)  # takes its id now, commits last
+        async with transaction(pool, SYSTEM) as conn:
+            # Thousands of ids taken meanwhile (the identity's sequence), far more than the margin.
+            await conn.execute(
+                "SELECT nextval(pg_get_serial_sequence('outbox', 'id')) FROM generate_series(1, 5000)"
+            )
+        [early] = await _commit(pool)
+        assert await relay.relay_once() == 1  # a full claim: only the committed row is there
+    # The late row is below the floor the claim left: the claims that read from the floor miss it
+    # until the next claim from the start, which does not wait longer than _FULL_CLAIM_EVERY_S.
+    assert await relay.relay_once() == 0
+    assert await _outbox_count(pool) == 1
+    await asyncio.sleep(0.35)
+    assert await relay.relay_once() == 1
+    assert await _outbox_count(pool) == 0
+    assert await _stream_ids(js) == [early, late.event_id]
