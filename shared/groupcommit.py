@@ -124,13 +124,22 @@ class GroupCommit:
         return result
 
     async def _lead(self) -> None:
-        while self._queue:
-            batch = [i for i in self._queue[: self._max_batch] if not i.future.done()]
-            del self._queue[: self._max_batch]
-            if len(batch) == 1:
-                await self._alone(batch[0])
-            elif batch:
-                await self._together(batch)
+        try:
+            while self._queue:
+                batch = [i for i in self._queue[: self._max_batch] if not i.future.done()]
+                del self._queue[: self._max_batch]
+                if len(batch) == 1:
+                    await self._alone(batch[0])
+                elif batch:
+                    await self._together(batch)
+        finally:
+            # Leave the leaders at once, with no await between the empty queue and this: the task's
+            # done callback (which also discards it) runs a loop turn later, after the callers it
+            # answered; one of them submitting again in between found every slot still taken and
+            # waited for a leader that had already left (with one batch in flight: every time).
+            current = asyncio.current_task()
+            if current is not None:
+                self._leaders.discard(current)
 
     async def _alone(self, item: _Item) -> None:
         """One work in its own transaction, in its caller's context."""

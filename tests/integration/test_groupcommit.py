@@ -197,3 +197,27 @@ async def test_a_batch_begins_as_its_first_caller(pool: asyncpg.Pool) -> None:
     firsts = [did for partner, did, _ in switched if partner == "p1"]
     assert firsts and not any(firsts)
     assert all(did for partner, did, _ in switched if partner == "p2")
+
+
+@pytest.mark.parametrize("inflight", [1, 2])
+async def test_a_caller_submitting_again_right_after_its_answer_is_run(
+    pool: asyncpg.Pool, inflight: int
+) -> None:
+    # The answer wakes the caller before the finished leader's done callback runs: a group whose
+    # leader slots were all still counted as taken then queued the next work with nobody to run it.
+    group = GroupCommit(pool, max_inflight=inflight)
+    partner = Identity(role="partner", partner_id="p")
+    # asyncio.timeout, not wait_for: the call must run in the caller's own task, as a handler's does.
+    async with asyncio.timeout(10):
+        for n in range(5):
+            await group.run(_insert(n), partner)
+    # Several callers at once, each submitting again as soon as it is answered.
+
+    async def caller(base: int) -> None:
+        async with asyncio.timeout(10):
+            for n in range(base, base + 5):
+                await group.run(_insert(n), partner)
+
+    await asyncio.gather(*(caller(100 * k) for k in range(1, 4)))
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM gc_probe") == 20
