@@ -502,7 +502,8 @@ async def queue_webhook_test(conn: asyncpg.Connection, event: WebhookTestRequest
 
 # Group commit bounds: events fanned out in one transaction, and such transactions open at once.
 BATCH_MAX = 64
-BATCHES_IN_FLIGHT = 2
+# One batch in flight, as routing's (services/routing/worker.py says why).
+BATCHES_IN_FLIGHT = 1
 # Messages in hand at once: enough that the next batch fills while one commits and its acks go out.
 CONSUMER_CONCURRENCY = 4 * BATCH_MAX
 

@@ -41,7 +41,12 @@ _SQL = __package__
 # Group commit bounds: events decided in one transaction, and such transactions open at once per
 # process. Bigger batches amortise more but hold the candidates' rows longer against other workers.
 BATCH_MAX = 64  # the default of REFNET_ROUTING_BATCH_MAX
-BATCHES_IN_FLIGHT = 2
+# One batch in flight per process: what arrives while it commits forms the next, bigger batch. Two
+# in flight per service (until stop 25) split the load into smaller batches whose statements and
+# row locks competed: at 500 referrals/s, three interleaved pairs, 3.59 -> 3.41-3.49 ms of CPU and
+# received -> notified p99 236-358 -> 183-215 ms (docs/performance.md, stop 25). More throughput
+# comes from more processes, not more batches per process.
+BATCHES_IN_FLIGHT = 1
 UNBATCHED_IN_FLIGHT = 32
 # Messages in hand at once: enough that the next batch fills while one commits and its acks go out
 # (with 32, every message waited for the batch before it and throughput was 32 per commit cycle).

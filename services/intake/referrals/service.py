@@ -56,7 +56,8 @@ _IDEMPOTENT_RESPONSE = load_sql(_PKG, "idempotent_response")
 _GROUPS: dict[int, tuple[asyncpg.Pool, GroupCommit]] = {}
 # Batch bounds: submissions per transaction, and such transactions open at once per process.
 SUBMIT_BATCH_MAX = 64
-SUBMIT_BATCHES_IN_FLIGHT = 2
+# One batch in flight, as routing's (services/routing/worker.py says why).
+SUBMIT_BATCHES_IN_FLIGHT = 1
 
 
 def _group(pool: asyncpg.Pool) -> GroupCommit:
