@@ -36,14 +36,18 @@ class PgCounts:
         )
 
 
-async def pg_counts(dsn: str) -> PgCounts:
-    """The services' statements (without transaction control), explicit transactions, and everything."""
+async def _services_stats(dsn: str, sql: str) -> list[asyncpg.Record]:
+    """`sql` over pg_stat_statements for the services' role ($1), on a connection of its own."""
     conn = await asyncpg.connect(dsn)
     try:
-        row = await conn.fetchrow(_COUNTS, SERVICE_ROLE)
+        return await conn.fetch(sql, SERVICE_ROLE)
     finally:
         await conn.close()
-    assert row is not None
+
+
+async def pg_counts(dsn: str) -> PgCounts:
+    """The services' statements (without transaction control), explicit transactions, and everything."""
+    (row,) = await _services_stats(dsn, _COUNTS)
     return PgCounts(int(row[0]), int(row[1]), int(row[2]))
 
 
@@ -60,11 +64,7 @@ StatementTimes = dict[int, tuple[str, int, int, float, float, int]]
 
 async def statement_times(dsn: str) -> StatementTimes:
     """Cumulative calls, rows, execution and planning ms and WAL records per statement."""
-    conn = await asyncpg.connect(dsn)
-    try:
-        rows = await conn.fetch(_TIMES, SERVICE_ROLE)
-    finally:
-        await conn.close()
+    rows = await _services_stats(dsn, _TIMES)
     return {
         int(r["queryid"]): (
             str(r["query"]),

@@ -52,6 +52,7 @@ def _exit_cleanly(signum: int, frame: object) -> None:
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     from shared.config import load_settings
+    from shared.runtime import settle_heap
 
     settings = load_settings()
     if not settings.database_url or not settings.nats_url:
@@ -63,7 +64,6 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
         configure_logging(settings.log_format, settings.log_level, service="intake")
         import services.intake.app  # noqa: F401  (imported now, so settle_heap freezes it)
-        from shared.runtime import settle_heap
 
         settle_heap()
         config = uvicorn.Config(
@@ -100,8 +100,6 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     # REFNET_CONSUMER_ACK_WAIT_SECONDS / _MAX_DELIVER, and dead letters into this service's database.
     configure_consumers(settings)
-    from shared.runtime import settle_heap
-
     if args.service == "routing":
         from services.routing.service import serve as serve_routing
 

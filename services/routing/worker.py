@@ -227,34 +227,23 @@ async def return_from_away(pool: asyncpg.Pool) -> int:
 
 
 async def _route_one(
-    pool: asyncpg.Pool, referral_id: uuid.UUID, lock: str, rules: Rules, *, quiet: bool
+    pool: asyncpg.Pool, referral_id: uuid.UUID, rules: Rules, *, queued: bool
 ) -> Routed | None:
-    """Lock one referral with the ``lock`` statement (it names the state the referral must still be in)
-    and route it."""
-
-    async def once() -> Routed | None:
-        async with transaction(pool) as conn:
-            ref = await conn.fetchrow(load_sql(_SQL, lock), referral_id)
-            if ref is None:
-                return None  # changed meanwhile, or another worker has it right now
-            return await route_referral(conn, ref, rules, quiet=quiet)
-
-    return await retrying(once)
-
-
-async def _retry_queued(pool: asyncpg.Pool, referral_id: uuid.UUID, rules: Rules) -> Routed | None:
-    """Route a waiting referral again; if it still finds nobody, remember what it was tried against
-    (queue_tried.sql) so the drain leaves it until that changes (queue_to_drain.sql, migration 0104)."""
+    """Lock one referral, if still in the state its caller found it in, and route it: one waiting in
+    the queue (``queued``, the drain) or one still ``received`` (route_stalled). A waiting one that still
+    finds nobody stays as it is, and what it was tried against is remembered (queue_tried.sql) so the
+    drain leaves it until that changes (queue_to_drain.sql, migration 0104)."""
+    lock = "lock_queued_referral" if queued else "lock_received_referral"
 
     async def once() -> Routed | None:
         async with transaction(pool) as conn:
             # Before anything is read: every change this snapshot sees, the routing below sees too.
-            snapshot = await conn.fetchval(load_sql(_SQL, "current_snapshot"))
-            ref = await conn.fetchrow(load_sql(_SQL, "lock_queued_referral"), referral_id)
+            snapshot = await conn.fetchval(load_sql(_SQL, "current_snapshot")) if queued else None
+            ref = await conn.fetchrow(load_sql(_SQL, lock), referral_id)
             if ref is None:
                 return None  # changed meanwhile, or another worker has it right now
-            routed = await route_referral(conn, ref, rules, quiet=True)
-            if routed.status == "unchanged":
+            routed = await route_referral(conn, ref, rules, quiet=queued)
+            if routed.status == "unchanged":  # quiet only: a waiting referral left as it was
                 await conn.execute(load_sql(_SQL, "queue_tried"), referral_id, snapshot, rules.version)
             return routed
 
@@ -276,7 +265,7 @@ async def drain_queue(
         )
     assigned = 0
     for row in ids:
-        routed = await _retry_queued(pool, row["id"], rules)
+        routed = await _route_one(pool, row["id"], rules, queued=True)
         if routed is not None and routed.status == "assigned":
             assigned += 1
     if assigned:
@@ -293,7 +282,7 @@ async def route_stalled(pool: asyncpg.Pool, settings: Settings | Rules, batch: i
         ids = await conn.fetch(load_sql(_SQL, "stalled_referrals"), STALLED_AFTER_S, batch)
     routed = 0
     for row in ids:
-        if await _route_one(pool, row["id"], "lock_received_referral", rules, quiet=False) is not None:
+        if await _route_one(pool, row["id"], rules, queued=False) is not None:
             routed += 1
     if routed:
         log.warning("routing.stalled_referrals_routed", count=routed)
