@@ -88,16 +88,17 @@ async def record_matches(conn: asyncpg.Connection, referrals: list[tuple[str, li
     if not blind.rids:
         return 0
     rids, mine_tri = blind.rids, blind.mine_tri
-    found = []
+    found: list[tuple[uuid.UUID, str, uuid.UUID, float, str]] = []
     per_referral: dict[str, int] = {}
     for r in await conn.fetch(_YOUTH_CANDIDATES, *blind.args()):
         n = r["i"] - 1
         match = score(frozenset(r["shared"]), r["shared_tri"], mine_tri[n], r["their_tri"])
         if match is not None:
-            found.append((uuid.uuid4(), rids[n], r["other"], match.score, list(match.reasons)))
+            found.append((uuid.uuid4(), rids[n], r["other"], match.score, ",".join(match.reasons)))
             per_referral[rids[n]] = per_referral.get(rids[n], 0) + 1
     if found:
-        await conn.executemany(_INSERT_YOUTH_MATCH, found)
+        # One statement for all of them, as columns (executemany would execute once per match).
+        await conn.execute(_INSERT_YOUTH_MATCH, *(list(column) for column in zip(*found, strict=True)))
         for referral_id, matches in per_referral.items():
             # Ids only: which referrals, never why in terms of the youth's details.
             log.info("youth.possible_match", referral_id=referral_id, matches=matches)
