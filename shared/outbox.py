@@ -10,6 +10,7 @@ from collections.abc import Sequence
 import asyncpg
 import structlog
 from nats.js import JetStreamContext
+from nats.js.api import PubAck
 
 from shared.db import (
     SERVICE_APPLICATION,
@@ -150,20 +151,9 @@ class OutboxRelay:
                 return 0
             self._floor = max(0, rows[0]["id"] - _FLOOR_MARGIN)
             started = time.monotonic()
-            # Publish concurrently (pipelined on one connection); all must be acknowledged by the
-            # stream before the rows go, otherwise they are put back (or the transaction rolls back).
-            acks = await asyncio.gather(
-                *(
-                    self._js.publish(
-                        r["subject"],
-                        bytes(r["payload"]),
-                        headers={"Nats-Msg-Id": str(r["event_id"])},
-                        timeout=5,
-                    )
-                    for r in rows
-                ),
-                return_exceptions=True,
-            )
+            # Publish pipelined on one connection; all must be acknowledged by the stream before the
+            # rows go, otherwise they are put back (or the transaction rolls back).
+            acks = await _publish_all(self._js, rows)
             failed = [r for r, ack in zip(rows, acks, strict=True) if isinstance(ack, BaseException)]
             done = len(rows) - len(failed)
             if failed:
@@ -186,3 +176,44 @@ class OutboxRelay:
             self.published += done
             log.debug("outbox.relayed", count=done, ms=round((time.monotonic() - started) * 1000, 2))
             return done
+
+
+# How long a batch's publishes may wait for the stream's acknowledgements (and for room among the
+# client's pending asynchronous publishes) before the unacknowledged ones count as failed.
+_PUBLISH_TIMEOUT_S = 5.0
+
+
+async def _publish_all(js: JetStreamContext, rows: Sequence[asyncpg.Record]) -> list[PubAck | BaseException]:
+    """Publish the rows' events at once; each row's PubAck or exception, in order.
+
+    publish_async sends each message and returns a future that its acknowledgement settles (one reply
+    subscription for them all), where publish() is a request with its own timer and wait per event.
+    One deadline covers the batch."""
+    futures: list[asyncio.Future[PubAck]] = []
+    failure: BaseException | None = None
+    for r in rows:
+        try:
+            futures.append(
+                await js.publish_async(
+                    r["subject"],
+                    bytes(r["payload"]),
+                    wait_stall=_PUBLISH_TIMEOUT_S,
+                    headers={"Nats-Msg-Id": str(r["event_id"])},
+                )
+            )
+        except Exception as exc:  # not sent (disconnected, too many pending): nor are the rest
+            failure = exc
+            break
+    if futures:
+        _, pending = await asyncio.wait(futures, timeout=_PUBLISH_TIMEOUT_S)
+        for f in pending:
+            f.cancel()  # forgets it in the client too (its done callback)
+    acks: list[PubAck | BaseException] = []
+    for f in futures:
+        if f.cancelled():
+            acks.append(TimeoutError("no acknowledgement from the stream"))
+        else:
+            error = f.exception()
+            acks.append(error if error is not None else f.result())
+    acks.extend(failure or ConnectionError("not sent") for _ in range(len(rows) - len(futures)))
+    return acks
