@@ -45,8 +45,10 @@ __all__ = ["main"]
 PGBENCH_CLIENTS = 8
 PGBENCH_THREADS = 2
 FIXED_RATES = (50, 200, 500, 1000)
-# A rate is sustained when every request got a 201, the generator kept to its schedule, the achieved
-# rate is within 5% of the offer, received→notified p99 stays under a second and the pipeline drains.
+# A rate is sustained when every request got a 201, the generator kept to its schedule (every answer
+# but the slowest 1% within a second of the moment its request was due: a request that waits for a
+# free connection or in intake's queue is not on schedule), the achieved rate is within 5% of the
+# offer, the pipeline drains, and received→notified p99 stays under a second.
 E2E_P99_LIMIT_MS = 1000.0
 CAPTURE_REFERRALS = 10
 
@@ -247,31 +249,32 @@ def _finish_steps(plat: Platform, steps: list[dict[str, Any]]) -> None:
         step["stages_p50_ms"] = {s: _ms(percentile(stats.stages_ms[s], 50)) for s in STAGES}
         step["stages_p99_ms"] = {s: _ms(percentile(stats.stages_ms[s], 99)) for s in STAGES}
         step["unroutable"] = stats.unroutable
-        e2e = step["e2e_p99_ms"]
-        step["sustained"] = bool(
-            step["errors"] == 0
-            and step["unsent"] == 0
-            and step["accepted"] > 0
-            and step["achieved_rps"] >= 0.95 * step["offered_rps"]
-            and step["not_drained"] == 0
-            and e2e is not None
-            and e2e < E2E_P99_LIMIT_MS
-        )
+        step["sustained"] = sustained(step)
 
 
 def _quick_verdict(step: dict[str, Any]) -> bool:
-    # During the search, before the end-of-run stream replay: the same test minus e2e p99, which is
-    # approximated by the drain (a rate that cannot keep up leaves a backlog) and intake p99.
+    """The verdict without received→notified p99 (known only after the end-of-run stream replay): what
+    the search decides with. A rate that cannot keep up shows in intake p99 and leaves a backlog."""
     p99 = step["intake_p99_ms"]
     return bool(
         step["errors"] == 0
         and step["unsent"] == 0
+        and step["accepted"] > 0
         and step["achieved_rps"] >= 0.95 * step["offered_rps"]
         and step["not_drained"] == 0
         and step["drain_s"] < 1.0
         and p99 is not None
         and p99 < E2E_P99_LIMIT_MS
     )
+
+
+def sustained(step: dict[str, Any]) -> bool:
+    """The step's verdict (E2E_P99_LIMIT_MS says what it asks): the search's, and received→notified p99.
+
+    One rule for fixed and search steps: a search step that failed the search's verdict (say intake
+    p99 5 s at twice the machine's capacity) must not come out sustained in the end."""
+    e2e = step.get("e2e_p99_ms")
+    return _quick_verdict(step) and e2e is not None and e2e < E2E_P99_LIMIT_MS
 
 
 def _capture(plat: Platform) -> tuple[str, dict[str, str], dict[str, Any]]:
@@ -422,8 +425,8 @@ def _run(args: argparse.Namespace, plat: Platform) -> dict[str, Any]:
     _progress("JetStream: raw publish/consume loop")
     js = asyncio.run(jetstream_ceiling(plat.nats.url, seconds=1.0 if quick else 4.0))
 
-    sustained = [s for s in steps if s["sustained"]]
-    best = max(sustained, key=lambda s: s["achieved_rps"]) if sustained else None
+    held = [s for s in steps if s["sustained"]]
+    best = max(held, key=lambda s: s["achieved_rps"]) if held else None
     best_rps = best["achieved_rps"] if best else 0.0
     ref_tps = ref.tps  # one script run = one referral
     js_ceiling = 1.0 / (events[0] / js.publish_per_s + events[1] / js.consume_per_s) if all(events) else None
@@ -450,7 +453,10 @@ def _run(args: argparse.Namespace, plat: Platform) -> dict[str, Any]:
             "latency_avg_ms": ref.latency_ms,
             "failed": ref.failed,
         },
-        "sustained_rule": f"all 201, on schedule, achieved >= 95% of offered, drained, e2e p99 < {E2E_P99_LIMIT_MS:g} ms",
+        "sustained_rule": (
+            f"all 201, on schedule (intake p99 < {E2E_P99_LIMIT_MS:g} ms from each request's due time),"
+            f" achieved >= 95% of offered, drained, e2e p99 < {E2E_P99_LIMIT_MS:g} ms"
+        ),
         "steps": steps,
         "pgbench": {
             "ceiling_referrals_per_s": round(pg_ceiling, 1),
