@@ -420,34 +420,37 @@ async def _handle_one(
     except msgspec.DecodeError as exc:
         await _dead_letter(spec, msg, delivered, "undecodable", exc, None, dead_letters)
         return
-    with structlog.contextvars.bound_contextvars(
+    # Every message is handled in a task of its own (run_consumer), whose context is a copy that ends
+    # with it: binding is enough. bound_contextvars (which first copies the whole context to restore
+    # it afterwards) was 5% of notify's busy samples at 1,000 referrals/s.
+    structlog.contextvars.bind_contextvars(
         event_id=event.event_id, trace_id=event.trace_id, event_type=msg.subject, delivery=delivered
-    ):
-        try:
-            await handler(event)
-        except Poison as exc:
-            await _dead_letter(spec, msg, delivered, "poison", exc, event.event_id, dead_letters)
+    )
+    try:
+        await handler(event)
+    except Poison as exc:
+        await _dead_letter(spec, msg, delivered, "poison", exc, event.event_id, dead_letters)
+        return
+    except Exception as exc:
+        if delivered >= spec.max_deliver:
+            await _dead_letter(spec, msg, delivered, "exhausted", exc, event.event_id, dead_letters)
             return
-        except Exception as exc:
-            if delivered >= spec.max_deliver:
-                await _dead_letter(spec, msg, delivered, "exhausted", exc, event.event_id, dead_letters)
-                return
-            delay = _retry_delay(delivered)
-            log.warning(
-                "consumer.retry",
-                consumer=spec.durable,
-                error=type(exc).__name__,
-                detail=safe_error_text(exc)[:200],
-                retry_in_s=delay,
-            )
-            with contextlib.suppress(Exception):
-                await msg.nak(delay=delay)
-            return
-        # Ack only after the effect committed; a lost ack means a redelivery that claim_event skips.
-        try:
-            await msg.ack_sync(timeout=5)
-        except Exception as exc:
-            log.warning("consumer.ack_failed", consumer=spec.durable, error=type(exc).__name__)
+        delay = _retry_delay(delivered)
+        log.warning(
+            "consumer.retry",
+            consumer=spec.durable,
+            error=type(exc).__name__,
+            detail=safe_error_text(exc)[:200],
+            retry_in_s=delay,
+        )
+        with contextlib.suppress(Exception):
+            await msg.nak(delay=delay)
+        return
+    # Ack only after the effect committed; a lost ack means a redelivery that claim_event skips.
+    try:
+        await msg.ack_sync(timeout=5)
+    except Exception as exc:
+        log.warning("consumer.ack_failed", consumer=spec.durable, error=type(exc).__name__)
 
 
 # Pull requests reach the server a little after the client sends them, so they expire there a little
