@@ -218,5 +218,6 @@ async def _publish_all(js: JetStreamContext, rows: Sequence[asyncpg.Record]) -> 
         else:
             error = f.exception()
             acks.append(error if error is not None else f.result())
-    acks.extend(failure or ConnectionError("not sent") for _ in range(len(rows) - len(futures)))
+    if failure is not None:
+        acks.extend(failure for _ in range(len(rows) - len(futures)))
     return acks

@@ -57,9 +57,9 @@ _GROUPS: dict[int, tuple[asyncpg.Pool, GroupCommit]] = {}
 # Batch bounds: submissions per transaction, and such transactions open at once per process.
 # 256, not 64: at 1,000/s batches filled the 64 (nine callers, so about seven referrals per create
 # statement) and the rest queued for the next commit. Fixed rate 1,000/s for 15 s, interleaved runs
-# (docs/performance.md, stop 26): 1.98-2.00 -> 1.76-1.86 ms of CPU per referral (PostgreSQL
-# 0.74-0.77 -> 0.60-0.66), intake p99 3.1-3.3 -> 1.0-1.6 s. 512 was no better (1.88). Below about
-# 500/s batches never reach the bound, so low rates are unchanged.
+# (docs/performance.md, stop 26): 1.98-2.00 -> 1.75-1.86 ms of CPU per referral (PostgreSQL
+# 0.73-0.77 -> 0.59-0.66), intake p99 3.1-3.3 -> 0.7-1.6 s. 512 was no better (1.88). Below about
+# 500/s batches never reach 64, so low rates are unchanged.
 SUBMIT_BATCH_MAX = 256
 # One batch in flight, as routing's (services/routing/worker.py says why).
 SUBMIT_BATCHES_IN_FLIGHT = 1
